@@ -1,0 +1,1 @@
+//! Monitor selection (in progress).

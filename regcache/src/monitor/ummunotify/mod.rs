@@ -1,0 +1,1 @@
+//! ummunotify monitor (in progress).
