@@ -5,11 +5,14 @@
 //! - [`monitor`]: how invalidations are learned (ummunotify device, userfaultfd, none);
 //! - [`registrar`]: how memory is registered (io_uring software NIC, no-op, verbs elsewhere).
 
+pub mod cache;
 pub mod error;
 pub mod monitor;
 pub mod range;
 pub mod registrar;
 
+pub use cache::{Cache, Config, Handle, StatsSnapshot};
 pub use error::{Error, Result};
+pub use monitor::{Monitor, MonitorKind};
 pub use range::Range;
 pub use registrar::{Access, Registrar, Registration};

@@ -1,1 +1,212 @@
-//! ummunotify monitor (in progress).
+//! Client of the ummunotify device (`/dev/ummunotify`, the 2010 ABI; module in `kmod/`).
+//!
+//! The kernel keeps one queue entry per watched range and a generation counter in a read-only page
+//! mapped into this process. The MMU-notifier callback runs while the kernel still holds the
+//! unmapping lock, so the counter has moved before munmap() returns and before any other thread
+//! can map something new at that address: there is no window in which a lookup could trust a
+//! stale entry. Watches are identified by cookie (the cache's entry id), events report cookies.
+
+pub mod abi;
+
+use super::{Invalidation, Monitor, MonitorKind, WatchError};
+use crate::error::{Error, Result};
+use crate::range::{page_size, Range};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+
+/// Default device path.
+pub const DEVICE: &str = "/dev/ummunotify";
+
+/// Records read per read() call: one page's worth, as the 2010 driver returns at most.
+const EVENTS_PER_READ: usize = 128;
+
+pub struct UmmunotifyMonitor {
+    fd: OwnedFd,
+    counter: NonNull<AtomicU64>,
+    features: u32,
+}
+
+// SAFETY: the fd is usable from any thread, and `counter` points into a MAP_SHARED read-only
+// page that stays mapped for the monitor's life and is only ever read through an AtomicU64.
+unsafe impl Send for UmmunotifyMonitor {}
+// SAFETY: as above; every method takes &self and uses only thread-safe syscalls and atomic loads.
+unsafe impl Sync for UmmunotifyMonitor {}
+
+impl UmmunotifyMonitor {
+    /// Opens the default device and asks for the FILTER feature.
+    pub fn open() -> Result<Self> {
+        Self::open_path(DEVICE, abi::FEATURE_FILTER)
+    }
+
+    /// Opens `path`, negotiates `wanted` features (the kernel grants a subset), maps the counter.
+    pub fn open_path(path: &str, wanted: u32) -> Result<Self> {
+        let cpath = CString::new(path).map_err(|_| Error::InvalidArgument("NUL in device path"))?;
+        // SAFETY: cpath is a valid NUL-terminated string; open has no other preconditions.
+        let raw = unsafe {
+            libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: `raw` is a freshly opened fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        // EXCHANGE_FEATURES must come before any other use of the fd.
+        let mut features = wanted;
+        // SAFETY: the ioctl reads and writes one u32 through the pointer, which is valid.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), abi::EXCHANGE_FEATURES as _, &mut features) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+
+        // SAFETY: mapping one read-only shared page of the device at offset 0, exactly what the
+        // ABI offers; the result is checked before use.
+        let page = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page_size(),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if page == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error().into());
+        }
+        let counter = NonNull::new(page.cast::<AtomicU64>())
+            .ok_or(Error::Io(io::Error::from_raw_os_error(libc::EFAULT)))?;
+        Ok(UmmunotifyMonitor { fd, counter, features: features & wanted })
+    }
+
+    /// The feature bits the module granted.
+    pub fn features(&self) -> u32 {
+        self.features
+    }
+
+    fn read_events(&self, buf: &mut [abi::Event]) -> io::Result<usize> {
+        let bytes = std::mem::size_of_val(buf);
+        // SAFETY: buf is a valid, writable slice of plain-old-data records of `bytes` bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), bytes) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize / std::mem::size_of::<abi::Event>())
+    }
+}
+
+/// Turns one INVAL record into an invalidation; `None` for records of unknown type.
+fn decode(ev: &abi::Event) -> Option<Invalidation> {
+    if ev.kind != abi::EVENT_TYPE_INVAL || ev.hint_start >= ev.hint_end {
+        return None;
+    }
+    let hint = Range { start: ev.hint_start as usize, end: ev.hint_end as usize };
+    Some(Invalidation::Cookie { cookie: ev.user_cookie_counter, hint })
+}
+
+impl Monitor for UmmunotifyMonitor {
+    fn kind(&self) -> MonitorKind {
+        MonitorKind::Ummunotify
+    }
+
+    fn counter(&self) -> &AtomicU64 {
+        // SAFETY: the page is mapped for as long as `self` lives, 8-byte aligned (page aligned),
+        // and the kernel updates the u64 with single aligned stores, so atomic loads are sound.
+        unsafe { self.counter.as_ref() }
+    }
+
+    fn watch(&self, range: Range, cookie: u64) -> std::result::Result<(), WatchError> {
+        let arg = abi::RegisterIoctl {
+            start: range.start as u64,
+            end: range.end as u64,
+            user_cookie: cookie,
+            flags: 0,
+            reserved: 0,
+        };
+        // SAFETY: the ioctl reads one RegisterIoctl through the pointer, which is valid.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), abi::REGISTER_REGION as _, &arg) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(e @ (libc::EINVAL | libc::EFAULT)) => Err(WatchError::Unwatchable(e)),
+            _ => Err(WatchError::Failed(err.into())),
+        }
+    }
+
+    fn unwatch(&self, _range: Range, cookie: u64) {
+        let cookie = cookie;
+        // SAFETY: the ioctl reads one u64 through the pointer, which is valid. An unknown cookie
+        // gives EINVAL, which is harmless here.
+        unsafe { libc::ioctl(self.fd.as_raw_fd(), abi::UNREGISTER_REGION as _, &cookie) };
+    }
+
+    fn drain(&self, out: &mut Vec<Invalidation>) -> Result<u64> {
+        // Acquire: pairs with the kernel's increment, which it makes after queueing under its
+        // lock; every event counted up to `before` is then in the queue we are about to read.
+        let before = self.counter().load(std::sync::atomic::Ordering::Acquire);
+        let mut last = None;
+        let mut buf = [abi::Event::default(); EVENTS_PER_READ];
+        loop {
+            let n = match self.read_events(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for ev in &buf[..n] {
+                if ev.kind == abi::EVENT_TYPE_LAST {
+                    last = Some(ev.user_cookie_counter);
+                } else if let Some(inv) = decode(ev) {
+                    out.push(inv);
+                }
+            }
+        }
+        // LAST carries the counter at the moment the queue emptied; without one (nothing was
+        // queued any more) the value read before draining is complete.
+        Ok(last.map_or(before, |l| l.max(before)))
+    }
+}
+
+impl Drop for UmmunotifyMonitor {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the page mapped in open_path; no reference to it outlives `self`.
+        unsafe { libc::munmap(self.counter.as_ptr().cast(), page_size()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_inval_with_hint() {
+        let ev = abi::Event {
+            kind: abi::EVENT_TYPE_INVAL,
+            flags: abi::EVENT_FLAG_HINT,
+            hint_start: 0x1000,
+            hint_end: 0x2000,
+            user_cookie_counter: 123,
+        };
+        assert_eq!(
+            decode(&ev),
+            Some(Invalidation::Cookie { cookie: 123, hint: Range { start: 0x1000, end: 0x2000 } })
+        );
+        let last = abi::Event { kind: abi::EVENT_TYPE_LAST, ..ev };
+        assert_eq!(decode(&last), None);
+    }
+
+    #[test]
+    fn missing_device_is_a_clear_error() {
+        match UmmunotifyMonitor::open_path("/dev/does-not-exist-ummunotify", 0) {
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT)),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a device that does not exist"),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! One registration and the state word that decides who deregisters it.
+//!
+//! `state` holds the number of live handles in its low bits and `INVALID` in the top bit. Exactly
+//! one party sees the transition that leaves the entry unreferenced *and* invalid, and that party
+//! deregisters it:
+//! - the evictor, by `compare_exchange(0, INVALID)` (only unreferenced entries are evicted);
+//! - the invalidator, by `fetch_or(INVALID)` returning 0 users;
+//! - the last releaser, by `fetch_sub(1)` returning `INVALID | 1`.
+//!
+//! Handles are taken only while the entry is in the index under the index read lock, and the
+//! entry is marked invalid only under the index write lock, so a new handle never sees INVALID.
+
+use crate::range::Range;
+use crate::registrar::{Access, Registration};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) const INVALID: u64 = 1 << 63;
+
+pub(crate) struct Entry {
+    /// Unique id; also the monitor cookie.
+    pub id: u64,
+    /// What was registered (page-aligned).
+    pub range: Range,
+    pub access: Access,
+    pub reg: Registration,
+    /// Users in the low bits, INVALID in the top bit.
+    pub state: AtomicU64,
+    /// LRU stamp: the cache clock at the last hit (coarse; ties are fine).
+    pub last_use: AtomicU64,
+    /// The stamp under which the entry sits in the LRU set (guarded by the miss lock).
+    pub lru_key: AtomicU64,
+    /// Whether a monitor watches this entry (false for one-use registrations).
+    pub watched: bool,
+}
+
+impl Entry {
+    /// A cacheable entry with no users yet, watched by the monitor.
+    pub fn cached(id: u64, range: Range, access: Access, reg: Registration) -> Self {
+        Entry {
+            id,
+            range,
+            access,
+            reg,
+            state: AtomicU64::new(0),
+            last_use: AtomicU64::new(0),
+            lru_key: AtomicU64::new(0),
+            watched: true,
+        }
+    }
+
+    /// A one-use registration: invalid from birth, owned by its single handle.
+    pub fn one_use(id: u64, range: Range, access: Access, reg: Registration) -> Self {
+        Entry { state: AtomicU64::new(INVALID | 1), watched: false, ..Entry::cached(id, range, access, reg) }
+    }
+
+    /// Takes a reference. Caller holds the index read (or write) lock and found the entry in the
+    /// index, so it is valid.
+    #[inline]
+    pub fn acquire(&self) {
+        // Relaxed: the index lock orders this increment before any later eviction attempt (which
+        // takes the write lock), and the entry's fields were published by that lock too.
+        self.state.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops a reference; true when the caller must deregister (it was the last user of an
+    /// invalid entry).
+    #[inline]
+    pub fn release(&self) -> bool {
+        // AcqRel: Release makes the caller's use of the registration happen-before whoever
+        // deregisters it; Acquire, when we are the one, sees the invalidator's writes.
+        self.state.fetch_sub(1, Ordering::AcqRel) == INVALID | 1
+    }
+
+    /// Marks an entry removed from the index invalid; true when it had no users (the caller must
+    /// deregister it now).
+    pub fn invalidate(&self) -> bool {
+        // AcqRel: Acquire pairs with the releases of past users; Release publishes the mark to
+        // the last releaser.
+        self.state.fetch_or(INVALID, Ordering::AcqRel) == 0
+    }
+
+    /// Claims an unreferenced entry for eviction; false when it is in use.
+    pub fn try_evict(&self) -> bool {
+        // Acquire: pairs with the last user's release, so its use happens-before deregistration.
+        self.state.compare_exchange(0, INVALID, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+}

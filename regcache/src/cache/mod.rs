@@ -1,0 +1,695 @@
+//! The registration cache: lookup, reference counts, deferred deregistration, eviction.
+//!
+//! Hit path (no mutex): one relaxed load of the fork generation, one acquire load of the
+//! monitor's counter compared with the generation of the last drain, then the index read lock
+//! (a sharded lock: each thread locks its own cache line), one ordered-map probe, one atomic
+//! increment on the entry and a per-thread statistics counter.
+//!
+//! Everything else (misses, drains, invalidations, eviction) is serialised by one miss lock, so
+//! the monitor is drained by one thread at a time and a registration in flight cannot race with
+//! the drain that would invalidate it. The index write lock is taken only for the instant an
+//! entry is inserted or removed, never across a registrar or monitor call.
+//!
+//! Overlapping requests are merged into one registration covering both (as UCX's rcache does):
+//! the index stays disjoint, so a lookup is one probe, and buffers that share pages converge to
+//! one registration instead of evicting each other. A merge that the registrar refuses (a hole in
+//! the hull is unmapped, or it exceeds `Config::max_merge`) falls back to the request alone.
+
+mod entry;
+mod fork;
+mod index;
+mod stats;
+
+pub use stats::StatsSnapshot;
+
+use crate::error::{Error, Result};
+use crate::monitor::{Invalidation, Monitor, MonitorKind, WatchError};
+use crate::range::Range;
+use crate::registrar::{Access, Registrar, Registration};
+use crossbeam_utils::sync::ShardedLock;
+use crossbeam_utils::CachePadded;
+use entry::Entry;
+use index::Index;
+use parking_lot::Mutex;
+use stats::{Hot, Stats};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Limits and switches of a cache.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most registrations kept cached (unreferenced ones beyond it are evicted, LRU first).
+    pub max_entries: usize,
+    /// Most bytes kept registered by cached entries (LRU eviction beyond it).
+    pub max_bytes: u64,
+    /// Largest registration a merge of overlapping requests may create.
+    pub max_merge: usize,
+    /// TEST ONLY — the negative control: never check the monitor, so cached registrations are
+    /// trusted after their memory was unmapped. Exists to prove the oracles detect staleness.
+    pub danger_ignore_invalidations: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_entries: 8192,
+            max_bytes: default_max_bytes(),
+            max_merge: 1 << 30,
+            danger_ignore_invalidations: false,
+        }
+    }
+}
+
+/// Three quarters of RLIMIT_MEMLOCK when it is finite (leaving room for the application's own
+/// pinned memory), else 16 GiB.
+fn default_max_bytes() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one struct rlimit through a valid pointer.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+        (lim.rlim_cur / 4 * 3).max(1 << 20)
+    } else {
+        16 << 30
+    }
+}
+
+/// State serialised by the miss lock.
+#[derive(Default)]
+struct MissState {
+    /// (stamp, start) of every cached entry; stamps are refreshed lazily at eviction.
+    lru: BTreeSet<(u64, usize)>,
+    /// Ranges recently invalidated, to count re-registrations (bounded).
+    recent: BTreeMap<usize, usize>,
+    scratch: Vec<Invalidation>,
+}
+
+const RECENT_MAX: usize = 4096;
+const RACE_RETRIES: usize = 3;
+
+/// A registration cache over one monitor and one registrar.
+pub struct Cache {
+    /// The monitor's generation counter (points into `monitor`, which outlives every use).
+    counter: NonNull<AtomicU64>,
+    /// Counter value up to which invalidations have been applied to the index.
+    drained: CachePadded<AtomicU64>,
+    /// LRU clock: ticks once per miss; hits stamp entries with it.
+    clock: CachePadded<AtomicU64>,
+    index: ShardedLock<Index>,
+    miss: Mutex<MissState>,
+    /// Entries out of the index that still have users (and one-use registrations), by id.
+    zombies: Mutex<HashMap<u64, Box<Entry>>>,
+    next_id: AtomicU64,
+    /// Set when the monitor failed: everything was flushed and caching stays off.
+    broken: AtomicBool,
+    fork_gen: u64,
+    stats: Stats,
+    cfg: Config,
+    registrar: Arc<dyn Registrar>,
+    monitor: Box<dyn Monitor>,
+}
+
+// SAFETY: `counter` points into `monitor`, which is Send + Sync and owned by the cache; all other
+// fields are Send + Sync. Entries are shared through locks and atomics only.
+unsafe impl Send for Cache {}
+// SAFETY: as above.
+unsafe impl Sync for Cache {}
+
+/// A reference to a registration covering a requested range. The registration stays valid (is
+/// not deregistered) until the handle is dropped, even if the memory is unmapped meanwhile.
+pub struct Handle<'c> {
+    cache: &'c Cache,
+    entry: NonNull<Entry>,
+}
+
+// SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
+// the last handle is released (see entry.rs), so the pointer may move between threads.
+unsafe impl Send for Handle<'_> {}
+// SAFETY: as above; &Handle only reads immutable fields.
+unsafe impl Sync for Handle<'_> {}
+
+impl Handle<'_> {
+    fn entry(&self) -> &Entry {
+        // SAFETY: this handle holds a reference counted in the entry's state word, so the entry
+        // is not freed before `Drop` below releases it.
+        unsafe { self.entry.as_ref() }
+    }
+
+    pub fn registration(&self) -> &Registration {
+        &self.entry().reg
+    }
+
+    pub fn lkey(&self) -> u32 {
+        self.entry().reg.lkey
+    }
+
+    pub fn rkey(&self) -> u32 {
+        self.entry().reg.rkey
+    }
+
+    /// The registered range (page-aligned, containing the request).
+    pub fn range(&self) -> Range {
+        self.entry().range
+    }
+
+    pub fn access(&self) -> Access {
+        self.entry().access
+    }
+
+    /// False for a one-use registration (not cached; deregistered when this handle drops).
+    pub fn is_cached(&self) -> bool {
+        self.entry().watched
+    }
+}
+
+impl Drop for Handle<'_> {
+    fn drop(&mut self) {
+        if self.entry().release() {
+            let id = self.entry().id;
+            self.cache.reap(id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Handle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("range", &self.range())
+            .field("lkey", &self.lkey())
+            .field("cached", &self.is_cached())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Builds a cache. With a monitor that cannot cache (`none`), every request is registered for
+    /// its use only.
+    pub fn new(monitor: Box<dyn Monitor>, registrar: Arc<dyn Registrar>, cfg: Config) -> Self {
+        let counter = NonNull::from(monitor.counter());
+        // Acquire: pairs with the monitor's increments; we start from the current value, so
+        // only invalidations after this point matter (nothing is cached yet).
+        let start = monitor.counter().load(Ordering::Acquire);
+        Cache {
+            counter,
+            drained: CachePadded::new(AtomicU64::new(start)),
+            clock: CachePadded::new(AtomicU64::new(1)),
+            index: ShardedLock::new(Index::default()),
+            miss: Mutex::new(MissState::default()),
+            zombies: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            broken: AtomicBool::new(false),
+            fork_gen: fork::generation(),
+            stats: Stats::new(),
+            cfg,
+            registrar,
+            monitor,
+        }
+    }
+
+    pub fn monitor_kind(&self) -> MonitorKind {
+        self.monitor.kind()
+    }
+
+    pub fn registrar_name(&self) -> &'static str {
+        self.registrar.name()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether requests are cached (a working monitor, not in a fork child).
+    pub fn is_caching(&self) -> bool {
+        // Relaxed: a status report; the paths that act on it re-check under the miss lock.
+        self.monitor.can_cache() && !self.broken.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// A registration covering `[addr, addr+len)` with at least `access`.
+    #[inline]
+    pub fn get(&self, addr: usize, len: usize, access: Access) -> Result<Handle<'_>> {
+        let req = Range::new(addr, len)?;
+        if fork::current() != self.fork_gen {
+            return Err(Error::ForkedChild);
+        }
+        if self.fresh() {
+            if let Some(h) = self.lookup(req, access) {
+                self.stats.bump(Hot::Hit);
+                return Ok(h);
+            }
+        }
+        self.get_slow(req, access)
+    }
+
+    /// True when no invalidation can be pending: the monitor's counter equals the drained value.
+    #[inline]
+    fn fresh(&self) -> bool {
+        if self.cfg.danger_ignore_invalidations {
+            return true;
+        }
+        // SAFETY: `counter` points into `self.monitor`, alive as long as `self`.
+        let counter = unsafe { self.counter.as_ref() };
+        // Acquire (both): the counter pairs with the monitor's release increment (or the
+        // kernel's store); `drained` pairs with the release store made after the drained
+        // invalidations were removed from the index, so a match guarantees we see that removal.
+        counter.load(Ordering::Acquire) == self.drained.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn lookup(&self, req: Range, access: Access) -> Option<Handle<'_>> {
+        let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let e = idx.find(req, access)?;
+        e.acquire();
+        // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the
+        // store avoids dirtying the line when the entry is hit repeatedly.
+        let now = self.clock.load(Ordering::Relaxed);
+        if e.last_use.load(Ordering::Relaxed) != now {
+            e.last_use.store(now, Ordering::Relaxed);
+        }
+        Some(Handle { cache: self, entry: NonNull::from(e) })
+    }
+
+    fn get_slow(&self, req: Range, access: Access) -> Result<Handle<'_>> {
+        if !self.is_caching() {
+            return self.one_use(req, access);
+        }
+        let mut st = self.miss.lock();
+        if !self.cfg.danger_ignore_invalidations {
+            self.drain(&mut st, None);
+            if !self.is_caching() {
+                drop(st);
+                return self.one_use(req, access);
+            }
+        }
+        // Another thread may have registered it while we waited, or the drain was a false
+        // positive: look again.
+        if let Some(h) = self.lookup(req, access) {
+            self.stats.bump(Hot::Hit);
+            return Ok(h);
+        }
+        self.stats.bump(Hot::Miss);
+        let aligned =
+            req.page_aligned().ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        self.count_reregistration(&mut st, aligned);
+        for _ in 0..RACE_RETRIES {
+            match self.miss_once(&mut st, aligned, access)? {
+                Some(h) => return Ok(h),
+                None => continue, // invalidated while registering: try again
+            }
+        }
+        drop(st);
+        self.one_use(req, access)
+    }
+
+    /// One attempt to register and insert. `Ok(None)`: the range was invalidated while being
+    /// registered (the registration was undone); the caller retries.
+    fn miss_once(
+        &self,
+        st: &mut MissState,
+        aligned: Range,
+        access: Access,
+    ) -> Result<Option<Handle<'_>>> {
+        let hull = self.merge_hull(aligned, access);
+        let mut candidates = vec![hull];
+        if hull.0 != aligned {
+            candidates.push((aligned, access));
+        }
+        for (i, &(target, acc)) in candidates.iter().enumerate() {
+            let last = i + 1 == candidates.len();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.monitor.watch(target, id) {
+                if !last {
+                    continue;
+                }
+                return match e {
+                    WatchError::Unwatchable(_) | WatchError::Failed(_) => {
+                        self.one_use_locked(st, aligned, access).map(Some)
+                    }
+                };
+            }
+            let reg = match self.register_evicting(st, target, acc) {
+                Ok(reg) => reg,
+                Err(e) => {
+                    self.monitor.unwatch(target, id);
+                    if last || e.is_resource_exhaustion() {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+            // Anything that changed the pages after watch() is reported now; if it touched the
+            // new registration, it may already be stale: undo it.
+            if !self.cfg.danger_ignore_invalidations && self.drain(st, Some((id, target))) {
+                self.monitor.unwatch(target, id);
+                self.deregister(&reg, target);
+                return Ok(None);
+            }
+            return Ok(Some(self.insert(st, Entry::cached(id, target, acc, reg))));
+        }
+        unreachable!("the last candidate always returns")
+    }
+
+    /// The registration to make for a miss: the request merged with the overlapping entries, if
+    /// that stays within `max_merge` and the registrar's limit.
+    fn merge_hull(&self, aligned: Range, access: Access) -> (Range, Access) {
+        let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let (mut hull, mut acc) = (aligned, access);
+        for s in idx.overlapping(aligned) {
+            if let Some(e) = idx.get(s) {
+                hull = Range { start: hull.start.min(e.range.start), end: hull.end.max(e.range.end) };
+                acc |= e.access;
+            }
+        }
+        let limit = self.cfg.max_merge.min(self.registrar.max_len());
+        if hull.len() > limit {
+            (aligned, access)
+        } else {
+            (hull, acc)
+        }
+    }
+
+    fn insert(&self, st: &mut MissState, entry: Entry) -> Handle<'_> {
+        let entry = Box::new(entry);
+        // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
+        // takes the current tick and moves the clock on, so later hits rank above it.
+        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
+        entry.last_use.store(stamp, Ordering::Relaxed);
+        entry.lru_key.store(stamp, Ordering::Relaxed);
+        entry.acquire();
+        let ptr = NonNull::from(&*entry);
+        let (start, range) = (entry.range.start, entry.range);
+        let displaced: Vec<Box<Entry>> = {
+            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let out = idx.overlapping(range).into_iter().filter_map(|s| idx.remove(s)).collect();
+            idx.insert(entry);
+            out
+        };
+        st.lru.insert((stamp, start));
+        for old in displaced {
+            self.retire(st, old);
+        }
+        self.enforce_limits(st);
+        Handle { cache: self, entry: ptr }
+    }
+
+    /// Registers for this use only (not cached, deregistered when the handle drops).
+    fn one_use(&self, req: Range, access: Access) -> Result<Handle<'_>> {
+        let aligned =
+            req.page_aligned().ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        self.stats.bump(Hot::Uncacheable);
+        let reg = self.register(aligned, access)?;
+        Ok(self.adopt_one_use(aligned, access, reg))
+    }
+
+    /// As `one_use`, under the miss lock, so unused cached entries may be evicted for memory.
+    fn one_use_locked(
+        &self,
+        st: &mut MissState,
+        aligned: Range,
+        access: Access,
+    ) -> Result<Handle<'_>> {
+        self.stats.bump(Hot::Uncacheable);
+        let reg = self.register_evicting(st, aligned, access)?;
+        Ok(self.adopt_one_use(aligned, access, reg))
+    }
+
+    fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let e = Box::new(Entry::one_use(id, range, access, reg));
+        let ptr = NonNull::from(&*e);
+        self.zombies.lock().insert(id, e);
+        Handle { cache: self, entry: ptr }
+    }
+
+    fn register(&self, r: Range, access: Access) -> Result<Registration> {
+        let t0 = Instant::now();
+        let res = self.registrar.register(r.start, r.len(), access);
+        let s = &self.stats;
+        // Relaxed (all): statistics, see stats.rs.
+        match &res {
+            Ok(_) => {
+                s.registrations.fetch_add(1, Ordering::Relaxed);
+                s.registration_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                s.registered_bytes.fetch_add(r.len() as u64, Ordering::Relaxed);
+                s.registered_entries.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                s.registration_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        res
+    }
+
+    /// Registers; when the registrar is out of lockable memory or slots, evicts unused entries
+    /// worth at least the request (at least one entry) and retries once.
+    fn register_evicting(
+        &self,
+        st: &mut MissState,
+        r: Range,
+        access: Access,
+    ) -> Result<Registration> {
+        match self.register(r, access) {
+            Err(e) if e.is_resource_exhaustion() => {
+                let mut freed = 0u64;
+                let mut count = 0usize;
+                self.evict_lru(st, |bytes| {
+                    freed += bytes;
+                    count += 1;
+                    count >= 1 && freed >= r.len() as u64
+                });
+                self.register(r, access)
+            }
+            other => other,
+        }
+    }
+
+    fn deregister(&self, reg: &Registration, r: Range) {
+        self.registrar.deregister(reg, r.start, r.len());
+        let s = &self.stats;
+        // Relaxed (all): statistics.
+        s.deregistrations.fetch_add(1, Ordering::Relaxed);
+        s.registered_bytes.fetch_sub(r.len() as u64, Ordering::Relaxed);
+        s.registered_entries.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes an entry that left the index: stop watching it and deregister it now if unused,
+    /// else when its last handle is released.
+    fn retire(&self, st: &mut MissState, e: Box<Entry>) {
+        st.lru.remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
+        self.monitor.unwatch(e.range, e.id);
+        let mut zombies = self.zombies.lock();
+        if e.invalidate() {
+            drop(zombies);
+            self.deregister(&e.reg, e.range);
+        } else {
+            // Inserted under the zombies lock, which the last releaser takes before looking.
+            zombies.insert(e.id, e);
+        }
+    }
+
+    /// Called by the last releaser of an invalid entry.
+    fn reap(&self, id: u64) {
+        let e = self.zombies.lock().remove(&id);
+        if let Some(e) = e {
+            if fork::current() == self.fork_gen {
+                self.deregister(&e.reg, e.range);
+            }
+            // In a fork child the registration belongs to the parent: forget it, never undo it.
+        }
+    }
+
+    /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
+    /// registration not yet in the index, returns whether an invalidation touched it.
+    fn drain(&self, st: &mut MissState, pending: Option<(u64, Range)>) -> bool {
+        // SAFETY: `counter` points into `self.monitor`, alive as long as `self`.
+        let counter = unsafe { self.counter.as_ref() };
+        // Acquire: as in `fresh`. Relaxed for `drained`: only this lock holder writes it.
+        if counter.load(Ordering::Acquire) == self.drained.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.stats.drains.fetch_add(1, Ordering::Relaxed);
+        let mut events = std::mem::take(&mut st.scratch);
+        events.clear();
+        let generation = match self.monitor.drain(&mut events) {
+            Ok(g) => g,
+            Err(e) => {
+                // We cannot know what changed: trust nothing, and stop caching for good.
+                eprintln!("regcache: {} monitor failed ({e}); caching disabled", self.monitor.kind().name());
+                // Relaxed: read by is_caching() under this lock or as a hint.
+                self.broken.store(true, Ordering::Relaxed);
+                events.clear();
+                events.push(Invalidation::All);
+                0
+            }
+        };
+        let mut pending_hit = false;
+        let removed: Vec<Box<Entry>> = {
+            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut victims = Vec::new();
+            for inv in &events {
+                match *inv {
+                    Invalidation::Cookie { cookie, hint } => {
+                        pending_hit |= pending.is_some_and(|(id, _)| id == cookie);
+                        victims.extend(
+                            idx.overlapping(hint)
+                                .into_iter()
+                                .filter(|&s| idx.get(s).is_some_and(|e| e.id == cookie)),
+                        );
+                    }
+                    Invalidation::Range(r) => {
+                        pending_hit |= pending.is_some_and(|(_, p)| p.overlaps(&r));
+                        victims.extend(idx.overlapping(r));
+                    }
+                    Invalidation::All => {
+                        pending_hit = pending.is_some();
+                        victims.extend(idx.starts());
+                    }
+                }
+            }
+            victims.into_iter().filter_map(|s| idx.remove(s)).collect()
+        };
+        if !self.broken.load(Ordering::Relaxed) {
+            // Release: publishes the removals above to hit paths that observe this value.
+            self.drained.store(generation, Ordering::Release);
+        }
+        if removed.is_empty() && !pending_hit {
+            self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.invalidated.fetch_add(removed.len() as u64, Ordering::Relaxed);
+        for e in removed {
+            self.remember_invalidated(st, e.range);
+            self.retire(st, e);
+        }
+        st.scratch = events;
+        pending_hit
+    }
+
+    fn remember_invalidated(&self, st: &mut MissState, r: Range) {
+        if st.recent.len() >= RECENT_MAX {
+            st.recent.pop_first();
+        }
+        st.recent.insert(r.start, r.end);
+    }
+
+    fn count_reregistration(&self, st: &mut MissState, r: Range) {
+        let hit: Vec<usize> = st
+            .recent
+            .range(..r.end)
+            .rev()
+            .take_while(|(_, &end)| end > r.start)
+            .map(|(&s, _)| s)
+            .collect();
+        if !hit.is_empty() {
+            self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
+            for s in hit {
+                st.recent.remove(&s);
+            }
+        }
+    }
+
+    /// Evicts to respect `max_entries` and `max_bytes`.
+    fn enforce_limits(&self, st: &mut MissState) {
+        let over = |c: &Cache| {
+            let s = &c.stats;
+            // Relaxed: gauges maintained under this same lock (or by reap, which only lowers them).
+            c.index.read().map_or(0, |i| i.len()) > c.cfg.max_entries
+                || s.registered_bytes.load(Ordering::Relaxed) > c.cfg.max_bytes
+        };
+        if over(self) {
+            self.evict_lru(st, |_| !over(self));
+        }
+    }
+
+    /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
+    /// says so or nothing evictable is left.
+    fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
+        let mut busy = Vec::new();
+        while let Some((stamp, start)) = st.lru.pop_first() {
+            let victim = {
+                let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+                let Some(e) = idx.get(start) else { continue };
+                // Relaxed: stamps are hints, see `lookup`.
+                let now = e.last_use.load(Ordering::Relaxed);
+                if now != stamp {
+                    // Used since it was filed: file it again under its newer stamp.
+                    e.lru_key.store(now, Ordering::Relaxed);
+                    st.lru.insert((now, start));
+                    continue;
+                }
+                if !e.try_evict() {
+                    busy.push((stamp, start));
+                    continue;
+                }
+                idx.remove(start)
+            };
+            if let Some(e) = victim {
+                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                self.monitor.unwatch(e.range, e.id);
+                self.deregister(&e.reg, e.range);
+                if enough(e.range.len() as u64) {
+                    break;
+                }
+            }
+        }
+        st.lru.extend(busy);
+    }
+
+    /// Removes every cached entry overlapping `[addr, addr+len)`: for invalidations learned
+    /// elsewhere (the UCX and libfabric bridges). Entries in use are deregistered on release.
+    pub fn invalidate(&self, addr: usize, len: usize) -> Result<usize> {
+        let r = Range::new(addr, len)?;
+        let mut st = self.miss.lock();
+        let removed: Vec<Box<Entry>> = {
+            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            idx.overlapping(r).into_iter().filter_map(|s| idx.remove(s)).collect()
+        };
+        let n = removed.len();
+        self.stats.invalidated.fetch_add(n as u64, Ordering::Relaxed);
+        for e in removed {
+            self.remember_invalidated(&mut st, e.range);
+            self.retire(&mut st, e);
+        }
+        Ok(n)
+    }
+
+    /// Drops every cached entry (those in use are deregistered when released).
+    pub fn flush(&self) {
+        let mut st = self.miss.lock();
+        let all: Vec<Box<Entry>> = {
+            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            idx.starts().into_iter().filter_map(|s| idx.remove(s)).collect()
+        };
+        for e in all {
+            self.retire(&mut st, e);
+        }
+    }
+
+    /// Entries currently cached (in the index).
+    pub fn cached_entries(&self) -> usize {
+        self.index.read().map_or(0, |i| i.len())
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if fork::current() != self.fork_gen {
+            // A fork child: the registrations are the parent's; free our memory only.
+            return;
+        }
+        self.flush();
+        // Handles borrow the cache, so none is alive unless one was leaked with mem::forget;
+        // its registration is released here.
+        let leaked: Vec<Box<Entry>> = self.zombies.lock().drain().map(|(_, e)| e).collect();
+        for e in leaked {
+            self.deregister(&e.reg, e.range);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,359 @@
+//! Bookkeeping tests of the cache against a scripted monitor and a counting registrar.
+//! (The end-to-end oracle with real unmaps and the software NIC is in tests/torture.rs.)
+
+use super::*;
+use crate::registrar::noop::NoopRegistrar;
+use std::sync::atomic::AtomicUsize;
+
+/// A monitor driven by the test: `fire` queues an invalidation and moves the counter.
+#[derive(Default)]
+struct ScriptedMonitor {
+    counter: AtomicU64,
+    queue: Mutex<Vec<Invalidation>>,
+    watched: Mutex<HashMap<u64, Range>>,
+    refuse: AtomicBool,
+}
+
+impl ScriptedMonitor {
+    fn fire(&self, inv: Invalidation) {
+        self.queue.lock().push(inv);
+        self.counter.fetch_add(1, Ordering::Release);
+    }
+    fn bump_only(&self) {
+        self.counter.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Monitor for Arc<ScriptedMonitor> {
+    fn kind(&self) -> MonitorKind {
+        MonitorKind::Uffd
+    }
+    fn counter(&self) -> &AtomicU64 {
+        &self.counter
+    }
+    fn watch(&self, range: Range, cookie: u64) -> std::result::Result<(), WatchError> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(WatchError::Unwatchable(libc::EINVAL));
+        }
+        self.watched.lock().insert(cookie, range);
+        Ok(())
+    }
+    fn unwatch(&self, _range: Range, cookie: u64) {
+        self.watched.lock().remove(&cookie);
+    }
+    fn drain(&self, out: &mut Vec<Invalidation>) -> Result<u64> {
+        let g = self.counter.load(Ordering::Acquire);
+        out.append(&mut self.queue.lock());
+        Ok(g)
+    }
+}
+
+const P: usize = 4096;
+const RW: Access = Access::LOCAL_WRITE;
+
+fn setup(cfg: Config) -> (Cache, Arc<ScriptedMonitor>, Arc<NoopRegistrar>) {
+    let mon = Arc::new(ScriptedMonitor::default());
+    let reg = Arc::new(NoopRegistrar::new());
+    let cache = Cache::new(Box::new(mon.clone()), reg.clone(), cfg);
+    (cache, mon, reg)
+}
+
+#[test]
+fn second_get_hits() {
+    let (c, _m, r) = setup(Config::default());
+    let a = c.get(0x10_0000, 100, RW).unwrap();
+    let key = a.lkey();
+    drop(a);
+    let b = c.get(0x10_0000 + 8, 50, RW).unwrap();
+    assert_eq!(b.lkey(), key);
+    assert!(b.is_cached());
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, r.registered()), (1, 1, 1));
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let (c, _m, _r) = setup(Config::default());
+    assert!(matches!(c.get(0, 10, RW), Err(Error::InvalidArgument(_))));
+    assert!(matches!(c.get(P, 0, RW), Err(Error::InvalidArgument(_))));
+    assert!(matches!(c.get(usize::MAX - 10, 100, RW), Err(Error::InvalidArgument(_))));
+    // Does not overflow the address space but its page rounding does.
+    assert!(matches!(c.get(usize::MAX - 10, 5, RW), Err(Error::InvalidArgument(_))));
+    assert!(matches!(c.invalidate(0, 1), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn invalidation_removes_entry_and_counts_reregistration() {
+    let (c, m, r) = setup(Config::default());
+    drop(c.get(0x20_0000, P, RW).unwrap());
+    m.fire(Invalidation::Range(Range { start: 0x20_0000, end: 0x20_1000 }));
+    let h = c.get(0x20_0000, P, RW).unwrap();
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.invalidated, s.reregistrations), (0, 2, 1, 1));
+    assert_eq!(r.registered(), 2);
+    assert_eq!(r.deregistered(), 1, "unused invalidated entry is deregistered at once");
+    drop(h);
+}
+
+#[test]
+fn cookie_invalidation_hits_only_that_entry() {
+    let (c, m, _r) = setup(Config::default());
+    drop(c.get(0x30_0000, P, RW).unwrap());
+    drop(c.get(0x40_0000, P, RW).unwrap());
+    let cookie = *m.watched.lock().iter().find(|(_, r)| r.start == 0x30_0000).unwrap().0;
+    m.fire(Invalidation::Cookie { cookie, hint: Range { start: 0x30_0000, end: 0x30_0800 } });
+    drop(c.get(0x40_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 1);
+    assert_eq!(c.stats().invalidated, 1);
+    drop(c.get(0x30_0000, P, RW).unwrap());
+    assert_eq!(c.stats().misses, 3);
+}
+
+#[test]
+fn in_use_entry_is_deregistered_only_on_last_release() {
+    let (c, m, r) = setup(Config::default());
+    let h1 = c.get(0x50_0000, P, RW).unwrap();
+    let h2 = c.get(0x50_0000, P, RW).unwrap();
+    m.fire(Invalidation::Range(Range { start: 0x50_0000, end: 0x50_1000 }));
+    // The next lookup drains: the entry leaves the index but stays registered while in use.
+    let h3 = c.get(0x50_0000, P, RW).unwrap();
+    assert_ne!(h3.lkey(), h1.lkey(), "a new registration, not the invalidated one");
+    assert_eq!(r.deregistered(), 0);
+    drop(h1);
+    assert_eq!(r.deregistered(), 0);
+    drop(h2);
+    assert_eq!(r.deregistered(), 1);
+    drop(h3);
+    assert_eq!(c.stats().registered_entries, 1);
+}
+
+#[test]
+fn false_positive_is_counted_and_entry_survives() {
+    let (c, m, _r) = setup(Config::default());
+    drop(c.get(0x60_0000, P, RW).unwrap());
+    m.bump_only();
+    drop(c.get(0x60_0000, P, RW).unwrap());
+    let s = c.stats();
+    assert_eq!((s.hits, s.false_positives, s.drains), (1, 1, 1));
+}
+
+#[test]
+fn overlapping_requests_merge_into_one_registration() {
+    let (c, _m, _r) = setup(Config::default());
+    let a = c.get(0x70_0000, 2 * P, RW).unwrap();
+    let b = c.get(0x70_0000 + P, 2 * P, Access::REMOTE_READ).unwrap();
+    assert_eq!(b.range(), Range { start: 0x70_0000, end: 0x70_0000 + 3 * P });
+    assert!(b.access().contains(RW | Access::REMOTE_READ));
+    drop((a, b));
+    assert_eq!(c.cached_entries(), 1);
+    // Both original requests now hit the merged entry.
+    drop(c.get(0x70_0000, 2 * P, RW).unwrap());
+    drop(c.get(0x70_0000 + P, 2 * P, Access::REMOTE_READ).unwrap());
+    assert_eq!(c.stats().hits, 2);
+}
+
+#[test]
+fn insufficient_access_is_a_miss() {
+    let (c, _m, _r) = setup(Config::default());
+    drop(c.get(0x80_0000, P, Access::LOCAL_WRITE).unwrap());
+    drop(c.get(0x80_0000, P, Access::REMOTE_WRITE).unwrap());
+    assert_eq!(c.stats().misses, 2);
+    drop(c.get(0x80_0000, P, Access::REMOTE_WRITE | Access::RELAXED_ORDERING).unwrap());
+    assert_eq!(c.stats().hits, 1, "relaxed ordering is a hint and never blocks a hit");
+}
+
+#[test]
+fn lru_eviction_respects_entry_limit_and_skips_in_use() {
+    let cfg = Config { max_entries: 3, ..Config::default() };
+    let (c, _m, r) = setup(cfg);
+    let pinned = c.get(0x100_0000, P, RW).unwrap();
+    for i in 1..=3 {
+        drop(c.get(0x100_0000 + i * 0x10_0000, P, RW).unwrap());
+    }
+    // 4 inserted, limit 3: the oldest unreferenced (entry 1) went, not the pinned one.
+    assert_eq!(c.cached_entries(), 3);
+    assert_eq!(c.stats().evictions, 1);
+    drop(c.get(0x100_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 1, "the in-use entry was kept");
+    drop(c.get(0x100_0000 + 2 * 0x10_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 2);
+    drop(c.get(0x100_0000 + 0x10_0000, P, RW).unwrap());
+    assert_eq!(c.stats().misses, 5, "entry 1 was the one evicted");
+    drop(pinned);
+    assert_eq!(r.registered() - r.deregistered(), c.cached_entries() as u64);
+}
+
+#[test]
+fn lru_order_follows_hits() {
+    let cfg = Config { max_entries: 2, ..Config::default() };
+    let (c, _m, _r) = setup(cfg);
+    drop(c.get(0x200_0000, P, RW).unwrap()); // A
+    drop(c.get(0x300_0000, P, RW).unwrap()); // B
+    drop(c.get(0x200_0000, P, RW).unwrap()); // hit A: B is now least recent
+    drop(c.get(0x400_0000, P, RW).unwrap()); // C evicts B
+    drop(c.get(0x200_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 2, "A survived");
+    drop(c.get(0x300_0000, P, RW).unwrap());
+    assert_eq!(c.stats().misses, 4, "B was evicted");
+}
+
+#[test]
+fn byte_limit_evicts() {
+    let cfg = Config { max_bytes: 4 * P as u64, ..Config::default() };
+    let (c, _m, _r) = setup(cfg);
+    for i in 0..4 {
+        drop(c.get(0x500_0000 + i * 0x10_0000, 2 * P, RW).unwrap());
+    }
+    assert!(c.stats().registered_bytes <= 4 * P as u64);
+    assert_eq!(c.stats().evictions, 2);
+}
+
+/// Refuses with ENOMEM once more than `cap` registrations are live.
+struct TightRegistrar {
+    cap: usize,
+    live: AtomicUsize,
+    inner: NoopRegistrar,
+}
+
+impl Registrar for TightRegistrar {
+    fn name(&self) -> &'static str {
+        "tight"
+    }
+    fn register(&self, addr: usize, len: usize, access: Access) -> Result<Registration> {
+        if self.live.load(Ordering::Relaxed) >= self.cap {
+            return Err(Error::from_register_errno(libc::ENOMEM, "test memlock"));
+        }
+        self.live.fetch_add(1, Ordering::Relaxed);
+        self.inner.register(addr, len, access)
+    }
+    fn deregister(&self, reg: &Registration, addr: usize, len: usize) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.inner.deregister(reg, addr, len)
+    }
+}
+
+#[test]
+fn memlock_exhaustion_evicts_and_retries_then_errors_clearly() {
+    let mon = Arc::new(ScriptedMonitor::default());
+    let reg = Arc::new(TightRegistrar { cap: 2, live: AtomicUsize::new(0), inner: NoopRegistrar::new() });
+    let c = Cache::new(Box::new(mon), reg, Config::default());
+    drop(c.get(0x600_0000, P, RW).unwrap());
+    let held = c.get(0x700_0000, P, RW).unwrap();
+    // Full: the unused entry is evicted and the registration retried.
+    let h = c.get(0x800_0000, P, RW).unwrap();
+    assert_eq!(c.stats().evictions, 1);
+    // Full and everything in use: a clear error, not a panic.
+    let err = c.get(0x900_0000, P, RW).unwrap_err();
+    assert!(err.is_resource_exhaustion(), "{err}");
+    assert!(err.to_string().contains("RLIMIT_MEMLOCK"), "{err}");
+    assert_eq!(err.errno(), libc::ENOMEM);
+    drop((held, h));
+}
+
+#[test]
+fn unwatchable_range_is_registered_per_use() {
+    let (c, m, r) = setup(Config::default());
+    m.refuse.store(true, Ordering::Relaxed);
+    let h = c.get(0xa00_0000, P, RW).unwrap();
+    assert!(!h.is_cached());
+    drop(h);
+    assert_eq!(r.deregistered(), 1, "one-use registration undone at release");
+    drop(c.get(0xa00_0000, P, RW).unwrap());
+    let s = c.stats();
+    assert_eq!((s.uncacheable, s.hits, c.cached_entries()), (2, 0, 0));
+}
+
+#[test]
+fn no_monitor_means_no_caching() {
+    let reg = Arc::new(NoopRegistrar::new());
+    let c = Cache::new(Box::new(crate::monitor::none::NoMonitor::new()), reg.clone(), Config::default());
+    drop(c.get(0xb00_0000, P, RW).unwrap());
+    drop(c.get(0xb00_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 0);
+    assert_eq!(reg.registered(), 2);
+    assert_eq!(reg.deregistered(), 2);
+}
+
+#[test]
+fn external_invalidate_and_flush() {
+    let (c, _m, r) = setup(Config::default());
+    drop(c.get(0xc00_0000, P, RW).unwrap());
+    drop(c.get(0xd00_0000, P, RW).unwrap());
+    let held = c.get(0xe00_0000, P, RW).unwrap();
+    assert_eq!(c.invalidate(0xc00_0000 + 10, 1).unwrap(), 1);
+    drop(c.get(0xc00_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 0);
+    c.flush();
+    assert_eq!(c.cached_entries(), 0);
+    assert_eq!(r.registered() - r.deregistered(), 1, "the in-use entry survives the flush");
+    drop(held);
+    assert_eq!(r.registered(), r.deregistered());
+}
+
+#[test]
+fn drop_releases_everything() {
+    let (c, _m, r) = setup(Config::default());
+    for i in 0..10 {
+        drop(c.get(0xf00_0000 + i * P * 2, P, RW).unwrap());
+    }
+    drop(c);
+    assert_eq!(r.registered(), 10);
+    assert_eq!(r.deregistered(), 10);
+}
+
+#[test]
+fn negative_control_trusts_stale_entries() {
+    let cfg = Config { danger_ignore_invalidations: true, ..Config::default() };
+    let (c, m, _r) = setup(cfg);
+    drop(c.get(0x1000_0000, P, RW).unwrap());
+    m.fire(Invalidation::Range(Range { start: 0x1000_0000, end: 0x1000_1000 }));
+    drop(c.get(0x1000_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 1, "with invalidation off the stale entry is returned");
+}
+
+#[test]
+fn two_threads_hit_concurrently() {
+    let (c, _m, _r) = setup(Config::default());
+    for i in 0..64 {
+        drop(c.get(0x2000_0000 + i * 0x1_0000, P, RW).unwrap());
+    }
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let c = &c;
+            s.spawn(move || {
+                for n in 0..20_000usize {
+                    let i = (n * 7 + t) % 64;
+                    let h = c.get(0x2000_0000 + i * 0x1_0000, 100, RW).unwrap();
+                    assert!(h.is_cached());
+                }
+            });
+        }
+    });
+    assert_eq!(c.stats().hits, 40_000);
+    assert_eq!(c.stats().misses, 64);
+}
+
+#[test]
+fn fork_child_refuses_service() {
+    let (c, _m, _r) = setup(Config::default());
+    drop(c.get(0x3000_0000, P, RW).unwrap());
+    // SAFETY: the child only calls async-signal-safe functions and the cache's lookup, which
+    // takes no lock that another thread of this test could hold (the test thread is alone in
+    // the child), then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = match c.get(0x3000_0000, P, RW) {
+            Err(Error::ForkedChild) => 0,
+            _ => 1,
+        };
+        // SAFETY: terminating the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child got a registration");
+    drop(c.get(0x3000_0000, P, RW).unwrap());
+    assert_eq!(c.stats().hits, 1, "the parent is unaffected");
+}

@@ -1,0 +1,85 @@
+//! The ummunotify user ABI as posted in 2010 (include/linux/ummunotify.h), plus the feature bits
+//! of this project's module. Layouts and ioctl numbers are checked by the tests below against the
+//! values the 2010 header compiles to on x86_64.
+
+/// `struct ummunotify_register_ioctl` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegisterIoctl {
+    pub start: u64,
+    pub end: u64,
+    pub user_cookie: u64,
+    pub flags: u32,
+    pub reserved: u32,
+}
+
+/// `struct ummunotify_event` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub flags: u32,
+    pub hint_start: u64,
+    pub hint_end: u64,
+    /// INVAL: the cookie; LAST: the generation counter.
+    pub user_cookie_counter: u64,
+}
+
+pub const MAGIC: u8 = b'U';
+pub const EVENT_TYPE_INVAL: u32 = 0;
+pub const EVENT_TYPE_LAST: u32 = 1;
+pub const EVENT_FLAG_HINT: u32 = 1 << 0;
+
+/// Feature bit of this project's module: do not report notifier events that never change the
+/// pages behind a range (mprotect, NUMA hinting, soft-dirty clearing). See docs/ummunotify-abi.md.
+pub const FEATURE_FILTER: u32 = 1 << 0;
+
+const IOC_WRITE: u64 = 1;
+const IOC_READ: u64 = 2;
+
+const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
+    (dir << 30) | ((size as u64) << 16) | ((MAGIC as u64) << 8) | nr
+}
+
+/// `_IOWR('U', 1, __u32)`
+pub const EXCHANGE_FEATURES: u64 = ioc(IOC_READ | IOC_WRITE, 1, 4);
+/// `_IOW('U', 2, struct ummunotify_register_ioctl)`
+pub const REGISTER_REGION: u64 = ioc(IOC_WRITE, 2, std::mem::size_of::<RegisterIoctl>());
+/// `_IOW('U', 3, __u64)`, argument: the cookie.
+pub const UNREGISTER_REGION: u64 = ioc(IOC_WRITE, 3, 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn ioctl_numbers_match_the_2010_header() {
+        assert_eq!(EXCHANGE_FEATURES, 0xC004_5501);
+        assert_eq!(REGISTER_REGION, 0x4020_5502);
+        assert_eq!(UNREGISTER_REGION, 0x4008_5503);
+    }
+
+    #[test]
+    fn struct_layouts_match_the_2010_header() {
+        assert_eq!(size_of::<RegisterIoctl>(), 32);
+        assert_eq!(offset_of!(RegisterIoctl, start), 0);
+        assert_eq!(offset_of!(RegisterIoctl, end), 8);
+        assert_eq!(offset_of!(RegisterIoctl, user_cookie), 16);
+        assert_eq!(offset_of!(RegisterIoctl, flags), 24);
+        assert_eq!(offset_of!(RegisterIoctl, reserved), 28);
+        assert_eq!(size_of::<Event>(), 32);
+        assert_eq!(offset_of!(Event, kind), 0);
+        assert_eq!(offset_of!(Event, flags), 4);
+        assert_eq!(offset_of!(Event, hint_start), 8);
+        assert_eq!(offset_of!(Event, hint_end), 16);
+        assert_eq!(offset_of!(Event, user_cookie_counter), 24);
+    }
+
+    #[test]
+    fn event_constants() {
+        assert_eq!(EVENT_TYPE_INVAL, 0);
+        assert_eq!(EVENT_TYPE_LAST, 1);
+        assert_eq!(EVENT_FLAG_HINT, 1);
+    }
+}
