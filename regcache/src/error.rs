@@ -69,13 +69,23 @@ impl fmt::Display for Error {
                 io::Error::from_raw_os_error(*errno)
             ),
             Error::Register { errno, what } => {
-                write!(f, "registration failed ({what}: {})", io::Error::from_raw_os_error(*errno))
+                write!(
+                    f,
+                    "registration failed ({what}: {})",
+                    io::Error::from_raw_os_error(*errno)
+                )
             }
             Error::TooLarge { len, max } => {
-                write!(f, "range of {len} bytes is larger than the registrar's maximum of {max}")
+                write!(
+                    f,
+                    "range of {len} bytes is larger than the registrar's maximum of {max}"
+                )
             }
             Error::ForkedChild => {
-                write!(f, "registration cache is disabled in a fork() child of its creator")
+                write!(
+                    f,
+                    "registration cache is disabled in a fork() child of its creator"
+                )
             }
             Error::Io(e) => write!(f, "{e}"),
         }

@@ -44,7 +44,10 @@ impl Range {
     pub fn page_aligned(&self) -> Option<Range> {
         let mask = page_size() - 1;
         let end = self.end.checked_add(mask)? & !mask;
-        Some(Range { start: self.start & !mask, end })
+        Some(Range {
+            start: self.start & !mask,
+            end,
+        })
     }
 }
 
@@ -63,8 +66,14 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert!(matches!(Range::new(0, 10), Err(Error::InvalidArgument(_))));
-        assert!(matches!(Range::new(4096, 0), Err(Error::InvalidArgument(_))));
-        assert!(matches!(Range::new(usize::MAX - 1, 2), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            Range::new(4096, 0),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            Range::new(usize::MAX - 1, 2),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(Range::new(usize::MAX - 1, 1).is_ok());
     }
 
@@ -72,7 +81,16 @@ mod tests {
     fn page_alignment() {
         let p = page_size();
         let r = Range::new(p + 1, 2).unwrap().page_aligned().unwrap();
-        assert_eq!(r, Range { start: p, end: 2 * p });
-        assert!(Range::new(usize::MAX - 2, 1).unwrap().page_aligned().is_none());
+        assert_eq!(
+            r,
+            Range {
+                start: p,
+                end: 2 * p
+            }
+        );
+        assert!(Range::new(usize::MAX - 2, 1)
+            .unwrap()
+            .page_aligned()
+            .is_none());
     }
 }

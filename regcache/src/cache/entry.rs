@@ -50,7 +50,11 @@ impl Entry {
 
     /// A one-use registration: invalid from birth, owned by its single handle.
     pub fn one_use(id: u64, range: Range, access: Access, reg: Registration) -> Self {
-        Entry { state: AtomicU64::new(INVALID | 1), watched: false, ..Entry::cached(id, range, access, reg) }
+        Entry {
+            state: AtomicU64::new(INVALID | 1),
+            watched: false,
+            ..Entry::cached(id, range, access, reg)
+        }
     }
 
     /// Takes a reference. Caller holds the index read (or write) lock and found the entry in the
@@ -82,6 +86,8 @@ impl Entry {
     /// Claims an unreferenced entry for eviction; false when it is in use.
     pub fn try_evict(&self) -> bool {
         // Acquire: pairs with the last user's release, so its use happens-before deregistration.
-        self.state.compare_exchange(0, INVALID, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.state
+            .compare_exchange(0, INVALID, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 }

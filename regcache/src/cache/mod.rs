@@ -66,7 +66,10 @@ impl Default for Config {
 /// Three quarters of RLIMIT_MEMLOCK when it is finite (leaving room for the application's own
 /// pinned memory), else 16 GiB.
 fn default_max_bytes() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one struct rlimit through a valid pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
@@ -271,7 +274,10 @@ impl Cache {
         if e.last_use.load(Ordering::Relaxed) != now {
             e.last_use.store(now, Ordering::Relaxed);
         }
-        Some(Handle { cache: self, entry: NonNull::from(e) })
+        Some(Handle {
+            cache: self,
+            entry: NonNull::from(e),
+        })
     }
 
     fn get_slow(&self, req: Range, access: Access) -> Result<Handle<'_>> {
@@ -293,8 +299,9 @@ impl Cache {
             return Ok(h);
         }
         self.stats.bump(Hot::Miss);
-        let aligned =
-            req.page_aligned().ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        let aligned = req
+            .page_aligned()
+            .ok_or(Error::InvalidArgument("range wraps the address space"))?;
         self.count_reregistration(&mut st, aligned);
         for _ in 0..RACE_RETRIES {
             match self.miss_once(&mut st, aligned, access)? {
@@ -361,7 +368,10 @@ impl Cache {
         let (mut hull, mut acc) = (aligned, access);
         for s in idx.overlapping(aligned) {
             if let Some(e) = idx.get(s) {
-                hull = Range { start: hull.start.min(e.range.start), end: hull.end.max(e.range.end) };
+                hull = Range {
+                    start: hull.start.min(e.range.start),
+                    end: hull.end.max(e.range.end),
+                };
                 acc |= e.access;
             }
         }
@@ -385,7 +395,11 @@ impl Cache {
         let (start, range) = (entry.range.start, entry.range);
         let displaced: Vec<Box<Entry>> = {
             let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let out = idx.overlapping(range).into_iter().filter_map(|s| idx.remove(s)).collect();
+            let out = idx
+                .overlapping(range)
+                .into_iter()
+                .filter_map(|s| idx.remove(s))
+                .collect();
             idx.insert(entry);
             out
         };
@@ -394,13 +408,17 @@ impl Cache {
             self.retire(st, old);
         }
         self.enforce_limits(st);
-        Handle { cache: self, entry: ptr }
+        Handle {
+            cache: self,
+            entry: ptr,
+        }
     }
 
     /// Registers for this use only (not cached, deregistered when the handle drops).
     fn one_use(&self, req: Range, access: Access) -> Result<Handle<'_>> {
-        let aligned =
-            req.page_aligned().ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        let aligned = req
+            .page_aligned()
+            .ok_or(Error::InvalidArgument("range wraps the address space"))?;
         self.stats.bump(Hot::Uncacheable);
         let reg = self.register(aligned, access)?;
         Ok(self.adopt_one_use(aligned, access, reg))
@@ -423,7 +441,10 @@ impl Cache {
         let e = Box::new(Entry::one_use(id, range, access, reg));
         let ptr = NonNull::from(&*e);
         self.zombies.lock().insert(id, e);
-        Handle { cache: self, entry: ptr }
+        Handle {
+            cache: self,
+            entry: ptr,
+        }
     }
 
     fn register(&self, r: Range, access: Access) -> Result<Registration> {
@@ -434,8 +455,10 @@ impl Cache {
         match &res {
             Ok(_) => {
                 s.registrations.fetch_add(1, Ordering::Relaxed);
-                s.registration_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                s.registered_bytes.fetch_add(r.len() as u64, Ordering::Relaxed);
+                s.registration_ns
+                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                s.registered_bytes
+                    .fetch_add(r.len() as u64, Ordering::Relaxed);
                 s.registered_entries.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
@@ -473,14 +496,16 @@ impl Cache {
         let s = &self.stats;
         // Relaxed (all): statistics.
         s.deregistrations.fetch_add(1, Ordering::Relaxed);
-        s.registered_bytes.fetch_sub(r.len() as u64, Ordering::Relaxed);
+        s.registered_bytes
+            .fetch_sub(r.len() as u64, Ordering::Relaxed);
         s.registered_entries.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Takes an entry that left the index: stop watching it and deregister it now if unused,
     /// else when its last handle is released.
     fn retire(&self, st: &mut MissState, e: Box<Entry>) {
-        st.lru.remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
+        st.lru
+            .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
         self.monitor.unwatch(e.range, e.id);
         let mut zombies = self.zombies.lock();
         if e.invalidate() {
@@ -519,7 +544,10 @@ impl Cache {
             Ok(g) => g,
             Err(e) => {
                 // We cannot know what changed: trust nothing, and stop caching for good.
-                eprintln!("regcache: {} monitor failed ({e}); caching disabled", self.monitor.kind().name());
+                eprintln!(
+                    "regcache: {} monitor failed ({e}); caching disabled",
+                    self.monitor.kind().name()
+                );
                 // Relaxed: read by is_caching() under this lock or as a hint.
                 self.broken.store(true, Ordering::Relaxed);
                 events.clear();
@@ -560,7 +588,9 @@ impl Cache {
         if removed.is_empty() && !pending_hit {
             self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats.invalidated.fetch_add(removed.len() as u64, Ordering::Relaxed);
+        self.stats
+            .invalidated
+            .fetch_add(removed.len() as u64, Ordering::Relaxed);
         for e in removed {
             self.remember_invalidated(st, e.range);
             self.retire(st, e);
@@ -646,10 +676,15 @@ impl Cache {
         let mut st = self.miss.lock();
         let removed: Vec<Box<Entry>> = {
             let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
-            idx.overlapping(r).into_iter().filter_map(|s| idx.remove(s)).collect()
+            idx.overlapping(r)
+                .into_iter()
+                .filter_map(|s| idx.remove(s))
+                .collect()
         };
         let n = removed.len();
-        self.stats.invalidated.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats
+            .invalidated
+            .fetch_add(n as u64, Ordering::Relaxed);
         for e in removed {
             self.remember_invalidated(&mut st, e.range);
             self.retire(&mut st, e);
@@ -662,7 +697,10 @@ impl Cache {
         let mut st = self.miss.lock();
         let all: Vec<Box<Entry>> = {
             let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
-            idx.starts().into_iter().filter_map(|s| idx.remove(s)).collect()
+            idx.starts()
+                .into_iter()
+                .filter_map(|s| idx.remove(s))
+                .collect()
         };
         for e in all {
             self.retire(&mut st, e);

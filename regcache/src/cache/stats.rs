@@ -57,7 +57,10 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub fn new() -> Self {
-        Stats { hot: (0..SHARDS).map(|_| Default::default()).collect(), ..Default::default() }
+        Stats {
+            hot: (0..SHARDS).map(|_| Default::default()).collect(),
+            ..Default::default()
+        }
     }
 
     #[inline]

@@ -76,9 +76,15 @@ fn bad_input_is_an_error_not_a_panic() {
     let (c, _m, _r) = setup(Config::default());
     assert!(matches!(c.get(0, 10, RW), Err(Error::InvalidArgument(_))));
     assert!(matches!(c.get(P, 0, RW), Err(Error::InvalidArgument(_))));
-    assert!(matches!(c.get(usize::MAX - 10, 100, RW), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.get(usize::MAX - 10, 100, RW),
+        Err(Error::InvalidArgument(_))
+    ));
     // Does not overflow the address space but its page rounding does.
-    assert!(matches!(c.get(usize::MAX - 10, 5, RW), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.get(usize::MAX - 10, 5, RW),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(c.invalidate(0, 1), Err(Error::InvalidArgument(_))));
 }
 
@@ -86,12 +92,22 @@ fn bad_input_is_an_error_not_a_panic() {
 fn invalidation_removes_entry_and_counts_reregistration() {
     let (c, m, r) = setup(Config::default());
     drop(c.get(0x20_0000, P, RW).unwrap());
-    m.fire(Invalidation::Range(Range { start: 0x20_0000, end: 0x20_1000 }));
+    m.fire(Invalidation::Range(Range {
+        start: 0x20_0000,
+        end: 0x20_1000,
+    }));
     let h = c.get(0x20_0000, P, RW).unwrap();
     let s = c.stats();
-    assert_eq!((s.hits, s.misses, s.invalidated, s.reregistrations), (0, 2, 1, 1));
+    assert_eq!(
+        (s.hits, s.misses, s.invalidated, s.reregistrations),
+        (0, 2, 1, 1)
+    );
     assert_eq!(r.registered(), 2);
-    assert_eq!(r.deregistered(), 1, "unused invalidated entry is deregistered at once");
+    assert_eq!(
+        r.deregistered(),
+        1,
+        "unused invalidated entry is deregistered at once"
+    );
     drop(h);
 }
 
@@ -100,8 +116,20 @@ fn cookie_invalidation_hits_only_that_entry() {
     let (c, m, _r) = setup(Config::default());
     drop(c.get(0x30_0000, P, RW).unwrap());
     drop(c.get(0x40_0000, P, RW).unwrap());
-    let cookie = *m.watched.lock().iter().find(|(_, r)| r.start == 0x30_0000).unwrap().0;
-    m.fire(Invalidation::Cookie { cookie, hint: Range { start: 0x30_0000, end: 0x30_0800 } });
+    let cookie = *m
+        .watched
+        .lock()
+        .iter()
+        .find(|(_, r)| r.start == 0x30_0000)
+        .unwrap()
+        .0;
+    m.fire(Invalidation::Cookie {
+        cookie,
+        hint: Range {
+            start: 0x30_0000,
+            end: 0x30_0800,
+        },
+    });
     drop(c.get(0x40_0000, P, RW).unwrap());
     assert_eq!(c.stats().hits, 1);
     assert_eq!(c.stats().invalidated, 1);
@@ -114,10 +142,17 @@ fn in_use_entry_is_deregistered_only_on_last_release() {
     let (c, m, r) = setup(Config::default());
     let h1 = c.get(0x50_0000, P, RW).unwrap();
     let h2 = c.get(0x50_0000, P, RW).unwrap();
-    m.fire(Invalidation::Range(Range { start: 0x50_0000, end: 0x50_1000 }));
+    m.fire(Invalidation::Range(Range {
+        start: 0x50_0000,
+        end: 0x50_1000,
+    }));
     // The next lookup drains: the entry leaves the index but stays registered while in use.
     let h3 = c.get(0x50_0000, P, RW).unwrap();
-    assert_ne!(h3.lkey(), h1.lkey(), "a new registration, not the invalidated one");
+    assert_ne!(
+        h3.lkey(),
+        h1.lkey(),
+        "a new registration, not the invalidated one"
+    );
     assert_eq!(r.deregistered(), 0);
     drop(h1);
     assert_eq!(r.deregistered(), 0);
@@ -142,7 +177,13 @@ fn overlapping_requests_merge_into_one_registration() {
     let (c, _m, _r) = setup(Config::default());
     let a = c.get(0x70_0000, 2 * P, RW).unwrap();
     let b = c.get(0x70_0000 + P, 2 * P, Access::REMOTE_READ).unwrap();
-    assert_eq!(b.range(), Range { start: 0x70_0000, end: 0x70_0000 + 3 * P });
+    assert_eq!(
+        b.range(),
+        Range {
+            start: 0x70_0000,
+            end: 0x70_0000 + 3 * P
+        }
+    );
     assert!(b.access().contains(RW | Access::REMOTE_READ));
     drop((a, b));
     assert_eq!(c.cached_entries(), 1);
@@ -158,13 +199,27 @@ fn insufficient_access_is_a_miss() {
     drop(c.get(0x80_0000, P, Access::LOCAL_WRITE).unwrap());
     drop(c.get(0x80_0000, P, Access::REMOTE_WRITE).unwrap());
     assert_eq!(c.stats().misses, 2);
-    drop(c.get(0x80_0000, P, Access::REMOTE_WRITE | Access::RELAXED_ORDERING).unwrap());
-    assert_eq!(c.stats().hits, 1, "relaxed ordering is a hint and never blocks a hit");
+    drop(
+        c.get(
+            0x80_0000,
+            P,
+            Access::REMOTE_WRITE | Access::RELAXED_ORDERING,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        c.stats().hits,
+        1,
+        "relaxed ordering is a hint and never blocks a hit"
+    );
 }
 
 #[test]
 fn lru_eviction_respects_entry_limit_and_skips_in_use() {
-    let cfg = Config { max_entries: 3, ..Config::default() };
+    let cfg = Config {
+        max_entries: 3,
+        ..Config::default()
+    };
     let (c, _m, r) = setup(cfg);
     let pinned = c.get(0x100_0000, P, RW).unwrap();
     for i in 1..=3 {
@@ -185,7 +240,10 @@ fn lru_eviction_respects_entry_limit_and_skips_in_use() {
 
 #[test]
 fn lru_order_follows_hits() {
-    let cfg = Config { max_entries: 2, ..Config::default() };
+    let cfg = Config {
+        max_entries: 2,
+        ..Config::default()
+    };
     let (c, _m, _r) = setup(cfg);
     drop(c.get(0x200_0000, P, RW).unwrap()); // A
     drop(c.get(0x300_0000, P, RW).unwrap()); // B
@@ -199,7 +257,10 @@ fn lru_order_follows_hits() {
 
 #[test]
 fn byte_limit_evicts() {
-    let cfg = Config { max_bytes: 4 * P as u64, ..Config::default() };
+    let cfg = Config {
+        max_bytes: 4 * P as u64,
+        ..Config::default()
+    };
     let (c, _m, _r) = setup(cfg);
     for i in 0..4 {
         drop(c.get(0x500_0000 + i * 0x10_0000, 2 * P, RW).unwrap());
@@ -235,7 +296,11 @@ impl Registrar for TightRegistrar {
 #[test]
 fn memlock_exhaustion_evicts_and_retries_then_errors_clearly() {
     let mon = Arc::new(ScriptedMonitor::default());
-    let reg = Arc::new(TightRegistrar { cap: 2, live: AtomicUsize::new(0), inner: NoopRegistrar::new() });
+    let reg = Arc::new(TightRegistrar {
+        cap: 2,
+        live: AtomicUsize::new(0),
+        inner: NoopRegistrar::new(),
+    });
     let c = Cache::new(Box::new(mon), reg, Config::default());
     drop(c.get(0x600_0000, P, RW).unwrap());
     let held = c.get(0x700_0000, P, RW).unwrap();
@@ -257,7 +322,11 @@ fn unwatchable_range_is_registered_per_use() {
     let h = c.get(0xa00_0000, P, RW).unwrap();
     assert!(!h.is_cached());
     drop(h);
-    assert_eq!(r.deregistered(), 1, "one-use registration undone at release");
+    assert_eq!(
+        r.deregistered(),
+        1,
+        "one-use registration undone at release"
+    );
     drop(c.get(0xa00_0000, P, RW).unwrap());
     let s = c.stats();
     assert_eq!((s.uncacheable, s.hits, c.cached_entries()), (2, 0, 0));
@@ -266,7 +335,11 @@ fn unwatchable_range_is_registered_per_use() {
 #[test]
 fn no_monitor_means_no_caching() {
     let reg = Arc::new(NoopRegistrar::new());
-    let c = Cache::new(Box::new(crate::monitor::none::NoMonitor::new()), reg.clone(), Config::default());
+    let c = Cache::new(
+        Box::new(crate::monitor::none::NoMonitor::new()),
+        reg.clone(),
+        Config::default(),
+    );
     drop(c.get(0xb00_0000, P, RW).unwrap());
     drop(c.get(0xb00_0000, P, RW).unwrap());
     assert_eq!(c.stats().hits, 0);
@@ -285,7 +358,11 @@ fn external_invalidate_and_flush() {
     assert_eq!(c.stats().hits, 0);
     c.flush();
     assert_eq!(c.cached_entries(), 0);
-    assert_eq!(r.registered() - r.deregistered(), 1, "the in-use entry survives the flush");
+    assert_eq!(
+        r.registered() - r.deregistered(),
+        1,
+        "the in-use entry survives the flush"
+    );
     drop(held);
     assert_eq!(r.registered(), r.deregistered());
 }
@@ -303,12 +380,22 @@ fn drop_releases_everything() {
 
 #[test]
 fn negative_control_trusts_stale_entries() {
-    let cfg = Config { danger_ignore_invalidations: true, ..Config::default() };
+    let cfg = Config {
+        danger_ignore_invalidations: true,
+        ..Config::default()
+    };
     let (c, m, _r) = setup(cfg);
     drop(c.get(0x1000_0000, P, RW).unwrap());
-    m.fire(Invalidation::Range(Range { start: 0x1000_0000, end: 0x1000_1000 }));
+    m.fire(Invalidation::Range(Range {
+        start: 0x1000_0000,
+        end: 0x1000_1000,
+    }));
     drop(c.get(0x1000_0000, P, RW).unwrap());
-    assert_eq!(c.stats().hits, 1, "with invalidation off the stale entry is returned");
+    assert_eq!(
+        c.stats().hits,
+        1,
+        "with invalidation off the stale entry is returned"
+    );
 }
 
 #[test]
@@ -353,7 +440,10 @@ fn fork_child_refuses_service() {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child got a registration");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child got a registration"
+    );
     drop(c.get(0x3000_0000, P, RW).unwrap());
     assert_eq!(c.stats().hits, 1, "the parent is unaffected");
 }

@@ -15,8 +15,8 @@
 
 pub mod none;
 pub mod select;
-pub mod ummunotify;
 pub mod uffd;
+pub mod ummunotify;
 
 use crate::error::Result;
 use crate::range::Range;

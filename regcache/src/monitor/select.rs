@@ -25,7 +25,11 @@ impl std::str::FromStr for Choice {
             "ummunotify" => Choice::Only(MonitorKind::Ummunotify),
             "uffd" | "userfaultfd" => Choice::Only(MonitorKind::Uffd),
             "none" | "off" => Choice::Only(MonitorKind::None),
-            _ => return Err(Error::InvalidArgument("monitor must be auto, ummunotify, uffd or none")),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "monitor must be auto, ummunotify, uffd or none",
+                ))
+            }
         })
     }
 }
@@ -58,7 +62,9 @@ pub fn open(choice: Choice) -> Result<(Box<dyn Monitor>, Vec<String>)> {
 fn open_kind(kind: MonitorKind) -> Result<Box<dyn Monitor>> {
     Ok(match kind {
         MonitorKind::Ummunotify => Box::new(UmmunotifyMonitor::open()?),
-        MonitorKind::Uffd => return Err(Error::Io(std::io::Error::from_raw_os_error(libc::ENOSYS))), // TODO(uffd): wire up
+        MonitorKind::Uffd => {
+            return Err(Error::Io(std::io::Error::from_raw_os_error(libc::ENOSYS)))
+        } // TODO(uffd): wire up
         MonitorKind::None => Box::new(NoMonitor::new()),
     })
 }
@@ -82,8 +88,14 @@ mod tests {
     #[test]
     fn parses_choices() {
         assert_eq!("auto".parse::<Choice>().unwrap(), Choice::Auto);
-        assert_eq!("UFFD".parse::<Choice>().unwrap(), Choice::Only(MonitorKind::Uffd));
-        assert_eq!("none".parse::<Choice>().unwrap(), Choice::Only(MonitorKind::None));
+        assert_eq!(
+            "UFFD".parse::<Choice>().unwrap(),
+            Choice::Only(MonitorKind::Uffd)
+        );
+        assert_eq!(
+            "none".parse::<Choice>().unwrap(),
+            Choice::Only(MonitorKind::None)
+        );
         assert!("bogus".parse::<Choice>().is_err());
     }
 

@@ -38,7 +38,11 @@ impl Registrar for NoopRegistrar {
     fn register(&self, _addr: usize, _len: usize, _access: Access) -> Result<Registration> {
         // Relaxed: only uniqueness of the key matters, no other memory is published with it.
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        Ok(Registration { lkey: key as u32, rkey: key as u32, token: key })
+        Ok(Registration {
+            lkey: key as u32,
+            rkey: key as u32,
+            token: key,
+        })
     }
 
     fn deregister(&self, _reg: &Registration, _addr: usize, _len: usize) {

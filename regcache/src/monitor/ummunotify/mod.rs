@@ -46,7 +46,10 @@ impl UmmunotifyMonitor {
         let cpath = CString::new(path).map_err(|_| Error::InvalidArgument("NUL in device path"))?;
         // SAFETY: cpath is a valid NUL-terminated string; open has no other preconditions.
         let raw = unsafe {
-            libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            libc::open(
+                cpath.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
         };
         if raw < 0 {
             return Err(io::Error::last_os_error().into());
@@ -79,7 +82,11 @@ impl UmmunotifyMonitor {
         }
         let counter = NonNull::new(page.cast::<AtomicU64>())
             .ok_or(Error::Io(io::Error::from_raw_os_error(libc::EFAULT)))?;
-        Ok(UmmunotifyMonitor { fd, counter, features: features & wanted })
+        Ok(UmmunotifyMonitor {
+            fd,
+            counter,
+            features: features & wanted,
+        })
     }
 
     /// The feature bits the module granted.
@@ -103,8 +110,14 @@ fn decode(ev: &abi::Event) -> Option<Invalidation> {
     if ev.kind != abi::EVENT_TYPE_INVAL || ev.hint_start >= ev.hint_end {
         return None;
     }
-    let hint = Range { start: ev.hint_start as usize, end: ev.hint_end as usize };
-    Some(Invalidation::Cookie { cookie: ev.user_cookie_counter, hint })
+    let hint = Range {
+        start: ev.hint_start as usize,
+        end: ev.hint_end as usize,
+    };
+    Some(Invalidation::Cookie {
+        cookie: ev.user_cookie_counter,
+        hint,
+    })
 }
 
 impl Monitor for UmmunotifyMonitor {
@@ -195,9 +208,18 @@ mod tests {
         };
         assert_eq!(
             decode(&ev),
-            Some(Invalidation::Cookie { cookie: 123, hint: Range { start: 0x1000, end: 0x2000 } })
+            Some(Invalidation::Cookie {
+                cookie: 123,
+                hint: Range {
+                    start: 0x1000,
+                    end: 0x2000
+                }
+            })
         );
-        let last = abi::Event { kind: abi::EVENT_TYPE_LAST, ..ev };
+        let last = abi::Event {
+            kind: abi::EVENT_TYPE_LAST,
+            ..ev
+        };
         assert_eq!(decode(&last), None);
     }
 
