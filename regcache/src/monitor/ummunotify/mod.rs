@@ -152,7 +152,6 @@ impl Monitor for UmmunotifyMonitor {
     }
 
     fn unwatch(&self, _range: Range, cookie: u64) {
-        let cookie = cookie;
         // SAFETY: the ioctl reads one u64 through the pointer, which is valid. An unknown cookie
         // gives EINVAL, which is harmless here.
         unsafe { libc::ioctl(self.fd.as_raw_fd(), abi::UNREGISTER_REGION as _, &cookie) };
