@@ -63,20 +63,33 @@ impl Default for Config {
     }
 }
 
-/// Three quarters of RLIMIT_MEMLOCK when it is finite (leaving room for the application's own
-/// pinned memory), else 16 GiB.
+/// Three quarters of RLIMIT_MEMLOCK when it is finite and binding (leaving room for the
+/// application's own pinned memory), else 16 GiB. With CAP_IPC_LOCK the limit does not apply to
+/// pinning, so it is not a reason to evict.
 fn default_max_bytes() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    const UNBOUNDED: u64 = 16 << 30;
+    if has_cap_ipc_lock() {
+        return UNBOUNDED;
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one struct rlimit through a valid pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
         (lim.rlim_cur / 4 * 3).max(1 << 20)
     } else {
-        16 << 30
+        UNBOUNDED
     }
+}
+
+/// Whether this process may pin memory beyond RLIMIT_MEMLOCK (CAP_IPC_LOCK in CapEff).
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// State serialised by the miss lock.
@@ -105,6 +118,8 @@ pub struct Cache {
     /// Entries out of the index that still have users (and one-use registrations), by id.
     zombies: Mutex<HashMap<u64, Box<Entry>>>,
     next_id: AtomicU64,
+    /// The monitor must be asked `settled()` before each counter load (userfaultfd).
+    settle_check: bool,
     /// Set when the monitor failed: everything was flushed and caching stays off.
     broken: AtomicBool,
     fork_gen: u64,
@@ -202,6 +217,7 @@ impl Cache {
             miss: Mutex::new(MissState::default()),
             zombies: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            settle_check: monitor.needs_settle_check(),
             broken: AtomicBool::new(false),
             fork_gen: fork::generation(),
             stats: Stats::new(),
@@ -254,6 +270,11 @@ impl Cache {
     fn fresh(&self) -> bool {
         if self.cfg.danger_ignore_invalidations {
             return true;
+        }
+        // Before the counter: see Monitor::settled (an event the kernel prepared but did not
+        // yet deliver must not let us trust the counter).
+        if self.settle_check && !self.monitor.settled() {
+            return false;
         }
         // SAFETY: `counter` points into `self.monitor`, alive as long as `self`.
         let counter = unsafe { self.counter.as_ref() };
@@ -531,10 +552,8 @@ impl Cache {
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
     /// registration not yet in the index, returns whether an invalidation touched it.
     fn drain(&self, st: &mut MissState, pending: Option<(u64, Range)>) -> bool {
-        // SAFETY: `counter` points into `self.monitor`, alive as long as `self`.
-        let counter = unsafe { self.counter.as_ref() };
-        // Acquire: as in `fresh`. Relaxed for `drained`: only this lock holder writes it.
-        if counter.load(Ordering::Acquire) == self.drained.load(Ordering::Relaxed) {
+        // Nothing to do when settled and the counter has not moved (`fresh` checks both).
+        if self.fresh() {
             return false;
         }
         self.stats.drains.fetch_add(1, Ordering::Relaxed);

@@ -76,6 +76,19 @@ pub trait Monitor: Send + Sync {
     /// the kernel) after an invalidation is visible to `drain`.
     fn counter(&self) -> &AtomicU64;
 
+    /// Whether this monitor must be asked `settled()` before every counter load (userfaultfd:
+    /// its event is queued only after the kernel drops the unmapping lock, see `uffd`).
+    fn needs_settle_check(&self) -> bool {
+        false
+    }
+
+    /// False while a change of a watched range may have happened without moving the counter
+    /// yet. Called BEFORE loading the counter; a lookup treats `false` as "not fresh", and
+    /// `drain` waits until it turns true.
+    fn settled(&self) -> bool {
+        true
+    }
+
     /// Starts watching `range` (page-aligned by the cache), identified by `cookie`, which is
     /// unique among the cache's live watches. Monitors that report by address may ignore it.
     fn watch(&self, range: Range, cookie: u64) -> std::result::Result<(), WatchError>;

@@ -3,6 +3,7 @@
 //! fails is an error, never a silent fallback. `REGCACHE_MONITOR` overrides the choice.
 
 use super::none::NoMonitor;
+use super::uffd::UffdMonitor;
 use super::ummunotify::UmmunotifyMonitor;
 use super::{Monitor, MonitorKind};
 use crate::error::{Error, Result};
@@ -62,9 +63,7 @@ pub fn open(choice: Choice) -> Result<(Box<dyn Monitor>, Vec<String>)> {
 fn open_kind(kind: MonitorKind) -> Result<Box<dyn Monitor>> {
     Ok(match kind {
         MonitorKind::Ummunotify => Box::new(UmmunotifyMonitor::open()?),
-        MonitorKind::Uffd => {
-            return Err(Error::Io(std::io::Error::from_raw_os_error(libc::ENOSYS)))
-        } // TODO(uffd): wire up
+        MonitorKind::Uffd => Box::new(UffdMonitor::new()?),
         MonitorKind::None => Box::new(NoMonitor::new()),
     })
 }

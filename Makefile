@@ -1,0 +1,33 @@
+# Entry points. `make demo` and `make test` work on a fresh Debian 12 machine as root.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test deps lint unit vmtest torture-soak bench clean
+
+demo: deps
+	$(CARGO) run --release -q -p regcache-cli -- demo
+
+deps:
+	@scripts/deps.sh
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+# Host tests: unit tests, the torture oracle (>= 100,000 operations on userfaultfd) and its
+# negative control, then the demo in both modes.
+unit: deps
+	$(CARGO) test --workspace --release
+	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100
+	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100 --no-invalidation
+
+test: lint unit
+
+torture-soak: deps
+	$(CARGO) run --release -p regcache-cli -- torture --ops 1000000
+
+bench: deps
+	$(CARGO) bench -p regcache-benches
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,268 @@
+//! `regcache demo`: the main job. An OSU-style loop over message sizes 4 KiB..4 MiB on the
+//! software NIC; each size reuses a few buffers and churns them (unmapped and mapped again at
+//! the same address); every transfer is validated byte for byte. The same sequence runs again
+//! registering on every transfer (the baseline), in the same process, for the speedup.
+
+use crate::progress::Progress;
+use crate::setup::software_nic_cache;
+use regcache::registrar::uring::SoftNic;
+use regcache::{Access, Cache, Config, Registrar, Result};
+use regcache_oracle::mem::{self, PAGE};
+use regcache_oracle::rng::Rng;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Monitor: auto (default, or $REGCACHE_MONITOR), ummunotify, uffd, none.
+    #[arg(long, default_value = "")]
+    monitor: String,
+    /// Transfers per message size.
+    #[arg(long, default_value_t = 400)]
+    iterations: u64,
+    /// Churn (unmap and map again at the same address) one buffer every N transfers.
+    #[arg(long, default_value_t = 32)]
+    churn_every: u64,
+    /// Buffers per message size, used round robin.
+    #[arg(long, default_value_t = 4)]
+    buffers: usize,
+    /// Negative control: turn invalidation off and report the corruption it causes.
+    #[arg(long)]
+    no_invalidation: bool,
+}
+
+const SIZES: [usize; 6] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
+const ACCESS: Access = Access::LOCAL_WRITE.union(Access::REMOTE_WRITE).union(Access::REMOTE_READ);
+
+/// Timings and checks of one pass over one size.
+#[derive(Default, Clone, Copy)]
+struct Pass {
+    transfers: u64,
+    corrupted: u64,
+    /// Time spent obtaining and releasing registrations.
+    reg_path: Duration,
+    /// Whole loop time (registration, DMA, validation, churn).
+    total: Duration,
+    /// Time spent unmapping and mapping churned buffers (a watched unmap costs more).
+    churn: Duration,
+    churns: u64,
+}
+
+pub fn run(a: &Args) -> Result<ExitCode> {
+    if a.buffers == 0 || a.iterations == 0 || a.churn_every == 0 {
+        return Err(regcache::Error::InvalidArgument("iterations, buffers, churn-every must be > 0"));
+    }
+    let cfg = Config { danger_ignore_invalidations: a.no_invalidation, ..Config::default() };
+    let (cache, nic) = software_nic_cache(&a.monitor, cfg)?;
+    println!(
+        "regcache demo: monitor={} registrar={} (io_uring fixed buffers: pinned like a NIC){}",
+        cache.monitor_kind().name(),
+        cache.registrar_name(),
+        if a.no_invalidation { "  ** NEGATIVE CONTROL: invalidation OFF **" } else { "" }
+    );
+    if !cache.is_caching() {
+        println!("note: no working monitor, so nothing is cached (every transfer registers)");
+    }
+    let progress = Progress::new("demo", SIZES.len() as u64 * a.iterations * 2);
+    let mut done = 0;
+    let mut rows = Vec::new();
+    for (i, &size) in SIZES.iter().enumerate() {
+        let before = cache.stats();
+        let cached = pass(a, &cache, &nic, size, i as u64, Mode::Cached, &progress, &mut done);
+        let after = cache.stats();
+        let base = if a.no_invalidation {
+            Pass::default()
+        } else {
+            pass(a, &cache, &nic, size, i as u64, Mode::RegisterEveryTime, &progress, &mut done)
+        };
+        rows.push((size, cached, base, after.hits - before.hits));
+    }
+    progress.finish();
+    cache.flush();
+    let s = cache.stats();
+    let corrupted: u64 = rows.iter().map(|r| r.1.corrupted + r.2.corrupted).sum();
+
+    println!(
+        "{:>8} {:>9} {:>8} {:>13} {:>13} {:>11} {:>11} {:>15}",
+        "size",
+        "transfers",
+        "hit rate",
+        "reg µs cached",
+        "reg µs always",
+        "reg speedup",
+        "e2e speedup",
+        "churn µs c/a"
+    );
+    let (mut reg_c, mut reg_b, mut tot_c, mut tot_b) = (0f64, 0f64, 0f64, 0f64);
+    for (size, c, b, hits) in &rows {
+        let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let (rc, rb) = (per(c.reg_path, c.transfers), per(b.reg_path, b.transfers));
+        reg_c += c.reg_path.as_secs_f64();
+        reg_b += b.reg_path.as_secs_f64();
+        tot_c += c.total.as_secs_f64();
+        tot_b += b.total.as_secs_f64();
+        let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.1}x", x / y) } else { "-".into() };
+        println!(
+            "{:>8} {:>9} {:>7.1}% {:>13.2} {:>13} {:>11} {:>11} {:>15}",
+            human(*size),
+            c.transfers,
+            100.0 * *hits as f64 / c.transfers.max(1) as f64,
+            rc,
+            if a.no_invalidation { "-".to_string() } else { format!("{rb:.2}") },
+            ratio(rb, rc),
+            ratio(b.total.as_secs_f64(), c.total.as_secs_f64()),
+            format!("{:.1}/{:.1}", per(c.churn, c.churns), per(b.churn, b.churns)),
+        );
+    }
+    println!(
+        "cache: hits {} misses {} hit rate {:.1}%, re-registrations {}, invalidated entries {}, \
+         false positives {} (of {} drains), evictions {}, one-use registrations {}",
+        s.hits,
+        s.misses,
+        100.0 * s.hit_rate(),
+        s.reregistrations,
+        s.invalidated,
+        s.false_positives,
+        s.drains,
+        s.evictions,
+        s.uncacheable
+    );
+    println!("corrupted transfers: {corrupted}");
+    if a.no_invalidation {
+        if corrupted > 0 {
+            println!("negative control: invalidation off caused {corrupted} corrupted transfers, as it must");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("negative control FAILED: invalidation off but no corruption was detected");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "speedup over registering every transfer: registration path {:.1}x, end to end {:.2}x",
+        reg_b / reg_c.max(1e-12),
+        tot_b / tot_c.max(1e-12)
+    );
+    Ok(if corrupted == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Cached,
+    RegisterEveryTime,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pass(
+    a: &Args,
+    cache: &Cache,
+    nic: &SoftNic,
+    size: usize,
+    salt: u64,
+    mode: Mode,
+    progress: &Progress,
+    done: &mut u64,
+) -> Pass {
+    let len = size.div_ceil(PAGE) * PAGE;
+    let mut bufs: Vec<usize> = (0..a.buffers).filter_map(|_| mem::map(len, None)).collect();
+    for &b in &bufs {
+        fill_like_an_application(b, len);
+    }
+    let mut rng = Rng::new(0xDE30 ^ salt);
+    let mut pattern = vec![0u8; size];
+    let mut p = Pass::default();
+    let t0 = Instant::now();
+    for n in 0..a.iterations {
+        if n > 0 && n % a.churn_every == 0 && !bufs.is_empty() {
+            // free + malloc of the same size: the new buffer comes back at the same address.
+            let i = rng.range(0, bufs.len());
+            let t = Instant::now();
+            mem::unmap(bufs[i], len);
+            let new = mem::map(len, Some(bufs[i])).or_else(|| mem::map(len, None));
+            p.churn += t.elapsed();
+            p.churns += 1;
+            match new {
+                Some(addr) => {
+                    bufs[i] = addr;
+                    fill_like_an_application(addr, len);
+                }
+                None => {
+                    bufs.remove(i);
+                }
+            }
+        }
+        let Some(&addr) = bufs.get(n as usize % bufs.len().max(1)) else { break };
+        Rng::fill(salt << 40 ^ n, &mut pattern);
+        let ok = match mode {
+            Mode::Cached => {
+                let t = Instant::now();
+                let h = match cache.get(addr, size, ACCESS) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("regcache demo: get failed: {e}");
+                        p.corrupted += 1;
+                        continue;
+                    }
+                };
+                p.reg_path += t.elapsed();
+                let ok = transfer(nic, h.registration(), addr, &pattern);
+                let t = Instant::now();
+                drop(h);
+                p.reg_path += t.elapsed();
+                ok
+            }
+            Mode::RegisterEveryTime => {
+                let t = Instant::now();
+                let reg = match nic.register(addr, len, ACCESS) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("regcache demo: register failed: {e}");
+                        p.corrupted += 1;
+                        continue;
+                    }
+                };
+                p.reg_path += t.elapsed();
+                let ok = transfer(nic, &reg, addr, &pattern);
+                let t = Instant::now();
+                nic.deregister(&reg, addr, len);
+                p.reg_path += t.elapsed();
+                ok
+            }
+        };
+        p.transfers += 1;
+        p.corrupted += u64::from(!ok);
+        *done += 1;
+        if n % 16 == 0 {
+            progress.update(*done);
+        }
+    }
+    p.total = t0.elapsed();
+    for b in bufs {
+        mem::unmap(b, len);
+    }
+    p
+}
+
+/// The application writes its message into a new buffer before sending it (OSU does too), so
+/// registration never pays for first-touch page faults.
+fn fill_like_an_application(addr: usize, len: usize) {
+    // SAFETY: `addr` is a fresh mapping of `len` bytes made by this pass.
+    unsafe { std::ptr::write_bytes(addr as *mut u8, 0x5A, len) };
+}
+
+/// The NIC writes `pattern` at `addr` through `reg` (an RDMA WRITE arriving); the application
+/// must then see it in its buffer.
+fn transfer(nic: &SoftNic, reg: &regcache::Registration, addr: usize, pattern: &[u8]) -> bool {
+    if nic.dma_write(reg, addr, pattern).is_err() {
+        return false;
+    }
+    // SAFETY: `addr` is a live mapping of this pass of at least pattern.len() bytes, not
+    // referenced by Rust code.
+    unsafe { mem::bytes(addr, pattern.len()) == pattern }
+}
+
+fn human(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{} KiB", n >> 10)
+    }
+}
