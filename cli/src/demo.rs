@@ -32,7 +32,9 @@ pub struct Args {
 }
 
 const SIZES: [usize; 6] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
-const ACCESS: Access = Access::LOCAL_WRITE.union(Access::REMOTE_WRITE).union(Access::REMOTE_READ);
+const ACCESS: Access = Access::LOCAL_WRITE
+    .union(Access::REMOTE_WRITE)
+    .union(Access::REMOTE_READ);
 
 /// Timings and checks of one pass over one size.
 #[derive(Default, Clone, Copy)]
@@ -50,15 +52,24 @@ struct Pass {
 
 pub fn run(a: &Args) -> Result<ExitCode> {
     if a.buffers == 0 || a.iterations == 0 || a.churn_every == 0 {
-        return Err(regcache::Error::InvalidArgument("iterations, buffers, churn-every must be > 0"));
+        return Err(regcache::Error::InvalidArgument(
+            "iterations, buffers, churn-every must be > 0",
+        ));
     }
-    let cfg = Config { danger_ignore_invalidations: a.no_invalidation, ..Config::default() };
+    let cfg = Config {
+        danger_ignore_invalidations: a.no_invalidation,
+        ..Config::default()
+    };
     let (cache, nic) = software_nic_cache(&a.monitor, cfg)?;
     println!(
         "regcache demo: monitor={} registrar={} (io_uring fixed buffers: pinned like a NIC){}",
         cache.monitor_kind().name(),
         cache.registrar_name(),
-        if a.no_invalidation { "  ** NEGATIVE CONTROL: invalidation OFF **" } else { "" }
+        if a.no_invalidation {
+            "  ** NEGATIVE CONTROL: invalidation OFF **"
+        } else {
+            ""
+        }
     );
     if !cache.is_caching() {
         println!("note: no working monitor, so nothing is cached (every transfer registers)");
@@ -68,12 +79,30 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for (i, &size) in SIZES.iter().enumerate() {
         let before = cache.stats();
-        let cached = pass(a, &cache, &nic, size, i as u64, Mode::Cached, &progress, &mut done);
+        let cached = pass(
+            a,
+            &cache,
+            &nic,
+            size,
+            i as u64,
+            Mode::Cached,
+            &progress,
+            &mut done,
+        );
         let after = cache.stats();
         let base = if a.no_invalidation {
             Pass::default()
         } else {
-            pass(a, &cache, &nic, size, i as u64, Mode::RegisterEveryTime, &progress, &mut done)
+            pass(
+                a,
+                &cache,
+                &nic,
+                size,
+                i as u64,
+                Mode::RegisterEveryTime,
+                &progress,
+                &mut done,
+            )
         };
         rows.push((size, cached, base, after.hits - before.hits));
     }
@@ -101,17 +130,31 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         reg_b += b.reg_path.as_secs_f64();
         tot_c += c.total.as_secs_f64();
         tot_b += b.total.as_secs_f64();
-        let ratio = |x: f64, y: f64| if y > 0.0 { format!("{:.1}x", x / y) } else { "-".into() };
+        let ratio = |x: f64, y: f64| {
+            if y > 0.0 {
+                format!("{:.1}x", x / y)
+            } else {
+                "-".into()
+            }
+        };
         println!(
             "{:>8} {:>9} {:>7.1}% {:>13.2} {:>13} {:>11} {:>11} {:>15}",
             human(*size),
             c.transfers,
             100.0 * *hits as f64 / c.transfers.max(1) as f64,
             rc,
-            if a.no_invalidation { "-".to_string() } else { format!("{rb:.2}") },
+            if a.no_invalidation {
+                "-".to_string()
+            } else {
+                format!("{rb:.2}")
+            },
             ratio(rb, rc),
             ratio(b.total.as_secs_f64(), c.total.as_secs_f64()),
-            format!("{:.1}/{:.1}", per(c.churn, c.churns), per(b.churn, b.churns)),
+            format!(
+                "{:.1}/{:.1}",
+                per(c.churn, c.churns),
+                per(b.churn, b.churns)
+            ),
         );
     }
     println!(
@@ -141,7 +184,11 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         reg_b / reg_c.max(1e-12),
         tot_b / tot_c.max(1e-12)
     );
-    Ok(if corrupted == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if corrupted == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -189,7 +236,9 @@ fn pass(
                 }
             }
         }
-        let Some(&addr) = bufs.get(n as usize % bufs.len().max(1)) else { break };
+        let Some(&addr) = bufs.get(n as usize % bufs.len().max(1)) else {
+            break;
+        };
         Rng::fill(salt << 40 ^ n, &mut pattern);
         let ok = match mode {
             Mode::Cached => {

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "regcache", version, about = "RDMA registration cache kept correct by ummunotify")]
+#[command(
+    name = "regcache",
+    version,
+    about = "RDMA registration cache kept correct by ummunotify"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -28,7 +28,10 @@ impl Progress {
         let pct = (done.min(self.total) * 100) / self.total;
         let secs = self.start.elapsed().as_secs_f64();
         if self.tty {
-            eprint!("\r{}: {pct:3}% ({done}/{}) {secs:.1}s ", self.what, self.total);
+            eprint!(
+                "\r{}: {pct:3}% ({done}/{}) {secs:.1}s ",
+                self.what, self.total
+            );
             let _ = std::io::stderr().flush();
         } else if pct / 10 > self.last_decile.load(Relaxed) {
             // Relaxed: a display throttle only.

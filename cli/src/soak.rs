@@ -29,24 +29,43 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode> {
-    let cfg = Config { danger_ignore_invalidations: a.no_invalidation, ..Config::default() };
+    let cfg = Config {
+        danger_ignore_invalidations: a.no_invalidation,
+        ..Config::default()
+    };
     let (cache, nic) = software_nic_cache(&a.monitor, cfg)?;
     if !cache.is_caching() {
-        return Err(regcache::Error::InvalidArgument("torture needs a monitor that caches"));
+        return Err(regcache::Error::InvalidArgument(
+            "torture needs a monitor that caches",
+        ));
     }
-    let plan = Plan { seed: a.seed, ops: a.ops, threads: a.threads, fork: !a.no_fork, ..Plan::default() };
+    let plan = Plan {
+        seed: a.seed,
+        ops: a.ops,
+        threads: a.threads,
+        fork: !a.no_fork,
+        ..Plan::default()
+    };
     println!(
         "regcache torture: monitor={} seed={:#x} ops={} threads={}{}",
         cache.monitor_kind().name(),
         plan.seed,
         plan.ops,
         plan.threads,
-        if a.no_invalidation { " NEGATIVE CONTROL (invalidation off)" } else { "" }
+        if a.no_invalidation {
+            " NEGATIVE CONTROL (invalidation off)"
+        } else {
+            ""
+        }
     );
     let progress = Progress::new("torture", plan.ops);
     let r = torture::run(&plan, &cache, &nic, &|n| progress.update(n));
     progress.finish();
-    let ops: Vec<String> = OPS.iter().zip(r.by_op).map(|(n, c)| format!("{n}={c}")).collect();
+    let ops: Vec<String> = OPS
+        .iter()
+        .zip(r.by_op)
+        .map(|(n, c)| format!("{n}={c}"))
+        .collect();
     println!("operations: {}", ops.join(" "));
     println!(
         "transfers {} corruptions {} errors {} | hits {} misses {} invalidated {} \
@@ -64,7 +83,15 @@ pub fn run(a: &Args) -> Result<ExitCode> {
     if let Some(e) = &r.first_error {
         println!("first error: {e}");
     }
-    let ok = if a.no_invalidation { r.corruptions > 0 } else { r.corruptions == 0 && r.errors == 0 };
+    let ok = if a.no_invalidation {
+        r.corruptions > 0
+    } else {
+        r.corruptions == 0 && r.errors == 0
+    };
     println!("{}", if ok { "PASS" } else { "FAIL" });
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

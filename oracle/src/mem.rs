@@ -159,7 +159,9 @@ pub unsafe fn write(addr: usize, src: &[u8]) {
 /// spanning several VMAs fails, and since Linux 6.17 a failed multi-VMA move can leave part of
 /// it moved, which a workload sharing its address space with other threads cannot clean up.
 pub fn single_vma(addr: usize, len: usize) -> bool {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return false };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return false;
+    };
     maps.lines().any(|l| {
         let mut it = l.split(['-', ' ']);
         let lo = it.next().and_then(|v| usize::from_str_radix(v, 16).ok());
@@ -173,5 +175,11 @@ pub fn single_vma(addr: usize, len: usize) -> bool {
 pub fn is_mapped(addr: usize, len: usize) -> bool {
     let start = addr & !(PAGE - 1);
     // SAFETY: msync with MS_ASYNC only inspects the mappings of the range.
-    unsafe { libc::msync(start as *mut libc::c_void, len + (addr - start), libc::MS_ASYNC) == 0 }
+    unsafe {
+        libc::msync(
+            start as *mut libc::c_void,
+            len + (addr - start),
+            libc::MS_ASYNC,
+        ) == 0
+    }
 }

@@ -39,7 +39,11 @@ fn run_once(cache: &Cache, nic: &SoftNic, pages: usize) -> Result<Outcome> {
     };
     let hits = cache.stats().hits;
     let ok = use_buffer(cache, nic, b, len, 2)?;
-    let out = Outcome { same_address: b == a, corrupted: !ok, b_was_a_hit: cache.stats().hits > hits };
+    let out = Outcome {
+        same_address: b == a,
+        corrupted: !ok,
+        b_was_a_hit: cache.stats().hits > hits,
+    };
     mem::unmap(b, len);
     Ok(out)
 }

@@ -31,7 +31,14 @@ pub struct Plan {
 
 impl Default for Plan {
     fn default() -> Self {
-        Plan { seed: 1, ops: 10_000, threads: 2, buffers: 12, max_transfer: 256 << 10, fork: true }
+        Plan {
+            seed: 1,
+            ops: 10_000,
+            threads: 2,
+            buffers: 12,
+            max_transfer: 256 << 10,
+            fork: true,
+        }
     }
 }
 
@@ -51,8 +58,17 @@ pub struct Report {
 
 /// Names of the memory operations, in `Report::by_op` order.
 pub const OPS: [&str; 11] = [
-    "alloc", "free", "munmap-head", "munmap-tail", "munmap-middle", "mremap-move",
-    "mremap-shrink", "mremap-grow", "madvise-dontneed", "map-fixed-over", "fork",
+    "alloc",
+    "free",
+    "munmap-head",
+    "munmap-tail",
+    "munmap-middle",
+    "mremap-move",
+    "mremap-shrink",
+    "mremap-grow",
+    "madvise-dontneed",
+    "map-fixed-over",
+    "fork",
 ];
 
 #[derive(Default)]
@@ -113,7 +129,13 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(plan: &'a Plan, cache: &'a Cache, nic: &'a SoftNic, shared: &'a Shared, t: usize) -> Self {
+    fn new(
+        plan: &'a Plan,
+        cache: &'a Cache,
+        nic: &'a SoftNic,
+        shared: &'a Shared,
+        t: usize,
+    ) -> Self {
         Worker {
             rng: Rng::new(plan.seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             plan,
@@ -145,7 +167,11 @@ impl<'a> Worker<'a> {
         }
         self.shared.ops.fetch_add(1, Relaxed);
         // Half the time use the buffer just changed (where staleness would bite), else any.
-        let use_slot = if self.rng.chance(50) { slot } else { self.rng.range(0, self.bufs.len()) };
+        let use_slot = if self.rng.chance(50) {
+            slot
+        } else {
+            self.rng.range(0, self.bufs.len())
+        };
         if let Some(b) = self.bufs[use_slot] {
             self.transfer(b);
         }
@@ -190,7 +216,11 @@ impl<'a> Worker<'a> {
                 let cut = self.rng.range(1, pages) * PAGE;
                 mem::unmap(b.addr, cut);
                 self.remember_freed(b.addr);
-                self.bufs[slot] = Some(Buf { addr: b.addr + cut, len: b.len - cut, ..b });
+                self.bufs[slot] = Some(Buf {
+                    addr: b.addr + cut,
+                    len: b.len - cut,
+                    ..b
+                });
                 Some(2)
             }
             38..=45 if pages > 1 => {
@@ -204,7 +234,11 @@ impl<'a> Worker<'a> {
                 let hi = self.rng.range(lo / PAGE + 1, pages) * PAGE;
                 mem::unmap(b.addr + lo, hi - lo);
                 self.bufs[slot] = Some(Buf { len: lo, ..b });
-                let tail = Buf { addr: b.addr + hi, len: b.len - hi, ..b };
+                let tail = Buf {
+                    addr: b.addr + hi,
+                    len: b.len - hi,
+                    ..b
+                };
                 match self.bufs.iter().position(Option::is_none) {
                     Some(free) => self.bufs[free] = Some(tail),
                     None => mem::unmap(tail.addr, tail.len),
@@ -216,7 +250,9 @@ impl<'a> Worker<'a> {
                 // reserve the target first (ours alone), then MREMAP_FIXED replaces it.
                 let len = b.len;
                 let hint = self.reuse_hint();
-                let spot = hint.and_then(|a| mem::map(len, Some(a))).or_else(|| mem::map(len, None))?;
+                let spot = hint
+                    .and_then(|a| mem::map(len, Some(a)))
+                    .or_else(|| mem::map(len, None))?;
                 let Some(addr) = mem::remap(b.addr, b.len, b.len, Some(spot)) else {
                     // The kernel unmapped the spot before failing: nothing of ours is there.
                     return self.check_unchanged(slot);
@@ -230,7 +266,11 @@ impl<'a> Worker<'a> {
                 let Some(addr) = mem::remap(b.addr, b.len, new, None) else {
                     return self.check_unchanged(slot);
                 };
-                self.bufs[slot] = Some(Buf { addr, len: new, ..b });
+                self.bufs[slot] = Some(Buf {
+                    addr,
+                    len: new,
+                    ..b
+                });
                 Some(6)
             }
             71..=77 if mem::single_vma(b.addr, b.len) => {
@@ -241,7 +281,11 @@ impl<'a> Worker<'a> {
                 if addr != b.addr {
                     self.remember_freed(b.addr);
                 }
-                self.bufs[slot] = Some(Buf { addr, len: new, ..b });
+                self.bufs[slot] = Some(Buf {
+                    addr,
+                    len: new,
+                    ..b
+                });
                 Some(7)
             }
             78..=88 => {
@@ -271,21 +315,39 @@ impl<'a> Worker<'a> {
         if pick < 40 {
             let len = self.mmap_len();
             let at = self.reuse_hint();
-            let addr = at.and_then(|a| mem::map(len, Some(a))).or_else(|| mem::map(len, None))?;
-            return Some(Buf { addr, len, kind: Kind::Mmap });
+            let addr = at
+                .and_then(|a| mem::map(len, Some(a)))
+                .or_else(|| mem::map(len, None))?;
+            return Some(Buf {
+                addr,
+                len,
+                kind: Kind::Mmap,
+            });
         }
         if pick < 65 {
             let len = self.rng.range(16, 64 << 10);
-            return mem::malloc(len).map(|addr| Buf { addr, len, kind: Kind::MallocSmall });
+            return mem::malloc(len).map(|addr| Buf {
+                addr,
+                len,
+                kind: Kind::MallocSmall,
+            });
         }
         if pick < 90 || !self.owns_brk() {
             let len = self.rng.range(256 << 10, 2 << 20);
-            return mem::malloc(len).map(|addr| Buf { addr, len, kind: Kind::MallocLarge });
+            return mem::malloc(len).map(|addr| Buf {
+                addr,
+                len,
+                kind: Kind::MallocLarge,
+            });
         }
         // The break belongs to one thread of ours; glibc's main arena is not used by workers.
         let len = self.rng.range(1, 9) * PAGE;
         let base = mem::brk_grow(len)?;
-        Some(Buf { addr: base, len, kind: Kind::Brk })
+        Some(Buf {
+            addr: base,
+            len,
+            kind: Kind::Brk,
+        })
     }
 
     /// After a failed mremap of a single-VMA buffer nothing should have changed; if the buffer
@@ -304,12 +366,16 @@ impl<'a> Worker<'a> {
     fn owns_brk(&mut self) -> bool {
         static OWNER: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
         let me = std::thread::current().id();
-        let Ok(mut owner) = OWNER.lock() else { return false };
+        let Ok(mut owner) = OWNER.lock() else {
+            return false;
+        };
         *owner.get_or_insert(me) == me
     }
 
     fn free(&mut self, slot: usize) {
-        let Some(b) = self.bufs[slot].take() else { return };
+        let Some(b) = self.bufs[slot].take() else {
+            return;
+        };
         match b.kind {
             Kind::Mmap => {
                 mem::unmap(b.addr, b.len);
@@ -350,7 +416,9 @@ impl<'a> Worker<'a> {
     /// checks the application sees it; then the reverse direction.
     fn transfer(&mut self, b: Buf) {
         let off = self.rng.range(0, b.len);
-        let len = self.rng.range(1, (b.len - off).min(self.plan.max_transfer) + 1);
+        let len = self
+            .rng
+            .range(1, (b.len - off).min(self.plan.max_transfer) + 1);
         let addr = b.addr + off;
         self.transfer_no += 1;
         let seed = self.plan.seed ^ ((self.thread as u64) << 48) ^ self.transfer_no;
@@ -360,21 +428,7 @@ impl<'a> Worker<'a> {
         let access = Access::LOCAL_WRITE | Access::REMOTE_READ | Access::REMOTE_WRITE;
         let h = match self.cache.get(addr, len, access) {
             Ok(h) => h,
-            Err(e) => {
-                if std::env::var_os("REGCACHE_TORTURE_DEBUG").is_some() {
-                    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-                    for l in maps.lines() {
-                        let mut it = l.split(|c| c == '-' || c == ' ');
-                        let lo = usize::from_str_radix(it.next().unwrap_or("0"), 16).unwrap_or(0);
-                        let hi = usize::from_str_radix(it.next().unwrap_or("0"), 16).unwrap_or(0);
-                        if hi + (1 << 20) > addr && lo < addr + len + (1 << 20) {
-                            eprintln!("  {l}");
-                        }
-                    }
-                    eprintln!("  buffer {b:?}");
-                }
-                return self.error(format!("get({addr:#x}, {len}): {e}"));
-            }
+            Err(e) => return self.error(format!("get({addr:#x}, {len}): {e}")),
         };
         self.shared.transfers.fetch_add(1, Relaxed);
         // The NIC writes into the buffer (an RDMA WRITE arriving, a RECV completing).
@@ -387,7 +441,10 @@ impl<'a> Worker<'a> {
         Rng::fill(!seed, &mut self.pattern);
         // SAFETY: as above.
         unsafe { mem::write(addr, &self.pattern) };
-        if let Err(e) = self.nic.dma_read(h.registration(), addr, &mut self.readback) {
+        if let Err(e) = self
+            .nic
+            .dma_read(h.registration(), addr, &mut self.readback)
+        {
             return self.error(format!("dma_read({addr:#x}, {len}): {e}"));
         }
         bad |= self.readback != self.pattern;

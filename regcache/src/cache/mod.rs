@@ -71,7 +71,10 @@ fn default_max_bytes() -> u64 {
     if has_cap_ipc_lock() {
         return UNBOUNDED;
     }
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one struct rlimit through a valid pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
@@ -84,7 +87,9 @@ fn default_max_bytes() -> u64 {
 /// Whether this process may pin memory beyond RLIMIT_MEMLOCK (CAP_IPC_LOCK in CapEff).
 fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
