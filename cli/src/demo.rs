@@ -131,7 +131,7 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         tot_c += c.total.as_secs_f64();
         tot_b += b.total.as_secs_f64();
         let ratio = |x: f64, y: f64| {
-            if y > 0.0 {
+            if x > 0.0 && y > 0.0 {
                 format!("{:.1}x", x / y)
             } else {
                 "-".into()
