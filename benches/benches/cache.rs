@@ -1,0 +1,268 @@
+//! Criterion benchmarks of the regcache hit, miss and drain paths, side by side with UCX's
+//! rcache (when built with UCX headers; see build.rs).
+//!
+//! Groups (ids are what `bench-report` reads back):
+//! - `hit/{regcache,ucx}/N`: `drop(get(addr))` on a cached region, random order over N regions;
+//! - `miss/{regcache-evict,regcache-invalidate,ucx-evict}`: get of a fresh address each time;
+//! - `drain/regcache/N`: N Range invalidations fired, then the one get that drains them;
+//! - `threads/{regcache,ucx}-{1t,2t}/N`: the hit loop run by 1 or 2 threads at once; the time
+//!   reported is per operation *per thread* (the slowest thread), so 1t/2t is the fraction of the
+//!   single-thread rate each thread keeps.
+//!
+//! Quick mode for CI: `-- --warm-up-time 0.3 --measurement-time 1 --sample-size 20`
+//! (see run.sh); `REGCACHE_BENCH_QUICK=1` also shortens the drain group, whose untimed setup
+//! dominates its wall-clock time.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
+use regcache::monitor::Invalidation;
+use regcache::Range;
+use regcache_benches::*;
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+const SEED: u64 = 0x005e_ed0f_cafe;
+
+fn quick() -> bool {
+    std::env::var_os("REGCACHE_BENCH_QUICK").is_some_and(|v| v == "1")
+}
+
+fn ucx_skipped_note() {
+    if !UCX_AVAILABLE {
+        eprintln!(
+            "NOTE: UCX rcache benchmarks skipped (built without ucs/memory/rcache.h; \
+             apt-get install libucx-dev and rebuild)"
+        );
+    }
+}
+
+/// 1. Hit path: counter check + lookup + reference + release.
+fn hit(c: &mut Criterion) {
+    ucx_skipped_note();
+    let mut g = c.benchmark_group("hit");
+    for &n in &SIZES {
+        let w = Workload::new(n, SEED);
+        {
+            let (cache, _mon) = filled_cache(n);
+            let before = cache.stats();
+            let mut pos = 0usize;
+            g.bench_with_input(BenchmarkId::new("regcache", n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    regcache_hit_loop(&cache, &w, pos, iters);
+                    pos = pos.wrapping_add(iters as usize);
+                    t0.elapsed()
+                })
+            });
+            let after = cache.stats();
+            assert_eq!(
+                after.misses, before.misses,
+                "the hit benchmark must only hit"
+            );
+        }
+        #[cfg(has_ucx)]
+        {
+            let rc = ucx::filled(n);
+            let mut pos = 0usize;
+            g.bench_with_input(BenchmarkId::new("ucx", n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    ucx::hit_loop(&rc, &w, pos, iters);
+                    pos = pos.wrapping_add(iters as usize);
+                    t0.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// 2. Miss + register (no-op registrar): a fresh address each iteration.
+fn miss(c: &mut Criterion) {
+    const LIMIT: usize = 4096;
+    // Fresh addresses cycle over 4M slots (32 GiB of fake space): far more than LIMIT, so an
+    // address comes back only long after its entry was evicted.
+    const SLOTS: usize = 1 << 22;
+    let mut g = c.benchmark_group("miss");
+
+    // Steady state at the entry limit: every miss also evicts the LRU entry.
+    {
+        let (cache, _mon) = new_cache(LIMIT);
+        let mut i = 0usize;
+        g.bench_function("regcache-evict", |b| {
+            b.iter(|| {
+                let h = cache
+                    .get(region_addr(i % SLOTS) + REQ_OFFSET, REQ_LEN, ACCESS)
+                    .unwrap();
+                i += 1;
+                black_box(h.lkey());
+            })
+        });
+        assert!(cache.cached_entries() <= LIMIT);
+    }
+    // Miss, then invalidate the entry again: the cache stays (nearly) empty.
+    {
+        let (cache, _mon) = new_cache(LIMIT);
+        let mut i = 0usize;
+        g.bench_function("regcache-invalidate", |b| {
+            b.iter(|| {
+                let a = region_addr(i % SLOTS);
+                i += 1;
+                let h = cache.get(a + REQ_OFFSET, REQ_LEN, ACCESS).unwrap();
+                black_box(h.lkey());
+                drop(h);
+                cache.invalidate(a, 4096).unwrap();
+            })
+        });
+        assert!(cache.cached_entries() <= 1);
+    }
+    #[cfg(has_ucx)]
+    {
+        let rc = ucx::UcxRcache::new(LIMIT).expect("ucs_rcache_create failed");
+        let mut i = 0usize;
+        g.bench_function("ucx-evict", |b| {
+            b.iter(|| {
+                let r = rc
+                    .get(region_addr(i % SLOTS) + REQ_OFFSET, REQ_LEN)
+                    .unwrap();
+                i += 1;
+                black_box(r.key());
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Benchmark 3, drain: N Range events on N cached entries, drained by one get of a sentinel
+/// entry that the events do not touch (so the get itself is a hit after the drain).
+fn drain(c: &mut Criterion) {
+    let mut g = c.benchmark_group("drain");
+    g.sampling_mode(SamplingMode::Flat).sample_size(10);
+    // Only the drain is timed; re-registering the N entries between drains is not, and
+    // dominates wall time, so the timed budget is kept small.
+    let (warm, meas) = if quick() {
+        (Duration::from_millis(20), Duration::from_millis(100))
+    } else {
+        (Duration::from_millis(100), Duration::from_millis(500))
+    };
+    g.warm_up_time(warm).measurement_time(meas);
+    for &n in &[1usize, 100, 10_000] {
+        let (cache, mon) = new_cache(2 * n + 16);
+        let sentinel = region_addr(n) + REQ_OFFSET;
+        drop(cache.get(sentinel, REQ_LEN, ACCESS).unwrap());
+        let events: Vec<Invalidation> = (0..n)
+            .map(|i| {
+                Invalidation::Range(Range {
+                    start: region_addr(i),
+                    end: region_addr(i) + 4096,
+                })
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("regcache", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // Untimed: (re)cache the N entries, then queue one event for each.
+                    for i in 0..n {
+                        drop(
+                            cache
+                                .get(region_addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
+                                .unwrap(),
+                        );
+                    }
+                    mon.fire_many(events.iter().copied());
+                    let t0 = Instant::now();
+                    let h = cache.get(sentinel, REQ_LEN, ACCESS).unwrap();
+                    total += t0.elapsed();
+                    black_box(h.lkey());
+                    drop(h);
+                    debug_assert_eq!(cache.cached_entries(), 1);
+                }
+                total
+            })
+        });
+        // (Nothing ran when a filter excluded this benchmark.)
+        let s = cache.stats();
+        if s.drains > 0 {
+            assert_eq!(cache.cached_entries(), 1, "every fired entry was drained");
+            assert_eq!(
+                s.invalidated % n as u64,
+                0,
+                "each drain removed all N entries"
+            );
+        }
+    }
+    g.finish();
+}
+
+/// Runs `body(thread, iters)` on `threads` threads started together; returns the slowest
+/// thread's own elapsed time (each thread times itself after the barrier).
+fn timed_threads<F>(threads: usize, iters: u64, body: F) -> Duration
+where
+    F: Fn(usize, u64) + Sync,
+{
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, body) = (&barrier, &body);
+                s.spawn(move || {
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    body(t, iters);
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .max()
+            .unwrap()
+    })
+}
+
+/// 4. One vs two threads hitting the same cache (each thread its own random order).
+fn threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("threads");
+    for &n in &SIZES {
+        let w = Workload::new(n, SEED);
+        let start = |t: usize| t * (w.len() / 2) + t * 7919;
+        {
+            let (cache, _mon) = filled_cache(n);
+            for threads in [1usize, 2] {
+                let id = BenchmarkId::new(format!("regcache-{threads}t"), n);
+                g.bench_with_input(id, &n, |b, _| {
+                    b.iter_custom(|iters| {
+                        timed_threads(threads, iters, |t, iters| {
+                            regcache_hit_loop(&cache, &w, start(t), iters)
+                        })
+                    })
+                });
+            }
+            assert_eq!(
+                cache.stats().misses,
+                n as u64,
+                "the thread benchmark must only hit"
+            );
+        }
+        #[cfg(has_ucx)]
+        {
+            let rc = ucx::filled(n);
+            for threads in [1usize, 2] {
+                let id = BenchmarkId::new(format!("ucx-{threads}t"), n);
+                g.bench_with_input(id, &n, |b, _| {
+                    b.iter_custom(|iters| {
+                        timed_threads(threads, iters, |t, iters| {
+                            ucx::hit_loop(&rc, &w, start(t), iters)
+                        })
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hit, miss, drain, threads);
+criterion_main!(benches);

@@ -1,0 +1,350 @@
+//! Shared pieces of the regcache benchmarks: a scripted monitor, fake address workloads, and
+//! (when UCX's headers were found at build time) a safe wrapper over UCX's rcache through the C
+//! shim in `ucx/ucx_rcache_shim.c`.
+//!
+//! Addresses are fake: the no-op registrar never touches memory and the scripted monitor never
+//! looks at the address space, and the UCX rcache is created without memory hooks and with
+//! no-op registration callbacks. Both caches therefore only do their own bookkeeping.
+
+use regcache::monitor::{Invalidation, Monitor, MonitorKind, WatchError};
+use regcache::registrar::noop::NoopRegistrar;
+use regcache::{Access, Cache, Config, Range};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Start of the fake address space (16 TiB: page-aligned, far from anything real, never touched).
+pub const BASE: usize = 0x1000_0000_0000;
+/// Distance between two cached regions: two pages, so neighbours are disjoint and not adjacent
+/// (neither cache merges them).
+pub const STRIDE: usize = 2 * 4096;
+/// Each request: a sub-range of the region's first page (exercises the "contains" check).
+pub const REQ_OFFSET: usize = 128;
+pub const REQ_LEN: usize = 2048;
+pub const ACCESS: Access = Access::LOCAL_WRITE;
+
+/// The cache sizes measured by the hit-path benchmarks.
+pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
+
+/// Address of region `i` of the fake address space.
+#[inline]
+pub fn region_addr(i: usize) -> usize {
+    BASE + i * STRIDE
+}
+
+/// A monitor driven by the benchmark: `fire` queues an invalidation and moves the counter, as a
+/// real monitor does; watch/unwatch cost nothing.
+#[derive(Default)]
+pub struct ScriptedMonitor {
+    counter: AtomicU64,
+    queue: Mutex<Vec<Invalidation>>,
+}
+
+impl ScriptedMonitor {
+    /// Queues `inv` and moves the counter (release: publishes the queued event to the drainer
+    /// that observes the new value).
+    pub fn fire(&self, inv: Invalidation) {
+        self.queue.lock().unwrap().push(inv);
+        self.counter.fetch_add(1, Ordering::Release);
+    }
+
+    /// Queues many invalidations and moves the counter once per event.
+    pub fn fire_many(&self, invs: impl IntoIterator<Item = Invalidation>) {
+        let mut q = self.queue.lock().unwrap();
+        for inv in invs {
+            q.push(inv);
+            self.counter.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// The handle the cache owns (the benchmark keeps another `Arc` to fire events).
+pub struct MonitorHandle(pub Arc<ScriptedMonitor>);
+
+impl Monitor for MonitorHandle {
+    fn kind(&self) -> MonitorKind {
+        MonitorKind::Uffd
+    }
+
+    fn counter(&self) -> &AtomicU64 {
+        &self.0.counter
+    }
+
+    fn watch(&self, _range: Range, _cookie: u64) -> Result<(), WatchError> {
+        Ok(())
+    }
+
+    fn unwatch(&self, _range: Range, _cookie: u64) {}
+
+    fn drain(&self, out: &mut Vec<Invalidation>) -> regcache::Result<u64> {
+        // Acquire: pairs with `fire`'s release increment. Load before taking the queue, so every
+        // event that moved the counter up to `g` is in the queue we take.
+        let g = self.0.counter.load(Ordering::Acquire);
+        out.append(&mut self.0.queue.lock().unwrap());
+        Ok(g)
+    }
+}
+
+/// A regcache cache over the scripted monitor and the no-op registrar, with limits that never
+/// evict below `max_entries`.
+pub fn new_cache(max_entries: usize) -> (Cache, Arc<ScriptedMonitor>) {
+    let mon = Arc::new(ScriptedMonitor::default());
+    let cfg = Config {
+        max_entries,
+        max_bytes: u64::MAX,
+        ..Config::default()
+    };
+    let cache = Cache::new(
+        Box::new(MonitorHandle(mon.clone())),
+        Arc::new(NoopRegistrar::new()),
+        cfg,
+    );
+    (cache, mon)
+}
+
+/// A cache holding regions `0..n` (registered once; every later get of them is a hit).
+pub fn filled_cache(n: usize) -> (Cache, Arc<ScriptedMonitor>) {
+    let (cache, mon) = new_cache(n.max(16) * 2);
+    for i in 0..n {
+        let h = cache
+            .get(region_addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
+            .expect("noop registration cannot fail");
+        assert!(h.is_cached(), "the scripted monitor watches everything");
+    }
+    assert_eq!(cache.cached_entries(), n);
+    (cache, mon)
+}
+
+/// splitmix64: a tiny deterministic generator (the benchmarks need reproducible orders, not
+/// statistical quality).
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// A pre-generated random request sequence over `n` cached regions: request addresses, in a
+/// power-of-two ring so the loop indexes with a mask. The same sequence (same seed) is replayed
+/// against regcache and UCX.
+pub struct Workload {
+    pub n: usize,
+    seq: Vec<usize>,
+    mask: usize,
+}
+
+impl Workload {
+    pub fn new(n: usize, seed: u64) -> Self {
+        let len = (4 * n).max(1 << 16).next_power_of_two();
+        let mut rng = SplitMix::new(seed ^ n as u64);
+        let seq = (0..len)
+            .map(|_| region_addr(rng.below(n)) + REQ_OFFSET)
+            .collect();
+        Workload {
+            n,
+            seq,
+            mask: len - 1,
+        }
+    }
+
+    /// The request address at position `pos` of the ring.
+    #[inline(always)]
+    pub fn addr(&self, pos: usize) -> usize {
+        self.seq[pos & self.mask]
+    }
+
+    /// Ring length (threads start at different offsets of it).
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+}
+
+/// The measured hit loop: `iters` times `drop(get(addr))` over the workload from position
+/// `start`. Every benchmark (single, threaded) and `profile-hit` run this one function, so all
+/// see the same code generation (`Cache::get` inlined into it, as in a typical caller); whether
+/// the harness inlines `get` into its own loop or not otherwise changes the result by up to 2x.
+#[inline(never)]
+pub fn regcache_hit_loop(cache: &Cache, w: &Workload, start: usize, iters: u64) {
+    let mut pos = start;
+    for _ in 0..iters {
+        let h = cache
+            .get(w.addr(pos), REQ_LEN, ACCESS)
+            .expect("noop registration cannot fail");
+        std::hint::black_box(h.lkey());
+        drop(h);
+        pos = pos.wrapping_add(1);
+    }
+}
+
+/// Whether the UCX side-by-side benchmarks were built.
+pub const UCX_AVAILABLE: bool = cfg!(has_ucx);
+
+#[cfg(has_ucx)]
+pub mod ucx {
+    //! Safe wrapper over the C shim around UCX's `ucs_rcache`.
+
+    use std::ffi::{c_ulong, c_void};
+    use std::ptr::NonNull;
+
+    extern "C" {
+        fn shim_create(max_regions: c_ulong) -> *mut c_void;
+        fn shim_get(rcache: *mut c_void, addr: usize, len: usize) -> *mut c_void;
+        fn shim_put(rcache: *mut c_void, region: *mut c_void);
+        fn shim_region_key(region: *const c_void) -> u64;
+        fn shim_region_start(region: *const c_void) -> usize;
+        fn shim_destroy(rcache: *mut c_void);
+    }
+
+    /// One `ucs_rcache_t` with no-op registration callbacks and no memory hooks.
+    pub struct UcxRcache {
+        rc: NonNull<c_void>,
+    }
+
+    // SAFETY: ucs_rcache_t is documented thread safe (rcache.h: "This data structure is thread
+    // safe"): get/put serialise on its internal rwlock and spinlocks. The pointer is owned here.
+    unsafe impl Send for UcxRcache {}
+    // SAFETY: as above; `&UcxRcache` only allows get/put, which are thread safe.
+    unsafe impl Sync for UcxRcache {}
+
+    impl UcxRcache {
+        /// A new rcache keeping at most `max_regions` regions; `None` if UCX refused.
+        pub fn new(max_regions: usize) -> Option<Self> {
+            // SAFETY: shim_create only reads its argument and returns an owned rcache or NULL.
+            let rc = unsafe { shim_create(max_regions as c_ulong) };
+            NonNull::new(rc).map(|rc| UcxRcache { rc })
+        }
+
+        /// Looks up (or registers) `[addr, addr+len)` read/write; the region is held until the
+        /// returned guard drops.
+        #[inline]
+        pub fn get(&self, addr: usize, len: usize) -> Option<UcxRegion<'_>> {
+            // SAFETY: `rc` is a live rcache (destroyed only in Drop, which cannot run while
+            // `&self` is borrowed). The fake address is never dereferenced: registration is a
+            // no-op and no memory hooks are installed.
+            let region = unsafe { shim_get(self.rc.as_ptr(), addr, len) };
+            NonNull::new(region).map(|region| UcxRegion { rc: self, region })
+        }
+    }
+
+    impl Drop for UcxRcache {
+        fn drop(&mut self) {
+            // SAFETY: every UcxRegion borrows `self`, so none is outstanding; `rc` is destroyed
+            // exactly once.
+            unsafe { shim_destroy(self.rc.as_ptr()) }
+        }
+    }
+
+    /// A held UCX region; released (ucs_rcache_region_put) on drop.
+    pub struct UcxRegion<'a> {
+        rc: &'a UcxRcache,
+        region: NonNull<c_void>,
+    }
+
+    impl UcxRegion<'_> {
+        pub fn key(&self) -> u64 {
+            // SAFETY: the region is held (refcount > 0), so UCX does not free it.
+            unsafe { shim_region_key(self.region.as_ptr()) }
+        }
+
+        pub fn start(&self) -> usize {
+            // SAFETY: as in `key`.
+            unsafe { shim_region_start(self.region.as_ptr()) }
+        }
+    }
+
+    impl Drop for UcxRegion<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            // SAFETY: this guard holds exactly one reference taken by shim_get on this rcache,
+            // released exactly once here.
+            unsafe { shim_put(self.rc.rc.as_ptr(), self.region.as_ptr()) }
+        }
+    }
+
+    /// The UCX twin of [`super::regcache_hit_loop`]: get + put over the same workload.
+    #[inline(never)]
+    pub fn hit_loop(rc: &UcxRcache, w: &super::Workload, start: usize, iters: u64) {
+        let mut pos = start;
+        for _ in 0..iters {
+            let r = rc
+                .get(w.addr(pos), super::REQ_LEN)
+                .expect("no-op registration cannot fail");
+            std::hint::black_box(&r);
+            drop(r);
+            pos = pos.wrapping_add(1);
+        }
+    }
+
+    /// An rcache holding regions `0..n`.
+    pub fn filled(n: usize) -> UcxRcache {
+        let rc = UcxRcache::new(usize::MAX).expect("ucs_rcache_create failed");
+        for i in 0..n {
+            let r = rc
+                .get(super::region_addr(i) + super::REQ_OFFSET, super::REQ_LEN)
+                .expect("no-op registration cannot fail");
+            assert_eq!(r.start(), super::region_addr(i));
+        }
+        rc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filled_cache_hits() {
+        let (cache, _mon) = filled_cache(100);
+        let w = Workload::new(100, 1);
+        for pos in 0..1000 {
+            let h = cache.get(w.addr(pos), REQ_LEN, ACCESS).unwrap();
+            assert!(h.is_cached());
+        }
+        let s = cache.stats();
+        assert_eq!((s.misses, s.hits), (100, 1000));
+    }
+
+    #[test]
+    fn drain_removes_fired_ranges() {
+        let (cache, mon) = filled_cache(10);
+        mon.fire_many((0..5).map(|i| {
+            Invalidation::Range(Range {
+                start: region_addr(i),
+                end: region_addr(i) + 4096,
+            })
+        }));
+        drop(
+            cache
+                .get(region_addr(9) + REQ_OFFSET, REQ_LEN, ACCESS)
+                .unwrap(),
+        );
+        assert_eq!(cache.cached_entries(), 5);
+        assert_eq!(cache.stats().invalidated, 5);
+    }
+
+    #[cfg(has_ucx)]
+    #[test]
+    fn ucx_hits_return_the_same_region() {
+        let rc = ucx::filled(100);
+        let a = rc.get(region_addr(7) + REQ_OFFSET, REQ_LEN).unwrap().key();
+        let b = rc.get(region_addr(7) + 1, 8).unwrap().key();
+        assert_eq!(a, b);
+    }
+}
