@@ -11,6 +11,7 @@ pub struct Range {
 
 impl Range {
     /// Validates `(addr, len)` from a caller: non-null, non-empty, no overflow.
+    #[inline]
     pub fn new(addr: usize, len: usize) -> Result<Self> {
         if addr == 0 {
             return Err(Error::InvalidArgument("null address"));
@@ -32,6 +33,7 @@ impl Range {
         self.start == self.end
     }
 
+    #[inline]
     pub fn contains(&self, other: &Range) -> bool {
         self.start <= other.start && other.end <= self.end
     }

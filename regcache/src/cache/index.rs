@@ -1,37 +1,71 @@
-//! The lookup structure: non-overlapping cached entries ordered by start address.
+//! The lookup structure: non-overlapping cached entries, found by a hash probe on the request's
+//! first page and, failing that, by an ordered-map search.
 //!
 //! Keeping entries disjoint (overlapping requests are merged into one registration, see
-//! `Cache::miss`) makes a lookup a single ordered-map probe: the only entry that can contain
-//! `[a, b)` is the last one starting at or before `a`. Entries are boxed so that handles can point
-//! at them while the map rebalances.
+//! `Cache::miss_once`) means the only entry that can contain `[a, b)` is the last one starting at
+//! or before `a`. Most requests start on the first page of their entry (a buffer is sent from its
+//! start), so a hash map keyed by the entry's first page answers them with one probe and no
+//! data-dependent branching; the ordered set of starts answers the rest and the range queries
+//! of the slow paths. Entries are boxed so handles can point at them while the maps rehash.
 
 use super::entry::Entry;
-use crate::range::Range;
+use crate::range::{page_size, Range};
 use crate::registrar::Access;
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Fibonacci hashing of a page-aligned address: one multiply, good spread for sequential pages.
+#[derive(Default)]
+pub(crate) struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Index {
-    by_start: BTreeMap<usize, Box<Entry>>,
+    by_start: HashMap<usize, Box<Entry>, BuildHasherDefault<PageHasher>>,
+    starts: BTreeSet<usize>,
 }
 
 impl Index {
     /// The entry containing `req` with rights covering `access`, if any.
     #[inline]
     pub fn find(&self, req: Range, access: Access) -> Option<&Entry> {
-        let (_, e) = self.by_start.range(..=req.start).next_back()?;
+        let first_page = req.start & !(page_size() - 1);
+        let e = match self.by_start.get(&first_page) {
+            Some(e) => e,
+            None => {
+                let &start = self.starts.range(..=req.start).next_back()?;
+                self.by_start.get(&start)?
+            }
+        };
         (e.range.contains(&req) && e.access.covers(access)).then_some(&**e)
     }
 
     /// Start addresses of entries overlapping `r`, in order.
     pub fn overlapping(&self, r: Range) -> Vec<usize> {
         let mut out = Vec::new();
-        if let Some((&s, e)) = self.by_start.range(..r.start).next_back() {
-            if e.range.overlaps(&r) {
+        if let Some(&s) = self.starts.range(..r.start).next_back() {
+            if self.by_start.get(&s).is_some_and(|e| e.range.overlaps(&r)) {
                 out.push(s);
             }
         }
-        out.extend(self.by_start.range(r.start..r.end).map(|(&s, _)| s));
+        out.extend(self.starts.range(r.start..r.end).copied());
         out
     }
 
@@ -40,16 +74,19 @@ impl Index {
     }
 
     pub fn insert(&mut self, e: Box<Entry>) {
-        let old = self.by_start.insert(e.range.start, e);
+        let start = e.range.start;
+        self.starts.insert(start);
+        let old = self.by_start.insert(start, e);
         debug_assert!(old.is_none(), "index entries must be disjoint");
     }
 
     pub fn remove(&mut self, start: usize) -> Option<Box<Entry>> {
+        self.starts.remove(&start);
         self.by_start.remove(&start)
     }
 
     pub fn starts(&self) -> Vec<usize> {
-        self.by_start.keys().copied().collect()
+        self.starts.iter().copied().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -188,6 +188,7 @@ impl Handle<'_> {
 }
 
 impl Drop for Handle<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.entry().release() {
             let id = self.entry().id;
