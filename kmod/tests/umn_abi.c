@@ -1,0 +1,762 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ABI conformance of /dev/ummunotify: layouts and numbers, events and
+ * hints, the counter page, blocking/non-blocking reads, poll/epoll/select,
+ * SIGIO, feature negotiation and every documented error.
+ */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <stddef.h>
+
+#include "harness.h"
+#include "umn_util.h"
+
+/* Read everything pending; returns the number of records. */
+static int drain(int fd, struct ummunotify_event *ev, int max)
+{
+	int n = umn_read(fd, ev, max);
+
+	ASSERT_TRUE(n >= 0);
+	return n;
+}
+
+TEST(ioctl_numbers_and_layouts_match_2010)
+{
+	ASSERT_EQ(UMMUNOTIFY_EXCHANGE_FEATURES, 0xC0045501);
+	ASSERT_EQ(UMMUNOTIFY_REGISTER_REGION, 0x40205502);
+	ASSERT_EQ(UMMUNOTIFY_UNREGISTER_REGION, 0x40085503);
+	ASSERT_EQ(sizeof(struct ummunotify_register_ioctl), 32);
+	ASSERT_EQ(sizeof(struct ummunotify_event), 32);
+	ASSERT_EQ(offsetof(struct ummunotify_event, hint_start), 8);
+	ASSERT_EQ(offsetof(struct ummunotify_event, user_cookie_counter), 24);
+	ASSERT_EQ(offsetof(struct ummunotify_register_ioctl, flags), 24);
+	ASSERT_EQ(UMMUNOTIFY_EVENT_TYPE_INVAL, 0);
+	ASSERT_EQ(UMMUNOTIFY_EVENT_TYPE_LAST, 1);
+	ASSERT_EQ(UMMUNOTIFY_EVENT_FLAG_HINT, 1);
+	ASSERT_EQ(UMMUNOTIFY_FEATURE_FILTER, 1);
+}
+
+TEST(open_for_writing_fails_einval)
+{
+	ASSERT_ERRNO(open(UMN_DEV, O_RDWR), EINVAL);
+	ASSERT_ERRNO(open(UMN_DEV, O_WRONLY), EINVAL);
+}
+
+TEST(counter_is_zero_after_open)
+{
+	int fd = umn_open();
+
+	ASSERT_EQ(*umn_counter(fd), 0);
+}
+
+TEST(umn_test_2010_scenario)
+{
+	struct ummunotify_event ev[8];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(3, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, 3 * PAGE, 123), 0);
+	ASSERT_EQ(munmap(p + PAGE, PAGE), 0);
+	ASSERT_EQ(*c, 1);
+	ASSERT_EQ(drain(fd, ev, 8), 2);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[0].user_cookie_counter, 123);
+	ASSERT_EQ(ev[0].flags, UMMUNOTIFY_EVENT_FLAG_HINT);
+	ASSERT_EQ(ev[0].hint_start, (uintptr_t)p + PAGE);
+	ASSERT_EQ(ev[0].hint_end, (uintptr_t)p + 2 * PAGE);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[1].user_cookie_counter, 1);
+	ASSERT_EQ(umn_unreg(fd, 123), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(*c, 1);
+}
+
+TEST(hint_is_clipped_to_the_range)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(4, 1);
+
+	ASSERT_EQ(umn_reg(fd, p + PAGE, 2 * PAGE, 7), 0);
+	ASSERT_EQ(munmap(p, 4 * PAGE), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].flags, UMMUNOTIFY_EVENT_FLAG_HINT);
+	ASSERT_EQ(ev[0].hint_start, (uintptr_t)p + PAGE);
+	ASSERT_EQ(ev[0].hint_end, (uintptr_t)p + 3 * PAGE);
+}
+
+TEST(second_hit_while_queued_clears_hint)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(4, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, 4 * PAGE, 7), 0);
+	ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(madvise(p + 2 * PAGE, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[0].flags, 0);
+	ASSERT_EQ(ev[0].hint_start, (uintptr_t)p);
+	ASSERT_EQ(ev[0].hint_end, (uintptr_t)p + 4 * PAGE);
+}
+
+TEST(queue_holds_one_entry_per_range)
+{
+	struct ummunotify_event ev[8];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	int i;
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	for (i = 0; i < 1000; i++)
+		ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(drain(fd, ev, 8), 2);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[1].user_cookie_counter, 1000);
+}
+
+TEST(read_range_stays_registered_and_rearmed)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(2, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 9), 0);
+	ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(drain(fd, ev, 4), 0);
+	ASSERT_EQ(madvise(p + PAGE, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].user_cookie_counter, 9);
+	ASSERT_EQ(ev[0].flags, UMMUNOTIFY_EVENT_FLAG_HINT);
+	ASSERT_EQ(ev[0].hint_start, (uintptr_t)p + PAGE);
+	ASSERT_EQ(ev[1].user_cookie_counter, 2);
+}
+
+TEST(last_follows_only_when_queue_empties)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(3, 1);
+	int i;
+
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(umn_reg(fd, p + i * PAGE, PAGE, 100 + i), 0);
+	ASSERT_EQ(munmap(p, 3 * PAGE), 0);
+	ASSERT_TRUE(*c >= 1);
+	/* One record per read: three INVALs, then LAST, then nothing. */
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(drain(fd, ev, 1), 1);
+		ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	}
+	ASSERT_EQ(drain(fd, ev, 1), 1);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[0].user_cookie_counter, *c);
+	ASSERT_EQ(drain(fd, ev, 1), 0);
+}
+
+TEST(counter_moves_before_munmap_returns)
+{
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(8, 1);
+	uint64_t before;
+	int i;
+
+	ASSERT_EQ(umn_reg(fd, p, 8 * PAGE, 1), 0);
+	for (i = 0; i < 8; i++) {
+		before = *c;
+		ASSERT_EQ(munmap(p + i * PAGE, PAGE), 0);
+		ASSERT_TRUE(*c > before);
+	}
+}
+
+TEST(overlapping_ranges_with_distinct_cookies_both_report)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(2, 1);
+	uint64_t seen = 0;
+	int i, n;
+
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 1), 0);
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 2), 0);
+	ASSERT_EQ(umn_reg(fd, p + PAGE, PAGE, 3), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	n = drain(fd, ev, 4);
+	ASSERT_EQ(n, 3);
+	for (i = 0; i < 2; i++)
+		seen |= 1ULL << ev[i].user_cookie_counter;
+	ASSERT_EQ(seen, 6);
+}
+
+TEST(unregister_stops_events)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(*c, 0);
+	ASSERT_EQ(drain(fd, ev, 4), 0);
+}
+
+TEST(unregister_drops_queued_event)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 0);
+}
+
+TEST(cookie_can_be_reused_after_unregister)
+{
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+}
+
+TEST(mremap_move_reports_old_range)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(2, 1), *q;
+
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 5), 0);
+	q = mremap(p, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE);
+	ASSERT_TRUE(q != MAP_FAILED);
+	if (q == p)
+		SKIP("mremap grew in place");
+	ASSERT_TRUE(drain(fd, ev, 4) >= 2);
+	ASSERT_EQ(ev[0].user_cookie_counter, 5);
+}
+
+TEST(mremap_shrink_reports_tail)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(4, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, 4 * PAGE, 5), 0);
+	ASSERT_TRUE(mremap(p, 4 * PAGE, 2 * PAGE, 0) == p);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].flags, UMMUNOTIFY_EVENT_FLAG_HINT);
+	ASSERT_EQ(ev[0].hint_start, (uintptr_t)p + 2 * PAGE);
+	ASSERT_EQ(ev[0].hint_end, (uintptr_t)p + 4 * PAGE);
+}
+
+TEST(unmapped_range_can_be_registered_and_reports_later)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(1, 0);
+
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_TRUE(mmap(p, PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_POPULATE,
+			 -1, 0) == p);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_TRUE(drain(fd, ev, 4) >= 2);
+}
+
+/* ---- read() ------------------------------------------------------------ */
+
+TEST(read_short_buffer_fails_einval)
+{
+	char buf[64];
+	int fd = umn_open();
+
+	ASSERT_ERRNO(read(fd, buf, sizeof(struct ummunotify_event) - 1),
+		     EINVAL);
+	ASSERT_ERRNO(read(fd, buf, 0), EINVAL);
+}
+
+TEST(read_empty_nonblocking_fails_eagain)
+{
+	struct ummunotify_event ev;
+	int fd = umn_open();
+
+	ASSERT_ERRNO(read(fd, &ev, sizeof(ev)), EAGAIN);
+}
+
+TEST(read_bad_buffer_fails_efault_and_keeps_events)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	void *volatile bad = (void *)8;
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+	ASSERT_ERRNO(read(fd, bad, sizeof(ev)), EFAULT);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].user_cookie_counter, 5);
+}
+
+TEST(read_returns_at_most_one_page)
+{
+	static struct ummunotify_event ev[1024];
+	int fd = umn_open();
+	char *p = map_pages(300, 0);
+	int i, n, total = 0;
+
+	for (i = 0; i < 300; i++)
+		ASSERT_EQ(umn_reg(fd, p + i * PAGE, PAGE, i), 0);
+	ASSERT_EQ(munmap(p, 300 * PAGE), 0);
+	n = umn_read(fd, ev, 1024);
+	ASSERT_EQ(n * sizeof(ev[0]), PAGE);
+	total = n;
+	while ((n = drain(fd, ev, 1024)) > 0)
+		total += n;
+	ASSERT_EQ(total, 301);
+}
+
+static void *unmap_later(void *arg)
+{
+	usleep(200000);
+	munmap(arg, PAGE);
+	return NULL;
+}
+
+TEST(blocking_read_waits_for_event)
+{
+	struct ummunotify_event ev[2];
+	int fd = umn_open_flags(0);
+	char *p = map_pages(1, 1);
+	pthread_t t;
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, unmap_later, p), 0);
+	ASSERT_EQ(read(fd, ev, sizeof(ev)), 2 * sizeof(ev[0]));
+	ASSERT_EQ(ev[0].user_cookie_counter, 5);
+	pthread_join(t, NULL);
+}
+
+/* ---- poll / epoll / select / SIGIO ------------------------------------ */
+
+TEST(poll_reports_readable_only_with_events)
+{
+	struct ummunotify_event ev[2];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(poll(&pfd, 1, 0), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(poll(&pfd, 1, 0), 1);
+	ASSERT_TRUE(pfd.revents & POLLIN);
+	ASSERT_EQ(drain(fd, ev, 2), 2);
+	ASSERT_EQ(poll(&pfd, 1, 0), 0);
+}
+
+TEST(poll_readable_for_pending_last)
+{
+	struct ummunotify_event ev[2];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(drain(fd, ev, 1), 1);
+	ASSERT_EQ(poll(&pfd, 1, 0), 1);
+	ASSERT_EQ(drain(fd, ev, 2), 1);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+}
+
+TEST(poll_wakes_on_event)
+{
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	pthread_t t;
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, unmap_later, p), 0);
+	ASSERT_EQ(poll(&pfd, 1, 20000), 1);
+	pthread_join(t, NULL);
+}
+
+TEST(epoll_wakes_on_event)
+{
+	struct epoll_event e = { .events = EPOLLIN }, out;
+	int fd = umn_open();
+	int ep = epoll_create1(0);
+	char *p = map_pages(1, 1);
+	pthread_t t;
+
+	ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 0);
+	ASSERT_EQ(pthread_create(&t, NULL, unmap_later, p), 0);
+	ASSERT_EQ(epoll_wait(ep, &out, 1, 20000), 1);
+	ASSERT_TRUE(out.events & EPOLLIN);
+	pthread_join(t, NULL);
+}
+
+TEST(select_reports_readable)
+{
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	struct timeval tv = { 0, 0 };
+	fd_set rs;
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	FD_ZERO(&rs);
+	FD_SET(fd, &rs);
+	ASSERT_EQ(select(fd + 1, &rs, NULL, NULL, &tv), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	FD_ZERO(&rs);
+	FD_SET(fd, &rs);
+	ASSERT_EQ(select(fd + 1, &rs, NULL, NULL, &tv), 1);
+	ASSERT_TRUE(FD_ISSET(fd, &rs));
+}
+
+static volatile sig_atomic_t got_sigio;
+
+static void on_sigio(int sig)
+{
+	got_sigio = 1;
+}
+
+TEST(sigio_sent_on_event)
+{
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	int i;
+
+	signal(SIGIO, on_sigio);
+	ASSERT_EQ(fcntl(fd, F_SETOWN, getpid()), 0);
+	ASSERT_EQ(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(got_sigio, 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	for (i = 0; i < 100 && !got_sigio; i++)
+		usleep(10000);
+	ASSERT_EQ(got_sigio, 1);
+}
+
+/* ---- register / unregister errors ------------------------------------- */
+
+TEST(register_start_ge_end_fails_einval)
+{
+	struct ummunotify_register_ioctl r = { .start = 0x10000,
+					       .end = 0x10000 };
+	int fd = umn_open();
+
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+	r.end = 0x8000;
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+}
+
+TEST(register_beyond_user_space_fails_einval)
+{
+	struct ummunotify_register_ioctl r = { .start = 0x10000,
+					       .end = 1ULL << 63 };
+	int fd = umn_open();
+
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+	r.end = ~0ULL;
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+	r.start = 0xffff888000000000ULL;
+	r.end = r.start + 4096;
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+}
+
+TEST(register_nonzero_flags_or_reserved_fails_einval)
+{
+	struct ummunotify_register_ioctl r = { .start = 0x10000,
+					       .end = 0x20000, .flags = 1 };
+	int fd = umn_open();
+
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+	r.flags = 0;
+	r.reserved = 0x80000000;
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), EINVAL);
+	r.reserved = 0;
+	ASSERT_EQ(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), 0);
+}
+
+TEST(register_duplicate_cookie_fails_einval)
+{
+	int fd = umn_open();
+	char *p = map_pages(2, 0);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 42), 0);
+	ASSERT_ERRNO(umn_reg(fd, p + PAGE, PAGE, 42), EINVAL);
+	ASSERT_EQ(read_long_file(LIVE_REGIONS) >= 1, 1);
+}
+
+TEST(register_bad_pointer_fails_efault)
+{
+	int fd = umn_open();
+
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, NULL), EFAULT);
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_UNREGISTER_REGION, (void *)16),
+		     EFAULT);
+	ASSERT_ERRNO(ioctl(fd, UMMUNOTIFY_EXCHANGE_FEATURES, NULL), EFAULT);
+}
+
+TEST(unregister_unknown_cookie_fails_einval)
+{
+	int fd = umn_open();
+
+	ASSERT_ERRNO(umn_unreg(fd, 1), EINVAL);
+	ASSERT_EQ(umn_reg(fd, (void *)0x10000, PAGE, 1), 0);
+	ASSERT_EQ(umn_unreg(fd, 1), 0);
+	ASSERT_ERRNO(umn_unreg(fd, 1), EINVAL);
+}
+
+TEST(unknown_ioctl_fails_enotty)
+{
+	int fd = umn_open();
+	uint64_t v = 0;
+
+	ASSERT_ERRNO(ioctl(fd, _IOW(UMMUNOTIFY_MAGIC, 4, uint64_t), &v),
+		     ENOTTY);
+	ASSERT_ERRNO(ioctl(fd, _IOR(UMMUNOTIFY_MAGIC, 2,
+				    struct ummunotify_register_ioctl), &v),
+		     ENOTTY);
+	ASSERT_ERRNO(ioctl(fd, 0x5401, &v), ENOTTY);
+}
+
+/* ---- features ---------------------------------------------------------- */
+
+TEST(exchange_features_returns_supported_subset)
+{
+	int fd = umn_open();
+	uint32_t got;
+
+	ASSERT_EQ(umn_features(fd, 0, &got), 0);
+	ASSERT_EQ(got, 0);
+	ASSERT_EQ(umn_features(fd, ~0U, &got), 0);
+	ASSERT_EQ(got, UMMUNOTIFY_FEATURE_FILTER);
+	ASSERT_EQ(umn_features(fd, 0x80000000U, &got), 0);
+	ASSERT_EQ(got, 0);
+}
+
+TEST(exchange_features_after_use_fails_einval)
+{
+	int fd = umn_open();
+	uint32_t got;
+
+	ASSERT_EQ(umn_reg(fd, (void *)0x10000, PAGE, 1), 0);
+	ASSERT_ERRNO(umn_features(fd, UMMUNOTIFY_FEATURE_FILTER, &got),
+		     EINVAL);
+	close(fd);
+	fd = umn_open();
+	umn_counter(fd);
+	ASSERT_ERRNO(umn_features(fd, UMMUNOTIFY_FEATURE_FILTER, &got),
+		     EINVAL);
+}
+
+static int mprotect_events(uint32_t features)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c;
+	char *p = map_pages(2, 1);
+	uint32_t got;
+	int n;
+
+	ASSERT_EQ(umn_features(fd, features, &got), 0);
+	ASSERT_EQ(got, features);
+	c = umn_counter(fd);
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 1), 0);
+	ASSERT_EQ(mprotect(p, PAGE, PROT_READ), 0);
+	ASSERT_EQ(mprotect(p, PAGE, PROT_NONE), 0);
+	ASSERT_EQ(mprotect(p, PAGE, PROT_READ | PROT_WRITE), 0);
+	n = drain(fd, ev, 4);
+	if (!n)
+		ASSERT_EQ(*c, 0);
+	close(fd);
+	munmap(p, 2 * PAGE);
+	return n;
+}
+
+TEST(filter_off_reports_mprotect)
+{
+	ASSERT_EQ(mprotect_events(0), 2);
+}
+
+TEST(filter_on_ignores_mprotect)
+{
+	ASSERT_EQ(mprotect_events(UMMUNOTIFY_FEATURE_FILTER), 0);
+}
+
+TEST(filter_on_still_reports_unmap_and_dontneed)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(2, 1);
+
+	ASSERT_EQ(umn_features(fd, UMMUNOTIFY_FEATURE_FILTER, NULL), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	ASSERT_EQ(umn_reg(fd, p + PAGE, PAGE, 2), 0);
+	ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(munmap(p + PAGE, PAGE), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 3);
+}
+
+TEST(filter_on_still_reports_cow_after_fork)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	pid_t pid;
+	int st;
+
+	ASSERT_EQ(umn_features(fd, UMMUNOTIFY_FEATURE_FILTER, NULL), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	pid = fork();
+	if (!pid) {
+		pause();
+		_exit(0);
+	}
+	/* fork write-protected the page (not reported with FILTER)... */
+	drain(fd, ev, 4);
+	/* ...the parent's write replaces it with a copy: reported. */
+	p[0] = 1;
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+}
+
+static int soft_dirty_events(uint32_t features)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_features(fd, features, NULL), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	if (write_str_file("/proc/self/clear_refs", "4"))
+		SKIP("no /proc/self/clear_refs");
+	return drain(fd, ev, 4);
+}
+
+TEST(filter_off_reports_soft_dirty_clearing)
+{
+	ASSERT_EQ(soft_dirty_events(0), 2);
+}
+
+TEST(filter_on_ignores_soft_dirty_clearing)
+{
+	ASSERT_EQ(soft_dirty_events(UMMUNOTIFY_FEATURE_FILTER), 0);
+}
+
+/* ---- the counter page --------------------------------------------------- */
+
+TEST(mmap_wrong_size_fails_einval)
+{
+	int fd = umn_open();
+
+	ASSERT_TRUE(mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, fd, 0) ==
+		    MAP_FAILED);
+	ASSERT_EQ(errno, EINVAL);
+}
+
+TEST(mmap_wrong_offset_fails_einval)
+{
+	int fd = umn_open();
+
+	ASSERT_TRUE(mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, PAGE) ==
+		    MAP_FAILED);
+	ASSERT_EQ(errno, EINVAL);
+}
+
+TEST(mmap_private_fails_einval)
+{
+	int fd = umn_open();
+
+	ASSERT_TRUE(mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, fd, 0) ==
+		    MAP_FAILED);
+	ASSERT_EQ(errno, EINVAL);
+}
+
+TEST(mmap_writable_fails_eacces)
+{
+	int fd = umn_open();
+
+	ASSERT_TRUE(mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+			 0) == MAP_FAILED);
+	ASSERT_EQ(errno, EACCES);
+}
+
+TEST(mmap_executable_fails_eperm)
+{
+	int fd = umn_open();
+
+	ASSERT_TRUE(mmap(NULL, PAGE, PROT_READ | PROT_EXEC, MAP_SHARED, fd,
+			 0) == MAP_FAILED);
+	ASSERT_EQ(errno, EPERM);
+}
+
+TEST(counter_page_cannot_be_made_writable)
+{
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+
+	ASSERT_ERRNO(mprotect((void *)c, PAGE, PROT_READ | PROT_WRITE),
+		     EACCES);
+	ASSERT_ERRNO(mprotect((void *)c, PAGE, PROT_READ | PROT_EXEC),
+		     EACCES);
+}
+
+TEST(counter_page_survives_close)
+{
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	close(fd);
+	ASSERT_EQ(*c, 1);
+	ASSERT_EQ(munmap((void *)c, PAGE), 0);
+}
+
+TEST(two_mappings_show_same_counter)
+{
+	int fd = umn_open();
+	volatile uint64_t *a = umn_counter(fd), *b = umn_counter(fd);
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(*a, 1);
+	ASSERT_EQ(*b, 1);
+}
+
+TEST(fds_are_independent)
+{
+	struct ummunotify_event ev[4];
+	int a = umn_open(), b = umn_open();
+	volatile uint64_t *cb = umn_counter(b);
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(a, p, PAGE, 1), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(*cb, 0);
+	ASSERT_EQ(drain(b, ev, 4), 0);
+	ASSERT_EQ(drain(a, ev, 4), 2);
+}

@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Memory: kernel memory is proportional to ranges, never to events; the
+ * per-fd cap; 100,000 ranges; everything is freed on close, on exit, on
+ * SIGKILL and when the fd outlives its opener; allocations are charged to
+ * the caller's memory cgroup.
+ */
+#define _GNU_SOURCE
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "umn_util.h"
+
+static long meminfo_kb(const char *key)
+{
+	char line[256];
+	size_t len = strlen(key);
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, len) && line[len] == ':') {
+			v = atol(line + len + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+static long unreclaimable_slab_kb(void)
+{
+	sync();
+	write_str_file("/proc/sys/vm/drop_caches", "3");
+	return meminfo_kb("SUnreclaim");
+}
+
+static void wait_live(long want)
+{
+	int i;
+
+	/* Release may run on another CPU a moment after exit/close. */
+	for (i = 0; i < 200; i++) {
+		if (read_long_file(LIVE_REGIONS) == want)
+			return;
+		usleep(10000);
+	}
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), want);
+}
+
+TEST_TIMEOUT(million_invalidations_keep_kernel_memory_flat, 900)
+{
+	static struct ummunotify_event ev[128];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 0);
+	long live = read_long_file(LIVE_REGIONS), before, after;
+	long i, events = 0, n;
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	for (i = 0; i < 10000; i++)
+		madvise(p, PAGE, MADV_DONTNEED);
+	umn_read(fd, ev, 128);
+	before = unreclaimable_slab_kb();
+	for (i = 0; i < 1000000; i++) {
+		ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+		if (i % 100000 == 99999) {
+			n = umn_read(fd, ev, 128);
+			ASSERT_EQ(n, 2);	/* one INVAL, one LAST */
+			events += n;
+		}
+	}
+	after = unreclaimable_slab_kb();
+	ASSERT_TRUE(*c >= 1010000);
+	ASSERT_EQ(events, 20);
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live + 1);
+	printf("  # SUnreclaim before %ld kB, after %ld kB, counter %llu\n",
+	       before, after, (unsigned long long)*c);
+	/* 10^6 queued events at 32 bytes would be 31 MB. */
+	ASSERT_TRUE(after - before < 1024);
+}
+
+TEST(cap_on_ranges_gives_enospc)
+{
+	long old = read_long_file(MAX_REGIONS);
+	int fd = umn_open(), fd2 = umn_open();
+	int i, r[16], r16, r16b, rfd2, e16;
+
+	ASSERT_TRUE(old > 0);
+	ASSERT_EQ(write_str_file(MAX_REGIONS, "16"), 0);
+	for (i = 0; i < 16; i++)
+		r[i] = umn_reg(fd, (void *)0x10000, PAGE, i);
+	r16 = umn_reg(fd, (void *)0x10000, PAGE, 16);
+	e16 = errno;
+	rfd2 = umn_reg(fd2, (void *)0x10000, PAGE, 16);	/* per fd */
+	umn_unreg(fd, 3);
+	r16b = umn_reg(fd, (void *)0x10000, PAGE, 16);
+	{
+		char s[32];
+
+		snprintf(s, sizeof(s), "%ld", old);
+		ASSERT_EQ(write_str_file(MAX_REGIONS, s), 0);
+	}
+	for (i = 0; i < 16; i++)
+		ASSERT_EQ(r[i], 0);
+	ASSERT_EQ(r16, -1);
+	ASSERT_EQ(e16, ENOSPC);
+	ASSERT_EQ(rfd2, 0);
+	ASSERT_EQ(r16b, 0);
+}
+
+TEST_TIMEOUT(hundred_thousand_ranges_register_report_unregister, 900)
+{
+	static struct ummunotify_event ev[128];
+	const long N = 100000;
+	long live = read_long_file(LIVE_REGIONS), i, seen = 0, lasts = 0;
+	int fd = umn_open(), n, k;
+	char *p = map_pages(N, 0);
+	uint64_t t0, t1, t2;
+	char *bits = calloc(N, 1);
+
+	t0 = now_ns();
+	for (i = 0; i < N; i++)
+		ASSERT_EQ(umn_reg(fd, p + i * PAGE, PAGE, i), 0);
+	t1 = now_ns();
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live + N);
+	ASSERT_EQ(munmap(p, N * PAGE), 0);
+	while ((n = umn_read(fd, ev, 128)) > 0) {
+		for (k = 0; k < n; k++) {
+			if (ev[k].type == UMMUNOTIFY_EVENT_TYPE_LAST) {
+				lasts++;
+				continue;
+			}
+			ASSERT_TRUE(ev[k].user_cookie_counter < (uint64_t)N);
+			ASSERT_EQ(bits[ev[k].user_cookie_counter], 0);
+			bits[ev[k].user_cookie_counter] = 1;
+			seen++;
+		}
+	}
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(seen, N);
+	ASSERT_EQ(lasts, 1);
+	t2 = now_ns();
+	for (i = 0; i < N; i++)
+		ASSERT_EQ(umn_unreg(fd, i), 0);
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live);
+	printf("  # register %ld: %.1f ms, unregister: %.1f ms\n", N,
+	       (t1 - t0) / 1e6, (now_ns() - t2) / 1e6);
+}
+
+/* Register n one-page ranges, half of them already invalidated. */
+static void register_many(int fd, long n)
+{
+	char *p = map_pages(n, 0);
+	long i;
+
+	for (i = 0; i < n; i++)
+		if (umn_reg(fd, p + i * PAGE, PAGE, i))
+			FAIL("register %ld: %s", i, strerror(errno));
+	munmap(p, n / 2 * PAGE);
+}
+
+TEST(close_with_ranges_registered_frees_everything)
+{
+	long live = read_long_file(LIVE_REGIONS);
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+
+	register_many(fd, 10000);
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live + 10000);
+	ASSERT_EQ(close(fd), 0);
+	/* The counter mapping still holds the file... */
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live + 10000);
+	ASSERT_TRUE(*c >= 1);
+	/* ...its munmap is the last close. */
+	ASSERT_EQ(munmap((void *)c, PAGE), 0);
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live);
+}
+
+TEST(exit_with_ranges_registered_frees_everything)
+{
+	long live = read_long_file(LIVE_REGIONS);
+	pid_t pid = fork();
+	int st;
+
+	if (!pid) {
+		int fd = umn_open();
+
+		umn_counter(fd);
+		register_many(fd, 10000);
+		_exit(read_long_file(LIVE_REGIONS) == live + 10000 ? 0 : 1);
+	}
+	waitpid(pid, &st, 0);
+	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	wait_live(live);
+}
+
+TEST(sigkill_while_blocked_in_read_frees_everything)
+{
+	long live = read_long_file(LIVE_REGIONS);
+	pid_t pid = fork();
+	int st;
+
+	if (!pid) {
+		struct ummunotify_event ev;
+		int fd = umn_open_flags(0);
+
+		register_many(fd, 2);
+		read(fd, &ev, sizeof(ev));	/* INVAL */
+		read(fd, &ev, sizeof(ev));	/* LAST */
+		read(fd, &ev, sizeof(ev));	/* blocks */
+		_exit(1);
+	}
+	usleep(300000);
+	ASSERT_EQ(kill(pid, SIGKILL), 0);
+	waitpid(pid, &st, 0);
+	ASSERT_TRUE(WIFSIGNALED(st));
+	wait_live(live);
+}
+
+static int send_fd(int sock, int fd)
+{
+	char data = 'x';
+	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
+}
+
+static int recv_fd(int sock)
+{
+	char data;
+	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	int fd;
+
+	if (recvmsg(sock, &msg, 0) != 1 || !CMSG_FIRSTHDR(&msg))
+		return -1;
+	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+	return fd;
+}
+
+TEST(fd_closed_after_opener_exited_frees_everything)
+{
+	long live = read_long_file(LIVE_REGIONS);
+	int sv[2], fd, st;
+	pid_t pid;
+
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	if (!pid) {
+		int cfd = umn_open();
+
+		umn_counter(cfd);
+		register_many(cfd, 1000);
+		_exit(send_fd(sv[1], cfd) ? 1 : 0);
+	}
+	fd = recv_fd(sv[0]);
+	ASSERT_TRUE(fd >= 0);
+	waitpid(pid, &st, 0);
+	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* The opener's mm is gone (its exit reported every range)... */
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), live + 1000);
+	/* ...and the last close still removes the notifiers. */
+	ASSERT_EQ(close(fd), 0);
+	wait_live(live);
+}
+
+static long cgroup_stat(const char *dir, const char *key)
+{
+	char path[256], line[256];
+	size_t len = strlen(key);
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/memory.stat", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, len) && line[len] == ' ') {
+			v = atol(line + len + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+TEST(allocations_are_charged_to_memory_cgroup)
+{
+	const char *root = "/sys/fs/cgroup", *dir = "/sys/fs/cgroup/umn_test";
+	char path[256], pid[32];
+	long before, after;
+	int fd;
+
+	if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) &&
+	    mount("cgroup2", root, "cgroup2", 0, NULL))
+		SKIP("cannot mount cgroup2");
+	snprintf(path, sizeof(path), "%s/cgroup.subtree_control", root);
+	if (write_str_file(path, "+memory"))
+		SKIP("no memory controller");
+	mkdir(dir, 0755);
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	ASSERT_EQ(write_str_file(path, pid), 0);
+
+	fd = umn_open();
+	before = cgroup_stat(dir, "slab");
+	register_many(fd, 20000);
+	after = cgroup_stat(dir, "slab");
+	printf("  # cgroup slab before %ld, after %ld bytes (%ld per range)\n",
+	       before, after, (after - before) / 20000);
+	ASSERT_TRUE(before >= 0);
+	/* Each range is well over 64 bytes of slab. */
+	ASSERT_TRUE(after - before >= 20000L * 64);
+	close(fd);
+}

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Stress: worker threads mmap, register, then munmap / partially munmap /
+ * mremap / madvise(DONTNEED) / mprotect their watched ranges while a reader
+ * thread reads events and a churn thread registers and unregisters other
+ * ranges.  The test keeps a log of every operation that must be reported
+ * (everything but mprotect when FILTER is on) and checks that each was
+ * reported after the operation returned: nothing is lost.
+ */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "harness.h"
+#include "umn_util.h"
+
+#define WORKERS		4
+#define ITERS		1500
+#define MAXC		(WORKERS * ITERS + 16)
+#define CHURN_BASE	(1ULL << 40)
+
+enum { OP_MUNMAP, OP_MUNMAP_PART, OP_MREMAP, OP_DONTNEED, OP_MPROTECT, OPS };
+static const char *const op_names[OPS] = {
+	"munmap", "munmap-part", "mremap", "dontneed", "mprotect",
+};
+
+struct slot {
+	uintptr_t start, end;
+	int op;
+	_Atomic int seen;	/* INVAL records read for it */
+};
+
+static struct slot slots[MAXC];
+static _Atomic unsigned long next_cookie;
+static _Atomic int stop, failed;
+static _Atomic long spurious, bad_hint, seen_total;
+static int ufd, filter;
+
+static void *reader(void *arg)
+{
+	static struct ummunotify_event ev[128];
+	struct pollfd pfd = { .fd = ufd, .events = POLLIN };
+	int n, i;
+
+	while (!atomic_load(&stop)) {
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		n = umn_read(ufd, ev, 128);
+		if (n < 0) {
+			fprintf(stderr, "  read: %s\n", strerror(errno));
+			atomic_store(&failed, 1);
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			uint64_t c = ev[i].user_cookie_counter;
+			struct slot *s;
+
+			if (ev[i].type != UMMUNOTIFY_EVENT_TYPE_INVAL)
+				continue;
+			if (c >= CHURN_BASE)
+				continue;
+			if (c >= atomic_load(&next_cookie)) {
+				atomic_fetch_add(&spurious, 1);
+				continue;
+			}
+			s = &slots[c];
+			if (ev[i].hint_start < s->start ||
+			    ev[i].hint_end > s->end ||
+			    ev[i].hint_start >= ev[i].hint_end)
+				atomic_fetch_add(&bad_hint, 1);
+			atomic_fetch_add(&s->seen, 1);
+			atomic_fetch_add(&seen_total, 1);
+		}
+	}
+	return NULL;
+}
+
+static unsigned int rnd(unsigned int *st)
+{
+	*st ^= *st << 13;
+	*st ^= *st >> 17;
+	*st ^= *st << 5;
+	return *st;
+}
+
+static int wait_seen(struct slot *s)
+{
+	int i;
+
+	for (i = 0; i < 200000; i++) {
+		if (atomic_load(&s->seen))
+			return 0;
+		if (i < 100)
+			sched_yield();
+		else
+			usleep(50);
+	}
+	return -1;
+}
+
+static void *worker(void *arg)
+{
+	unsigned int st = 0x9e3779b9u * (unsigned int)(uintptr_t)arg + 1;
+	int it;
+
+	for (it = 0; it < ITERS && !atomic_load(&failed); it++) {
+		size_t np = 2 + rnd(&st) % 7, len = np * PAGE;
+		unsigned long c = atomic_fetch_add(&next_cookie, 1);
+		struct slot *s = &slots[c];
+		char *p = map_pages(np, 1), *q;
+		int op = rnd(&st) % OPS;
+		size_t rest = len, hole = 0;
+
+		s->start = (uintptr_t)p;
+		s->end = (uintptr_t)p + len;
+		s->op = op;
+		if (umn_reg(ufd, p, len, c)) {
+			fprintf(stderr, "  register %lu: %s\n", c, strerror(errno));
+			atomic_store(&failed, 1);
+			break;
+		}
+		switch (op) {
+		case OP_MUNMAP:
+			munmap(p, len);
+			rest = 0;
+			break;
+		case OP_MUNMAP_PART:
+			/*
+			 * Another thread may map the hole at once: unmap only
+			 * the two remaining pieces afterwards.
+			 */
+			hole = rnd(&st) % np;
+			munmap(p + hole * PAGE, PAGE);
+			break;
+		case OP_MREMAP:
+			/* Move the whole range to a reserved spot. */
+			q = mmap(NULL, len, PROT_NONE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (q != MAP_FAILED)
+				q = mremap(p, len, len,
+					   MREMAP_MAYMOVE | MREMAP_FIXED, q);
+			if (q == MAP_FAILED) {
+				fprintf(stderr, "  mremap %p %zu: %s\n", p, len,
+					strerror(errno));
+				atomic_store(&failed, 1);
+				break;
+			}
+			p = q;
+			break;
+		case OP_DONTNEED:
+			madvise(p + (rnd(&st) % np) * PAGE, PAGE, MADV_DONTNEED);
+			break;
+		case OP_MPROTECT:
+			mprotect(p, PAGE, PROT_READ);
+			break;
+		}
+		if (!(op == OP_MPROTECT && filter) && wait_seen(s)) {
+			fprintf(stderr, "  LOST: cookie %lu op %s [%#lx, %#lx)\n",
+				c, op_names[op], (unsigned long)s->start,
+				(unsigned long)s->end);
+			atomic_store(&failed, 1);
+		}
+		if (umn_unreg(ufd, c)) {
+			fprintf(stderr, "  unregister %lu: %s\n", c,
+				strerror(errno));
+			atomic_store(&failed, 1);
+		}
+		if (op == OP_MUNMAP_PART) {
+			if (hole)
+				munmap(p, hole * PAGE);
+			if (hole + 1 < np)
+				munmap(p + (hole + 1) * PAGE,
+				       (np - hole - 1) * PAGE);
+		} else if (rest) {
+			munmap(p, rest);
+		}
+	}
+	return NULL;
+}
+
+/* Registers and unregisters ranges over the workers' area, no checks. */
+static void *churn(void *arg)
+{
+	unsigned int st = 12345;
+	uint64_t c = CHURN_BASE;
+	char *p = map_pages(1, 0);
+
+	while (!atomic_load(&stop)) {
+		uintptr_t base = (uintptr_t)p - (rnd(&st) % 4096) * PAGE;
+
+		if (umn_reg(ufd, (void *)base, (1 + rnd(&st) % 64) * PAGE, c)) {
+			fprintf(stderr, "  churn register: %s\n", strerror(errno));
+			atomic_store(&failed, 1);
+			break;
+		}
+		if (rnd(&st) % 2)
+			sched_yield();
+		if (umn_unreg(ufd, c)) {
+			fprintf(stderr, "  churn unregister: %s\n", strerror(errno));
+			atomic_store(&failed, 1);
+			break;
+		}
+		c++;
+	}
+	return NULL;
+}
+
+static void run(int features)
+{
+	pthread_t w[WORKERS], r, ch;
+	int i;
+
+	ufd = umn_open();
+	filter = features & UMMUNOTIFY_FEATURE_FILTER;
+	ASSERT_EQ(umn_features(ufd, features, NULL), 0);
+	umn_counter(ufd);
+	ASSERT_EQ(pthread_create(&r, NULL, reader, NULL), 0);
+	ASSERT_EQ(pthread_create(&ch, NULL, churn, NULL), 0);
+	for (i = 0; i < WORKERS; i++)
+		ASSERT_EQ(pthread_create(&w[i], NULL, worker,
+					 (void *)(uintptr_t)i), 0);
+	for (i = 0; i < WORKERS; i++)
+		pthread_join(w[i], NULL);
+	atomic_store(&stop, 1);
+	pthread_join(ch, NULL);
+	pthread_join(r, NULL);
+	printf("  # %lu ranges, %ld reports, %ld spurious, %ld bad hints\n",
+	       atomic_load(&next_cookie), atomic_load(&seen_total),
+	       atomic_load(&spurious), atomic_load(&bad_hint));
+	ASSERT_EQ(atomic_load(&failed), 0);
+	ASSERT_EQ(atomic_load(&bad_hint), 0);
+	ASSERT_EQ(atomic_load(&spurious), 0);
+	ASSERT_EQ(read_long_file(LIVE_REGIONS), 0);
+}
+
+TEST_TIMEOUT(concurrent_unmaps_are_all_reported, 600)
+{
+	run(0);
+}
+
+TEST_TIMEOUT(concurrent_unmaps_are_all_reported_with_filter, 600)
+{
+	run(UMMUNOTIFY_FEATURE_FILTER);
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Helpers shared by the ummunotify guest tests. */
+#ifndef UMN_UTIL_H
+#define UMN_UTIL_H
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "../include/uapi/linux/ummunotify.h"
+
+#define UMN_DEV "/dev/ummunotify"
+#define PAGE ((size_t)sysconf(_SC_PAGESIZE))
+
+static inline int umn_open_flags(int flags)
+{
+	int fd = open(UMN_DEV, O_RDONLY | O_CLOEXEC | flags);
+
+	if (fd < 0) {
+		fprintf(stderr, "  open %s: %s\n", UMN_DEV, strerror(errno));
+		_exit(1);
+	}
+	return fd;
+}
+
+static inline int umn_open(void)
+{
+	return umn_open_flags(O_NONBLOCK);
+}
+
+static inline volatile uint64_t *umn_counter(int fd)
+{
+	void *p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "  mmap counter: %s\n", strerror(errno));
+		_exit(1);
+	}
+	return p;
+}
+
+/* 0 or -1/errno, like the ioctl. */
+static inline int umn_reg(int fd, const void *start, size_t len,
+			  uint64_t cookie)
+{
+	struct ummunotify_register_ioctl r = {
+		.start = (uintptr_t)start,
+		.end = (uintptr_t)start + len,
+		.user_cookie = cookie,
+	};
+
+	return ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r);
+}
+
+static inline int umn_unreg(int fd, uint64_t cookie)
+{
+	return ioctl(fd, UMMUNOTIFY_UNREGISTER_REGION, &cookie);
+}
+
+static inline int umn_features(int fd, uint32_t want, uint32_t *got)
+{
+	uint32_t v = want;
+	int ret = ioctl(fd, UMMUNOTIFY_EXCHANGE_FEATURES, &v);
+
+	if (got)
+		*got = v;
+	return ret;
+}
+
+/* Number of records read (non-blocking fd), 0 if EAGAIN, -1 on error. */
+static inline int umn_read(int fd, struct ummunotify_event *ev, int max)
+{
+	ssize_t n = read(fd, ev, max * sizeof(*ev));
+
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -1;
+	return n / sizeof(*ev);
+}
+
+static inline void *map_pages(size_t n, int populate)
+{
+	void *p = mmap(NULL, n * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0),
+		       -1, 0);
+
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "  mmap %zu pages: %s\n", n, strerror(errno));
+		_exit(1);
+	}
+	return p;
+}
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static inline long read_long_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static inline int write_str_file(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "w");
+	int ret;
+
+	if (!f)
+		return -1;
+	ret = fputs(s, f) < 0 ? -1 : 0;
+	if (fclose(f))
+		ret = -1;
+	return ret;
+}
+
+#define LIVE_REGIONS "/sys/module/ummunotify/parameters/live_regions"
+#define MAX_REGIONS "/sys/module/ummunotify/parameters/max_regions"
+
+#endif /* UMN_UTIL_H */

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * ummunotify: shared definitions between the device, the region
+ * bookkeeping, the notifier glue and the counter page.
+ *
+ * The locking rules are stated at the top of umn_region.c, which owns
+ * umn_file::lock and umn_file::mutex.
+ */
+#ifndef _UMN_H
+#define _UMN_H
+
+#include <linux/types.h>
+#include <linux/spinlock.h>
+#include <linux/mutex.h>
+#include <linux/list.h>
+#include <linux/rbtree.h>
+#include <linux/wait.h>
+#include <linux/fs.h>
+#include <linux/mmu_notifier.h>
+#include <linux/mm_types.h>
+
+#include "include/uapi/linux/ummunotify.h"
+
+/* Features this module implements. */
+#define UMN_FEATURES_SUPPORTED	UMMUNOTIFY_FEATURE_FILTER
+
+/* Events that never change the pages behind a range (FILTER). */
+static inline bool umn_event_keeps_pages(enum mmu_notifier_event ev)
+{
+	return ev == MMU_NOTIFY_PROTECTION_VMA ||
+	       ev == MMU_NOTIFY_PROTECTION_PAGE ||
+	       ev == MMU_NOTIFY_SOFT_DIRTY;
+}
+
+/* umn_file::flags bits */
+enum {
+	UMN_USED,		/* features are frozen */
+};
+
+/**
+ * struct umn_file - state of one open /dev/ummunotify
+ * @mm: the opener's address space (mmgrab'ed, never mmget'ed)
+ * @lock: spinlock, protects @queue, @need_last and the queue state of
+ *	every region; taken by the notifier callback
+ * @mutex: serializes register, unregister and read; protects @cookies and
+ *	@nregions
+ * @cookies: every registered region, by cookie
+ * @nregions: number of entries in @cookies
+ * @queue: regions with a pending INVAL record
+ * @need_last: an INVAL was returned and no LAST since the queue emptied
+ * @features: negotiated UMMUNOTIFY_FEATURE_* bits
+ * @flags: UMN_* bits
+ * @counter_page: page holding the generation counter
+ * @counter: the generation counter (first 8 bytes of @counter_page)
+ * @wait: readers and pollers
+ * @fasync: SIGIO subscribers
+ */
+struct umn_file {
+	struct mm_struct	*mm;
+	spinlock_t		lock;	/* queue, counter; see umn_region.c */
+	struct mutex		mutex;	/* cookies, readers; see umn_region.c */
+	struct rb_root		cookies;
+	unsigned int		nregions;
+	struct list_head	queue;
+	bool			need_last;
+	u32			features;
+	unsigned long		flags;
+	struct page		*counter_page;
+	u64			*counter;
+	wait_queue_head_t	wait;
+	struct fasync_struct	*fasync;
+};
+
+/**
+ * struct umn_region - one registered range
+ * @mni: the kernel's interval-tree node for this range
+ * @uf: owning file
+ * @start: first byte
+ * @end: one past the last byte
+ * @cookie: user cookie
+ * @node: entry in umn_file::cookies (under umn_file::mutex)
+ * @qentry: entry in umn_file::queue (under umn_file::lock)
+ * @queued: @qentry is on the queue (under umn_file::lock)
+ * @hint: one invalidation since queued: [@hint_start, @hint_end) valid
+ * @hint_start: start of the invalidated part, clipped to the range
+ * @hint_end: end of the invalidated part, clipped to the range
+ * @hits: invalidations that hit the range (wraps; compared for equality)
+ * @peek_hits: @hits when read() last copied the record out
+ */
+struct umn_region {
+	struct mmu_interval_notifier	mni;
+	struct umn_file			*uf;
+	u64				start;
+	u64				end;
+	u64				cookie;
+	struct rb_node			node;
+	struct list_head		qentry;
+	bool				queued;
+	bool				hint;
+	u64				hint_start;
+	u64				hint_end;
+	unsigned int			hits;
+	unsigned int			peek_hits;
+};
+
+/* umn_region.c */
+extern unsigned int umn_max_regions;
+int umn_region_cache_init(void);
+void umn_region_cache_exit(void);
+long umn_live_regions(void);
+int umn_region_register(struct umn_file *uf,
+			const struct ummunotify_register_ioctl *req);
+int umn_region_unregister(struct umn_file *uf, u64 cookie);
+void umn_region_remove_all(struct umn_file *uf);
+void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end);
+bool umn_region_readable(struct umn_file *uf);
+ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count);
+
+/* umn_notifier.c */
+int umn_notifier_insert(struct umn_region *region);
+void umn_notifier_remove(struct umn_region *region);
+
+/* umn_counter.c */
+int umn_counter_init(struct umn_file *uf);
+void umn_counter_free(struct umn_file *uf);
+int umn_counter_mmap(struct umn_file *uf, struct vm_area_struct *vma);
+void umn_counter_bump(struct umn_file *uf);
+u64 umn_counter_read(struct umn_file *uf);
+
+#endif /* _UMN_H */

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ummunotify: the /dev/ummunotify misc device and its file operations.
+ *
+ * An fd is bound to the address space of the process that opened it.
+ * Every ioctl, read and mmap first checks that the caller runs in that
+ * address space and fails with EIO otherwise (a fork child, a process that
+ * received the fd over a Unix socket), before touching anything.
+ * Locking rules: see umn_region.c.
+ */
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/poll.h>
+#include <linux/slab.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/uaccess.h>
+
+#include "umn.h"
+
+static int umn_max_regions_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int v;
+	int ret;
+
+	ret = kstrtouint(val, 0, &v);
+	if (ret)
+		return ret;
+	WRITE_ONCE(umn_max_regions, v);
+	return 0;
+}
+
+static int umn_max_regions_get(char *buf, const struct kernel_param *kp)
+{
+	return scnprintf(buf, PAGE_SIZE, "%u\n", READ_ONCE(umn_max_regions));
+}
+
+static const struct kernel_param_ops umn_max_regions_ops = {
+	.set = umn_max_regions_set,
+	.get = umn_max_regions_get,
+};
+module_param_cb(max_regions, &umn_max_regions_ops, NULL, 0644);
+MODULE_PARM_DESC(max_regions,
+		 "Maximum number of ranges per fd (REGISTER fails with ENOSPC)");
+
+static int umn_live_regions_get(char *buf, const struct kernel_param *kp)
+{
+	return scnprintf(buf, PAGE_SIZE, "%ld\n", umn_live_regions());
+}
+
+static const struct kernel_param_ops umn_live_regions_ops = {
+	.get = umn_live_regions_get,
+};
+module_param_cb(live_regions, &umn_live_regions_ops, NULL, 0444);
+MODULE_PARM_DESC(live_regions, "Ranges registered in all fds (read-only)");
+
+static bool umn_same_mm(const struct umn_file *uf)
+{
+	return current->mm == uf->mm;
+}
+
+static int umn_open(struct inode *inode, struct file *file)
+{
+	struct umn_file *uf;
+	int ret;
+
+	/* As in 2010: the device is opened read-only. */
+	if (file->f_mode & FMODE_WRITE)
+		return -EINVAL;
+	if (!current->mm)
+		return -EINVAL;
+
+	uf = kzalloc(sizeof(*uf), GFP_KERNEL_ACCOUNT);
+	if (!uf)
+		return -ENOMEM;
+	ret = umn_counter_init(uf);
+	if (ret) {
+		kfree(uf);
+		return ret;
+	}
+	spin_lock_init(&uf->lock);
+	mutex_init(&uf->mutex);
+	uf->cookies = RB_ROOT;
+	INIT_LIST_HEAD(&uf->queue);
+	init_waitqueue_head(&uf->wait);
+	uf->mm = current->mm;
+	mmgrab(uf->mm);
+
+	file->private_data = uf;
+	return stream_open(inode, file);
+}
+
+/* Last reference: may run in any process, after the opener's mm exited. */
+static int umn_release(struct inode *inode, struct file *file)
+{
+	struct umn_file *uf = file->private_data;
+
+	umn_region_remove_all(uf);
+	umn_counter_free(uf);
+	mmdrop(uf->mm);
+	mutex_destroy(&uf->mutex);
+	kfree(uf);
+	return 0;
+}
+
+static long umn_exchange_features(struct umn_file *uf, u32 __user *arg)
+{
+	u32 wanted;
+	long ret = 0;
+
+	if (get_user(wanted, arg))
+		return -EFAULT;
+
+	mutex_lock(&uf->mutex);
+	if (test_bit(UMN_USED, &uf->flags))
+		ret = -EINVAL;
+	else if (put_user(wanted & UMN_FEATURES_SUPPORTED, arg))
+		ret = -EFAULT;
+	else
+		WRITE_ONCE(uf->features, wanted & UMN_FEATURES_SUPPORTED);
+	mutex_unlock(&uf->mutex);
+	return ret;
+}
+
+static long umn_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct umn_file *uf = file->private_data;
+	void __user *uarg = (void __user *)arg;
+	struct ummunotify_register_ioctl req;
+	u64 cookie;
+
+	if (!umn_same_mm(uf))
+		return -EIO;
+
+	switch (cmd) {
+	case UMMUNOTIFY_EXCHANGE_FEATURES:
+		return umn_exchange_features(uf, uarg);
+	case UMMUNOTIFY_REGISTER_REGION:
+		if (copy_from_user(&req, uarg, sizeof(req)))
+			return -EFAULT;
+		return umn_region_register(uf, &req);
+	case UMMUNOTIFY_UNREGISTER_REGION:
+		if (get_user(cookie, (u64 __user *)uarg))
+			return -EFAULT;
+		return umn_region_unregister(uf, cookie);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static ssize_t umn_read(struct file *file, char __user *buf, size_t count,
+			loff_t *pos)
+{
+	struct umn_file *uf = file->private_data;
+	ssize_t ret;
+
+	if (!umn_same_mm(uf))
+		return -EIO;
+	if (count < sizeof(struct ummunotify_event))
+		return -EINVAL;
+	set_bit(UMN_USED, &uf->flags);
+
+	for (;;) {
+		ret = umn_region_read(uf, buf, count);
+		if (ret)
+			return ret;
+		if (file->f_flags & O_NONBLOCK)
+			return -EAGAIN;
+		if (wait_event_interruptible(uf->wait, umn_region_readable(uf)))
+			return -ERESTARTSYS;
+	}
+}
+
+static __poll_t umn_poll(struct file *file, struct poll_table_struct *wait)
+{
+	struct umn_file *uf = file->private_data;
+
+	if (!umn_same_mm(uf))
+		return EPOLLERR;
+	poll_wait(file, &uf->wait, wait);
+	return umn_region_readable(uf) ? EPOLLIN | EPOLLRDNORM : 0;
+}
+
+static int umn_fasync(int fd, struct file *file, int on)
+{
+	struct umn_file *uf = file->private_data;
+
+	return fasync_helper(fd, file, on, &uf->fasync);
+}
+
+static int umn_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct umn_file *uf = file->private_data;
+	int ret;
+
+	if (!umn_same_mm(uf))
+		return -EIO;
+	ret = umn_counter_mmap(uf, vma);
+	if (!ret)
+		set_bit(UMN_USED, &uf->flags);
+	return ret;
+}
+
+static const struct file_operations umn_fops = {
+	.owner		= THIS_MODULE,
+	.open		= umn_open,
+	.release	= umn_release,
+	.read		= umn_read,
+	.poll		= umn_poll,
+	.fasync		= umn_fasync,
+	.unlocked_ioctl	= umn_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.mmap		= umn_mmap,
+};
+
+static struct miscdevice umn_misc = {
+	.minor	= MISC_DYNAMIC_MINOR,
+	.name	= "ummunotify",
+	.fops	= &umn_fops,
+	.mode	= 0666,
+};
+
+static int __init umn_init(void)
+{
+	int ret;
+
+	ret = umn_region_cache_init();
+	if (ret)
+		return ret;
+	ret = misc_register(&umn_misc);
+	if (ret)
+		umn_region_cache_exit();
+	return ret;
+}
+
+static void __exit umn_exit(void)
+{
+	misc_deregister(&umn_misc);
+	umn_region_cache_exit();
+}
+
+module_init(umn_init);
+module_exit(umn_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("User space notification of MMU invalidations");

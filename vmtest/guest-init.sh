@@ -1,0 +1,39 @@
+#!/bin/sh
+# /init of the vmtest initramfs (busybox).  Loads the 9p stack, mounts the
+# host's root read-only at /newroot with scratch tmpfs on top, mounts the
+# results share, runs /run/vmtest/guest-job.sh in a chroot and powers off.
+# The host reads the exit code from the results share.
+export PATH=/bin:/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+for m in $(cat /modules.order); do
+	insmod /lib/modules/"$m" || echo "vmtest-init: insmod $m failed"
+done
+echo /sbin/modprobe >/proc/sys/kernel/modprobe
+
+opts=trans=virtio,version=9p2000.L,msize=512000,cache=none
+if ! mount -t 9p -o "$opts,ro" hostroot /newroot; then
+	echo "vmtest-init: cannot mount host root"
+	poweroff -f
+fi
+for d in tmp run var/tmp root; do
+	mount -t tmpfs -o mode=1777 tmpfs /newroot/$d
+done
+chmod 700 /newroot/root
+mount -t proc proc /newroot/proc
+mount -t sysfs sysfs /newroot/sys
+mount -t devtmpfs devtmpfs /newroot/dev
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts devpts /newroot/dev/pts
+mount -t tmpfs tmpfs /newroot/dev/shm
+mkdir -p /newroot/run/vmtest
+mount -t 9p -o "$opts" results /newroot/run/vmtest
+hostname vmtest
+
+chroot /newroot /bin/sh /run/vmtest/guest-job.sh </dev/null
+sync
+echo "vmtest-init: done"
+poweroff -f

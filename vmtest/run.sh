@@ -1,0 +1,222 @@
+#!/bin/bash
+# Run a host command inside a Debian kernel booted under qemu (TCG), with
+# the freshly built ummunotify module loaded.
+#
+#   vmtest/run.sh --kernel 6.1|6.12|FULL-VERSION [options] [--] CMD [ARGS...]
+#
+# The guest sees the host's root read-only over 9p (so host binaries and
+# scripts run as is), with tmpfs on /tmp /run /var/tmp /root, and the
+# working directory of the caller as its working directory.  The command
+# runs as root, stdin from /dev/null; its output goes to this terminal.
+#
+# Options:
+#   --kernel K     6.1, 6.12 or a directory name under /usr/lib/modules
+#   --timeout S    kill the guest after S seconds (default 600): exit 124
+#   --mem M        guest memory in MiB (default 2048)
+#   --smp N        guest CPUs (default 2)
+#   --out DIR      host directory shared read-write with the guest at
+#                  $VMTEST_OUT (default: a temporary directory, removed)
+#   --rw DIR       also share host DIR read-write at the same path
+#   -e NAME=VALUE  export a variable to the command (repeatable)
+#   --no-module    do not build nor load ummunotify.ko
+#   --no-build     load the already built module, do not run make
+#   --no-unload    do not rmmod the module after the command
+#   --quiet        do not copy the guest console to stdout; print only the
+#                  command's output, after the run
+#
+# Exit status: the command's, unless the guest kernel logged a WARNING,
+# BUG, Oops or Call Trace (exit 99, even if the command passed), the
+# module could not be unloaded after the command (98), the guest timed out
+# (124) or died without reporting (125).  The console is kept in
+# $VMTEST_OUT/console.log and the kernel log in $VMTEST_OUT/dmesg.
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+KMOD=$ROOT/kmod
+CACHE=${VMTEST_CACHE:-/tmp/regcache-vmtest}
+
+kernel="" timeout=600 mem=2048 smp=2 out="" rw="" quiet=0
+module=1 build=1 unload=1
+envs=()
+
+die() { echo "vmtest: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--kernel) kernel=$2; shift 2 ;;
+	--kernel=*) kernel=${1#*=}; shift ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--mem) mem=$2; shift 2 ;;
+	--smp) smp=$2; shift 2 ;;
+	--out) out=$2; shift 2 ;;
+	--rw) rw=$2; shift 2 ;;
+	-e) envs+=("$2"); shift 2 ;;
+	--no-module) module=0; shift ;;
+	--no-build) build=0; shift ;;
+	--no-unload) unload=0; shift ;;
+	--quiet) quiet=1; shift ;;
+	--) shift; break ;;
+	-h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	-*) die "unknown option $1" ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || die "no command given (see --help)"
+[ -n "$kernel" ] || die "--kernel 6.1|6.12 is required"
+
+# Resolve the kernel: the Debian ABI number moves with updates.
+resolve_kver() {
+	local d
+	if [ -d "/usr/lib/modules/$1" ]; then echo "$1"; return; fi
+	for d in /usr/lib/modules/"$1".*-amd64 /usr/lib/modules/"$1".*+deb*-amd64; do
+		[ -d "$d" ] && [ -e "/boot/vmlinuz-${d##*/}" ] && { echo "${d##*/}"; return; }
+	done
+}
+KVER=$(resolve_kver "$kernel" | tail -n1)
+[ -n "$KVER" ] || die "kernel $kernel not installed (run vmtest/setup.sh)"
+VMLINUZ=/boot/vmlinuz-$KVER
+[ -r "$VMLINUZ" ] || die "$VMLINUZ missing"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (run vmtest/setup.sh)"
+[ -x /bin/busybox ] || die "busybox-static missing (run vmtest/setup.sh)"
+
+KO=$KMOD/build/$KVER/ummunotify.ko
+if [ $module = 1 ] && [ $build = 1 ]; then
+	make -s -C "$KMOD" KVER="$KVER" modules >"$CACHE.build.log" 2>&1 ||
+		{ cat "$CACHE.build.log" >&2; die "module build failed for $KVER"; }
+fi
+[ $module = 0 ] || [ -r "$KO" ] || die "$KO not built"
+
+# ---- initramfs: busybox, the 9p stack of this kernel, /init ----------------
+mkdir -p "$CACHE"
+INITRD=$CACHE/initrd-$KVER.img
+build_initrd() {
+	local w=$CACHE/initrd-$KVER.d moddir=/usr/lib/modules/$KVER m f
+	local -A seen=()
+	local order=()
+	rm -rf "$w"
+	mkdir -p "$w"/{bin,sbin,dev,proc,sys,newroot,lib/modules}
+	cp /bin/busybox "$w/bin/busybox"
+	for f in sh mount umount insmod mkdir chroot poweroff cat echo sleep \
+		 mknod sync dmesg hostname; do
+		ln -s busybox "$w/bin/$f"
+	done
+	# Kernel auto-loading runs /proc/sys/kernel/modprobe in this root.
+	cat >"$w/sbin/modprobe" <<-'EOF'
+	#!/bin/sh
+	exec chroot /newroot /sbin/modprobe "$@"
+	EOF
+	chmod +x "$w/sbin/modprobe"
+
+	# Load order from modules.dep: dependencies first.
+	add_mod() {
+		local path=$1 dep
+		[ -n "${seen[$path]:-}" ] && return
+		seen[$path]=1
+		for dep in $(grep "^$path:" "$moddir/modules.dep" | cut -d: -f2); do
+			add_mod "$dep"
+		done
+		order+=("$path")
+	}
+	for m in virtio_pci 9pnet_virtio 9p; do
+		f=$(grep -E "(^|/)$m\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | cut -d: -f1)
+		[ -n "$f" ] && add_mod "$f"
+	done
+	: >"$w/modules.order"
+	for f in "${order[@]}"; do
+		m=$(basename "$f"); m=${m%.xz}; m=${m%.zst}; m=${m%.gz}
+		case "$f" in
+		*.xz) xz -dc "$moddir/$f" >"$w/lib/modules/$m" ;;
+		*.zst) zstd -qdc "$moddir/$f" >"$w/lib/modules/$m" ;;
+		*.gz) gzip -dc "$moddir/$f" >"$w/lib/modules/$m" ;;
+		*) cp "$moddir/$f" "$w/lib/modules/$m" ;;
+		esac
+		echo "$m" >>"$w/modules.order"
+	done
+	cp "$HERE/guest-init.sh" "$w/init"
+	chmod +x "$w/init"
+	(cd "$w" && find . | cpio -o -H newc --quiet | gzip -1) >"$INITRD.tmp" &&
+		mv "$INITRD.tmp" "$INITRD"
+	rm -rf "$w"
+}
+if [ ! -s "$INITRD" ] || [ "$HERE/guest-init.sh" -nt "$INITRD" ] ||
+   [ "$0" -nt "$INITRD" ]; then
+	build_initrd || die "initramfs build failed"
+fi
+
+# ---- the job: what the guest runs, and where it reports -------------------
+keep_out=1
+if [ -z "$out" ]; then
+	out=$(mktemp -d /tmp/vmtest-out.XXXXXX)
+	keep_out=0
+fi
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+rm -f "$out/rc" "$out/dmesg" "$out/console.log" "$out/unload" "$out/output.log"
+
+{
+	echo "#!/bin/sh"
+	echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	echo "export HOME=/root TERM=dumb VMTEST_OUT=/run/vmtest VMTEST_KVER=$KVER"
+	echo "export VMTEST_KERNEL=$kernel LANG=C.UTF-8"
+	for e in "${envs[@]+"${envs[@]}"}"; do
+		printf 'export %q\n' "$e"
+	done
+	printf 'VMTEST_MODULE=%q\n' "$([ $module = 1 ] && echo "$KO")"
+	printf 'VMTEST_UNLOAD=%s\n' "$unload"
+	printf 'VMTEST_CWD=%q\n' "$PWD"
+	printf 'VMTEST_RW=%q\n' "$rw"
+	printf 'set --'
+	printf ' %q' "$@"
+	echo
+} >"$out/job.sh"
+cp "$HERE/guest-job.sh" "$out/guest-job.sh"
+
+virtfs_rw=()
+if [ -n "$rw" ]; then
+	rw=$(cd "$rw" && pwd) || die "--rw $rw: no such directory"
+	virtfs_rw=(-virtfs "local,path=$rw,mount_tag=rwshare,security_model=none,multidevs=remap")
+fi
+
+console=$out/console.log
+[ $quiet = 1 ] && sink=/dev/null || sink=/dev/stdout
+
+timeout -k 10 "$timeout" qemu-system-x86_64 \
+	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
+	-kernel "$VMLINUZ" -initrd "$INITRD" \
+	-append "console=ttyS0 panic=-1 loglevel=5 nowatchdog rcupdate.rcu_cpu_stall_timeout=300 mitigations=off" \
+	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+	-virtfs "local,path=$out,mount_tag=results,security_model=none,multidevs=remap" \
+	"${virtfs_rw[@]+"${virtfs_rw[@]}"}" \
+	-nographic -serial stdio -no-reboot -nic none -monitor none \
+	</dev/null 2>&1 | tee "$console" >"$sink"
+qrc=${PIPESTATUS[0]}
+
+[ $quiet = 1 ] && [ -r "$out/output.log" ] && cat "$out/output.log"
+
+status=0
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+	echo "vmtest: FAIL: guest timed out after ${timeout}s ($KVER)" >&2
+	status=124
+elif [ ! -s "$out/rc" ]; then
+	echo "vmtest: FAIL: guest died without reporting (qemu exit $qrc, $KVER); see console" >&2
+	tail -n 30 "$console" >&2
+	status=125
+else
+	status=$(cat "$out/rc")
+fi
+
+# Any kernel warning fails the run, whatever the command said.
+pattern='WARNING:|BUG:|Oops|Call Trace|general protection fault|kernel BUG|UBSAN:|KASAN:|list_add corruption|list_del corruption|leaked|still has objects'
+if grep -aEq "$pattern" "$console" ${out:+"$out/dmesg"} 2>/dev/null; then
+	echo "vmtest: FAIL: kernel log of $KVER shows a warning:" >&2
+	grep -aE -m 20 "$pattern" "$console" "$out/dmesg" 2>/dev/null >&2
+	[ "$status" = 0 ] && status=99
+fi
+if [ -s "$out/unload" ]; then
+	echo "vmtest: FAIL: $(cat "$out/unload")" >&2
+	[ "$status" = 0 ] && status=98
+fi
+
+[ $keep_out = 0 ] && rm -rf "$out"
+exit "$status"
