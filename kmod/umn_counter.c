@@ -51,6 +51,27 @@ u64 umn_counter_read(struct umn_file *uf)
 }
 
 /*
+ * The page is handed out by the fault handler rather than inserted at
+ * mmap time, so that the mapping stays valid whatever user space does to
+ * it (madvise(DONTNEED) zaps it, fork does not copy it, mremap moves it):
+ * the next access simply faults the same page in again.
+ */
+static vm_fault_t umn_counter_fault(struct vm_fault *vmf)
+{
+	struct umn_file *uf = vmf->vma->vm_private_data;
+
+	if (vmf->pgoff != 0)
+		return VM_FAULT_SIGBUS;
+	get_page(uf->counter_page);
+	vmf->page = uf->counter_page;
+	return 0;
+}
+
+static const struct vm_operations_struct umn_counter_vm_ops = {
+	.fault = umn_counter_fault,
+};
+
+/*
  * vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in 6.3;
  * Kbuild detects them (this module builds for 6.1 and 6.12).
  */
@@ -68,6 +89,7 @@ static void umn_vma_adjust_flags(struct vm_area_struct *vma)
 /*
  * Exactly one page, at offset 0, shared, readable only: anything else is
  * refused before the mapping exists.  Called with mmap_lock held for write.
+ * The mapping holds the file, so the page outlives it (see release()).
  */
 int umn_counter_mmap(struct umn_file *uf, struct vm_area_struct *vma)
 {
@@ -79,5 +101,7 @@ int umn_counter_mmap(struct umn_file *uf, struct vm_area_struct *vma)
 		return -EPERM;
 
 	umn_vma_adjust_flags(vma);
-	return vm_insert_page(vma, vma->vm_start, uf->counter_page);
+	vma->vm_ops = &umn_counter_vm_ops;
+	vma->vm_private_data = uf;
+	return 0;
 }

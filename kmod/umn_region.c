@@ -4,15 +4,17 @@
  *
  * Locking rules (this file owns both locks of struct umn_file):
  *
- * - umn_file::mutex serializes REGISTER, UNREGISTER and read().  It
- *   protects the cookie tree and the region count, and guarantees that a
- *   region cannot be freed, nor leave the queue, while it is held: only
- *   holders of the mutex take entries off the queue or free regions.  It is
- *   taken before mmap_lock (mmu_interval_notifier_insert() may take
- *   mmap_lock, copy_to_user() may fault); it is never taken under mmap_lock,
- *   so the mmap handler does not take it.  It may be held across
- *   mmu_interval_notifier_remove(), which sleeps until a running
- *   invalidation ends: the invalidation path never takes the mutex.
+ * - umn_file::mutex serializes REGISTER, UNREGISTER, EXCHANGE_FEATURES and
+ *   read().  It protects the cookie tree, the region count and the setting
+ *   of UMN_USED by REGISTER/UNREGISTER (features never change once a range
+ *   exists).  Only holders of the mutex take entries off the queue or free
+ *   regions, so a region seen under it stays valid and queued while it is
+ *   held.  It is taken before mmap_lock (mmu_interval_notifier_insert() may
+ *   take mmap_lock, copy_to_user() may fault) and never under it: the mmap
+ *   handler does not take it.  It may be held across
+ *   mmu_interval_read_begin() and mmu_interval_notifier_remove(), which
+ *   sleep until running invalidations end: the invalidation path never
+ *   takes the mutex.
  *
  * - umn_file::lock is a spinlock.  It protects the queue, need_last, the
  *   queue state of every region (queued, hint, hint_start, hint_end, hits,

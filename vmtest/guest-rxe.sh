@@ -3,7 +3,9 @@
 # run the given command.  rxe0 = veth0 = 10.9.0.1, rxe1 = veth1 = 10.9.0.2.
 #   vmtest/run.sh --kernel 6.12 -- vmtest/guest-rxe.sh ibv_devices
 # rxe drops packets routed through lo, so each direction is forced out of
-# its veth by policy routing and the "local" rule is moved after those.
+# its veth by policy routing (for locally sent packets only: iif lo, so
+# that arriving packets are still delivered locally) and the "local" rule
+# is moved after those rules.
 set -e
 modprobe rdma_rxe
 ip link set lo up
@@ -15,9 +17,9 @@ ip link set veth1 up
 for k in all default veth0 veth1; do
 	sysctl -qw net.ipv4.conf.$k.accept_local=1 net.ipv4.conf.$k.rp_filter=0
 done
-ip rule add from 10.9.0.1 to 10.9.0.2 table 100 pref 100
+ip rule add from 10.9.0.1 to 10.9.0.2 iif lo table 100 pref 100
 ip route add 10.9.0.2 dev veth0 table 100
-ip rule add from 10.9.0.2 to 10.9.0.1 table 101 pref 101
+ip rule add from 10.9.0.2 to 10.9.0.1 iif lo table 101 pref 101
 ip route add 10.9.0.1 dev veth1 table 101
 ip rule add pref 1000 table local
 ip rule del pref 0 table local

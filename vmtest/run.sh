@@ -27,8 +27,9 @@
 # Exit status: the command's, unless the guest kernel logged a WARNING,
 # BUG, Oops or Call Trace (exit 99, even if the command passed), the
 # module could not be unloaded after the command (98), the guest timed out
-# (124) or died without reporting (125).  The console is kept in
-# $VMTEST_OUT/console.log and the kernel log in $VMTEST_OUT/dmesg.
+# (124), died without reporting (125) or the module did not load (126).
+# The console is kept in $VMTEST_OUT/console.log, the kernel log in
+# $VMTEST_OUT/dmesg and the command's output in $VMTEST_OUT/output.log.
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -80,15 +81,19 @@ VMLINUZ=/boot/vmlinuz-$KVER
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (run vmtest/setup.sh)"
 [ -x /bin/busybox ] || die "busybox-static missing (run vmtest/setup.sh)"
 
+# Serialize module and initramfs builds between concurrent callers.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/lock"
+flock 9
+
 KO=$KMOD/build/$KVER/ummunotify.ko
 if [ $module = 1 ] && [ $build = 1 ]; then
-	make -s -C "$KMOD" KVER="$KVER" modules >"$CACHE.build.log" 2>&1 ||
-		{ cat "$CACHE.build.log" >&2; die "module build failed for $KVER"; }
+	make -s -C "$KMOD" KVER="$KVER" modules >"$CACHE/build.log" 2>&1 ||
+		{ cat "$CACHE/build.log" >&2; die "module build failed for $KVER"; }
 fi
 [ $module = 0 ] || [ -r "$KO" ] || die "$KO not built"
 
 # ---- initramfs: busybox, the 9p stack of this kernel, /init ----------------
-mkdir -p "$CACHE"
 INITRD=$CACHE/initrd-$KVER.img
 build_initrd() {
 	local w=$CACHE/initrd-$KVER.d moddir=/usr/lib/modules/$KVER m f
@@ -143,6 +148,7 @@ if [ ! -s "$INITRD" ] || [ "$HERE/guest-init.sh" -nt "$INITRD" ] ||
    [ "$0" -nt "$INITRD" ]; then
 	build_initrd || die "initramfs build failed"
 fi
+flock -u 9
 
 # ---- the job: what the guest runs, and where it reports -------------------
 keep_out=1

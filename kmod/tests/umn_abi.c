@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/select.h>
 #include <stddef.h>
 
@@ -759,4 +760,96 @@ TEST(fds_are_independent)
 	ASSERT_EQ(*cb, 0);
 	ASSERT_EQ(drain(b, ev, 4), 0);
 	ASSERT_EQ(drain(a, ev, 4), 2);
+}
+
+TEST(process_exit_moves_counter_seen_by_inheritor)
+{
+	int gone[2], ready[2], st, n = 0;
+	pid_t a, pid;
+
+	/* C, A's child, is reparented to us when A exits. */
+	ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	ASSERT_EQ(pipe(gone), 0);
+	ASSERT_EQ(pipe(ready), 0);
+	a = fork();
+	if (!a) {
+		/* A: opens, maps the counter, registers, forks C, exits. */
+		int fd = umn_open();
+		volatile uint64_t *c = umn_counter(fd);
+		char *p = map_pages(4, 1), x;
+
+		if (umn_reg(fd, p, 4 * PAGE, 1) || umn_reg(fd, p, PAGE, 2))
+			_exit(10);
+		if (!fork()) {
+			/* C: shares the counter page (fork copies its pte). */
+			uint64_t c0 = *c;
+
+			close(gone[1]);
+			if (write(ready[1], "x", 1) != 1)
+				_exit(11);
+			/* EOF once A has exited (its mm is gone by then). */
+			if (read(gone[0], &x, 1) != 0)
+				_exit(12);
+			_exit(*c > c0 ? 0 : 13);
+		}
+		if (read(ready[0], &x, 1) != 1)
+			_exit(14);
+		_exit(0);
+	}
+	close(gone[1]);
+	while ((pid = wait(&st)) > 0) {
+		ASSERT_TRUE(WIFEXITED(st));
+		ASSERT_EQ(WEXITSTATUS(st), 0);
+		n++;
+	}
+	ASSERT_EQ(n, 2);
+}
+
+TEST(counter_page_survives_madvise_dontneed_and_mremap)
+{
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(2, 1);
+	void *q;
+
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 1), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(*c, 1);
+	ASSERT_EQ(madvise((void *)c, PAGE, MADV_DONTNEED), 0);
+	ASSERT_EQ(*c, 1);
+	ASSERT_EQ(munmap(p + PAGE, PAGE), 0);
+	ASSERT_EQ(*c, 2);
+	q = mremap((void *)c, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED,
+		   p);
+	ASSERT_TRUE(q == p);
+	ASSERT_EQ(*(volatile uint64_t *)q, 2);
+	ASSERT_TRUE(mremap(q, PAGE, 2 * PAGE, MREMAP_MAYMOVE) == MAP_FAILED);
+}
+
+TEST(fork_child_sees_the_same_counter_page)
+{
+	int fd = umn_open(), st;
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+	int go[2], done[2];
+	pid_t pid;
+	char x;
+
+	ASSERT_EQ(pipe(go), 0);
+	ASSERT_EQ(pipe(done), 0);
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 1), 0);
+	pid = fork();
+	if (!pid) {
+		uint64_t c0 = *c;
+
+		if (write(done[1], "x", 1) != 1 || read(go[0], &x, 1) != 1)
+			_exit(2);
+		_exit(*c > c0 ? 0 : 1);
+	}
+	ASSERT_EQ(read(done[0], &x, 1), 1);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(write(go[1], "x", 1), 1);
+	waitpid(pid, &st, 0);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
 }

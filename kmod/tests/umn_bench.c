@@ -84,7 +84,7 @@ static void measure_in_clean_mm(uint64_t *out, int n)
 static void bench_munmap(int iters)
 {
 	uint64_t *t[NMODES], *mp[2];
-	int fd[NMODES], m, i;
+	int fd[NMODES], m, i, k;
 	double med[NMODES], mpm[2];
 
 	for (m = 0; m < NMODES; m++) {
@@ -105,10 +105,12 @@ static void bench_munmap(int iters)
 		if (i % 100 == 0)
 			measure_in_clean_mm(t[M_NONE] + i,
 					    iters - i < 100 ? iters - i : 100);
-		for (m = M_PLAIN; m < NMODES; m++) {
+		/* Rotate the order so that no case always follows another. */
+		for (k = 0; k < NMODES - M_PLAIN; k++) {
 			char *p = map_pages(1, 1);
 			uint64_t t0;
 
+			m = M_PLAIN + (i + k) % (NMODES - M_PLAIN);
 			if (fd[m] >= 0 && umn_reg(fd[m], p, PAGE, 1))
 				FAIL("register");
 			t0 = now_ns();
@@ -150,7 +152,7 @@ static void bench_munmap(int iters)
 		       (unsigned long long)(*c - before), 2 * iters);
 	}
 
-	printf("\nmunmap of one populated 4 KiB page (%d iterations, modes interleaved)\n",
+	printf("\nmunmap of one populated 4 KiB page (%d iterations, cases interleaved, order rotated)\n",
 	       iters);
 	printf("%-32s %12s %8s\n", "case", "median ns", "ratio");
 	/* ratio: to the same munmap in a process without any notifier */

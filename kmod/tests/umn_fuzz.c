@@ -153,6 +153,10 @@ static void fuzz_mmap(int fd)
 	if (p != MAP_FAILED) {
 		if (!rn(3))
 			mprotect(p, len, PROT_READ | PROT_WRITE);
+		if (!rn(3) && !mprotect(p, len, PROT_READ)) {
+			madvise(p, len, MADV_DONTNEED);
+			(void)*(volatile char *)p;	/* faults it back in */
+		}
 		if (!rn(3))
 			mremap(p, len, len + PAGE, MREMAP_MAYMOVE);
 		else if (rn(2))
@@ -299,7 +303,7 @@ TEST_TIMEOUT(random_operations_do_not_upset_the_kernel, 600)
 {
 	uint64_t seed = env_u64("UMN_FUZZ_SEED", 0);
 	long steps = env_u64("UMN_FUZZ_STEPS", 20000);
-	int runs = env_u64("UMN_FUZZ_RUNS", 8), r;
+	int runs = env_u64("UMN_FUZZ_RUNS", 16), r;
 
 	if (!seed)
 		seed = (uint64_t)time(NULL);

@@ -5,7 +5,10 @@
  * thread reads events and a churn thread registers and unregisters other
  * ranges.  The test keeps a log of every operation that must be reported
  * (everything but mprotect when FILTER is on) and checks that each was
- * reported after the operation returned: nothing is lost.
+ * reported after the operation returned: nothing is lost.  It also checks
+ * the fast-path protocol: no LAST record carries a counter value reached
+ * after an operation whose record has not been delivered yet.  A third test
+ * registers ranges while other invalidations are in flight.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -16,8 +19,6 @@
 #include "umn_util.h"
 
 #define WORKERS		4
-#define ITERS		1500
-#define MAXC		(WORKERS * ITERS + 16)
 #define CHURN_BASE	(1ULL << 40)
 
 enum { OP_MUNMAP, OP_MUNMAP_PART, OP_MREMAP, OP_DONTNEED, OP_MPROTECT, OPS };
@@ -29,9 +30,15 @@ struct slot {
 	uintptr_t start, end;
 	int op;
 	_Atomic int seen;	/* INVAL records read for it */
+	_Atomic uint64_t armed_at;	/* counter after the op returned */
 };
 
-static struct slot slots[MAXC];
+static struct slot *slots;
+static int iters = 1500;	/* per worker; UMN_STRESS_ITERS */
+/* The slot each worker is waiting on, for the LAST check. */
+static struct slot *_Atomic cur[WORKERS];
+static _Atomic long last_violations;
+static volatile uint64_t *counter;
 static _Atomic unsigned long next_cookie;
 static _Atomic int stop, failed;
 static _Atomic long spurious, bad_hint, seen_total;
@@ -55,7 +62,26 @@ static void *reader(void *arg)
 		for (i = 0; i < n; i++) {
 			uint64_t c = ev[i].user_cookie_counter;
 			struct slot *s;
+			int w;
 
+			if (ev[i].type == UMMUNOTIFY_EVENT_TYPE_LAST) {
+				/*
+				 * Fast-path protocol: a LAST carrying V comes
+				 * after every record queued before the counter
+				 * reached V.
+				 */
+				for (w = 0; w < WORKERS; w++) {
+					uint64_t a;
+
+					s = atomic_load(&cur[w]);
+					if (!s)
+						continue;
+					a = atomic_load(&s->armed_at);
+					if (a && a <= c && !atomic_load(&s->seen))
+						atomic_fetch_add(&last_violations, 1);
+				}
+				continue;
+			}
 			if (ev[i].type != UMMUNOTIFY_EVENT_TYPE_INVAL)
 				continue;
 			if (c >= CHURN_BASE)
@@ -101,10 +127,11 @@ static int wait_seen(struct slot *s)
 
 static void *worker(void *arg)
 {
-	unsigned int st = 0x9e3779b9u * (unsigned int)(uintptr_t)arg + 1;
+	int w = (uintptr_t)arg;
+	unsigned int st = 0x9e3779b9u * (unsigned int)w + 1;
 	int it;
 
-	for (it = 0; it < ITERS && !atomic_load(&failed); it++) {
+	for (it = 0; it < iters && !atomic_load(&failed); it++) {
 		size_t np = 2 + rnd(&st) % 7, len = np * PAGE;
 		unsigned long c = atomic_fetch_add(&next_cookie, 1);
 		struct slot *s = &slots[c];
@@ -115,6 +142,7 @@ static void *worker(void *arg)
 		s->start = (uintptr_t)p;
 		s->end = (uintptr_t)p + len;
 		s->op = op;
+		atomic_store(&cur[w], s);
 		if (umn_reg(ufd, p, len, c)) {
 			fprintf(stderr, "  register %lu: %s\n", c, strerror(errno));
 			atomic_store(&failed, 1);
@@ -155,12 +183,15 @@ static void *worker(void *arg)
 			mprotect(p, PAGE, PROT_READ);
 			break;
 		}
+		if (!(op == OP_MPROTECT && filter))
+			atomic_store(&s->armed_at, *counter);
 		if (!(op == OP_MPROTECT && filter) && wait_seen(s)) {
 			fprintf(stderr, "  LOST: cookie %lu op %s [%#lx, %#lx)\n",
 				c, op_names[op], (unsigned long)s->start,
 				(unsigned long)s->end);
 			atomic_store(&failed, 1);
 		}
+		atomic_store(&cur[w], NULL);
 		if (umn_unreg(ufd, c)) {
 			fprintf(stderr, "  unregister %lu: %s\n", c,
 				strerror(errno));
@@ -211,10 +242,14 @@ static void run(int features)
 	pthread_t w[WORKERS], r, ch;
 	int i;
 
+	if (getenv("UMN_STRESS_ITERS"))
+		iters = atoi(getenv("UMN_STRESS_ITERS"));
+	slots = calloc(WORKERS * iters + 16, sizeof(*slots));
+	ASSERT_TRUE(slots != NULL);
 	ufd = umn_open();
 	filter = features & UMMUNOTIFY_FEATURE_FILTER;
 	ASSERT_EQ(umn_features(ufd, features, NULL), 0);
-	umn_counter(ufd);
+	counter = umn_counter(ufd);
 	ASSERT_EQ(pthread_create(&r, NULL, reader, NULL), 0);
 	ASSERT_EQ(pthread_create(&ch, NULL, churn, NULL), 0);
 	for (i = 0; i < WORKERS; i++)
@@ -225,12 +260,15 @@ static void run(int features)
 	atomic_store(&stop, 1);
 	pthread_join(ch, NULL);
 	pthread_join(r, NULL);
-	printf("  # %lu ranges, %ld reports, %ld spurious, %ld bad hints\n",
+	printf("  # %lu ranges, %ld reports, %ld spurious, %ld bad hints, "
+	       "%ld LAST before a pending record\n",
 	       atomic_load(&next_cookie), atomic_load(&seen_total),
-	       atomic_load(&spurious), atomic_load(&bad_hint));
+	       atomic_load(&spurious), atomic_load(&bad_hint),
+	       atomic_load(&last_violations));
 	ASSERT_EQ(atomic_load(&failed), 0);
 	ASSERT_EQ(atomic_load(&bad_hint), 0);
 	ASSERT_EQ(atomic_load(&spurious), 0);
+	ASSERT_EQ(atomic_load(&last_violations), 0);
 	ASSERT_EQ(read_long_file(LIVE_REGIONS), 0);
 }
 
@@ -242,4 +280,71 @@ TEST_TIMEOUT(concurrent_unmaps_are_all_reported, 600)
 TEST_TIMEOUT(concurrent_unmaps_are_all_reported_with_filter, 600)
 {
 	run(UMMUNOTIFY_FEATURE_FILTER);
+}
+
+static void *hammer(void *arg)
+{
+	uint64_t cookie = CHURN_BASE + (uintptr_t)arg * (1ULL << 32);
+
+	/*
+	 * Zapping many populated, watched pages keeps an invalidation that
+	 * hits a range in flight.
+	 */
+	while (!atomic_load(&stop)) {
+		char *p = map_pages(256, 1);
+
+		if (umn_reg(ufd, p, 256 * PAGE, ++cookie))
+			atomic_store(&failed, 1);
+		madvise(p, 256 * PAGE, MADV_DONTNEED);
+		munmap(p, 256 * PAGE);
+		if (umn_unreg(ufd, cookie))
+			atomic_store(&failed, 1);
+	}
+	return NULL;
+}
+
+/* Whether cookie's INVAL is among the pending records. */
+static int reported(int fd, uint64_t cookie)
+{
+	struct ummunotify_event ev[128];
+	int n, k, found = 0;
+
+	while ((n = umn_read(fd, ev, 128)) > 0)
+		for (k = 0; k < n; k++)
+			if (ev[k].type == UMMUNOTIFY_EVENT_TYPE_INVAL &&
+			    ev[k].user_cookie_counter == cookie)
+				found = 1;
+	return found;
+}
+
+/*
+ * While other threads keep invalidations of watched ranges in flight, the
+ * kernel defers inserting a new range into its tree: REGISTER must not
+ * return before the range is watched.
+ */
+TEST_TIMEOUT(register_during_other_invalidations_watches_at_once, 300)
+{
+	pthread_t h[2];
+	int i, lost = 0;
+
+	ufd = umn_open();
+	atomic_store(&stop, 0);
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(pthread_create(&h[i], NULL, hammer,
+					 (void *)(uintptr_t)i), 0);
+	for (i = 0; i < 2000; i++) {
+		char *p = map_pages(1, 1);
+
+		ASSERT_EQ(umn_reg(ufd, p, PAGE, i), 0);
+		ASSERT_EQ(madvise(p, PAGE, MADV_DONTNEED), 0);
+		if (!reported(ufd, i))
+			lost++;
+		ASSERT_EQ(umn_unreg(ufd, i), 0);
+		munmap(p, PAGE);
+	}
+	atomic_store(&stop, 1);
+	for (i = 0; i < 2; i++)
+		pthread_join(h[i], NULL);
+	ASSERT_EQ(atomic_load(&failed), 0);
+	ASSERT_EQ(lost, 0);
 }
