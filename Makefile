@@ -21,7 +21,14 @@ unit: deps
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100 --no-invalidation
 
-test: lint unit
+# Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, then
+# the oracle and the demo with the ummunotify monitor (vmtest/README.md).
+vmtest: deps
+	vmtest/setup.sh
+	vmtest/test-kmod.sh
+	vmtest/test-regcache.sh
+
+test: lint unit vmtest
 
 torture-soak: deps
 	$(CARGO) run --release -p regcache-cli -- torture --ops 1000000

@@ -1,0 +1,47 @@
+#!/bin/bash
+# The regcache oracle with the ummunotify monitor inside both Debian kernels: the oracle test
+# binary (seed scenario, 100,000-operation torture, both negative controls) and the demo (and
+# its negative control), all with REGCACHE_MONITOR=ummunotify, so a missing or broken module is
+# a failure, never a silent fallback to userfaultfd. Prints "N passed, M failed".
+#   vmtest/test-regcache.sh [--kernels "6.1 6.12"]
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+kernels="6.1 6.12"
+if [ "${1:-}" = --kernels ]; then
+	kernels=$2
+	shift 2
+fi
+cd "$ROOT"
+cargo build --release -q -p regcache-cli || { echo "0 passed, 1 failed"; exit 1; }
+oracle=$(cargo test --release -q -p regcache-oracle --test oracle --no-run \
+	--message-format=json 2>/dev/null |
+	python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("executable"): print(m["executable"])')
+cli=$(cargo metadata --format-version 1 --no-deps |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/regcache
+[ -x "$oracle" ] && [ -x "$cli" ] || { echo "0 passed, 1 failed"; exit 1; }
+
+pass=0 fail=0
+check() { # name, then run.sh arguments
+	local name=$1
+	shift
+	local t0=$(date +%s)
+	if "$HERE/run.sh" --quiet --timeout 900 -e REGCACHE_MONITOR=ummunotify "$@"; then
+		echo "ok $name ($(($(date +%s) - t0)) s)"
+		pass=$((pass + 1))
+	else
+		echo "not ok $name (exit $?)"
+		fail=$((fail + 1))
+	fi
+}
+for k in $kernels; do
+	check "oracle.$k" --kernel "$k" -- "$oracle" --test-threads 1
+	check "demo.$k" --kernel "$k" -- "$cli" demo --monitor ummunotify --iterations 200
+	check "demo-negative-control.$k" --kernel "$k" -- \
+		"$cli" demo --monitor ummunotify --iterations 100 --no-invalidation
+done
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
