@@ -160,6 +160,18 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 rm -f "$out/rc" "$out/dmesg" "$out/console.log" "$out/unload" "$out/output.log"
 
+# The guest puts tmpfs over /tmp, /run, /var/tmp and /root: a checkout there (CI clones into a
+# fresh folder that may be one of them) would be invisible, so share it read-write at its path.
+case "$ROOT/" in
+/tmp/*|/run/*|/var/tmp/*|/root/*)
+	if [ -z "$rw" ]; then
+		rw=$ROOT
+	else
+		case "$ROOT/" in "$(cd "$rw" && pwd)"/*) ;; *)
+			die "the checkout $ROOT is under a guest tmpfs and --rw $rw does not contain it" ;;
+		esac
+	fi ;;
+esac
 {
 	echo "#!/bin/sh"
 	echo "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -187,6 +199,10 @@ fi
 console=$out/console.log
 [ $quiet = 1 ] && sink=/dev/null || sink=/dev/stdout
 
+# One guest at a time on this 2-core machine: later callers wait here (flock), so parallel test
+# scripts queue instead of starving each other's TCG guests into timeouts.
+exec 8>"${VMTEST_LOCK:-/tmp/regcache-vmtest.lock}"
+flock 8
 timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
 	-kernel "$VMLINUZ" -initrd "$INITRD" \

@@ -2,7 +2,7 @@
 //!
 //! Hit path (no mutex): one relaxed load of the fork generation, one acquire load of the
 //! monitor's counter compared with the generation of the last drain, then the index read lock
-//! (a sharded lock: each thread locks its own cache line), one ordered-map probe, one atomic
+//! (a big-reader lock: each thread marks only its own cache line), one hash probe, one atomic
 //! increment on the entry and a per-thread statistics counter.
 //!
 //! Everything else (misses, drains, invalidations, eviction) is serialised by one miss lock, so
@@ -15,9 +15,11 @@
 //! one registration instead of evicting each other. A merge that the registrar refuses (a hole in
 //! the hull is unmapped, or it exceeds `Config::max_merge`) falls back to the request alone.
 
+mod brlock;
 mod entry;
 mod fork;
 mod index;
+mod slot;
 mod stats;
 
 pub use stats::StatsSnapshot;
@@ -26,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::monitor::{Invalidation, Monitor, MonitorKind, WatchError};
 use crate::range::Range;
 use crate::registrar::{Access, Registrar, Registration};
-use crossbeam_utils::sync::ShardedLock;
+use brlock::BrLock;
 use crossbeam_utils::CachePadded;
 use entry::Entry;
 use index::Index;
@@ -118,7 +120,7 @@ pub struct Cache {
     drained: CachePadded<AtomicU64>,
     /// LRU clock: ticks once per miss; hits stamp entries with it.
     clock: CachePadded<AtomicU64>,
-    index: ShardedLock<Index>,
+    index: BrLock<Index>,
     miss: Mutex<MissState>,
     /// Entries out of the index that still have users (and one-use registrations), by id.
     zombies: Mutex<HashMap<u64, Box<Entry>>>,
@@ -197,6 +199,62 @@ impl Drop for Handle<'_> {
     }
 }
 
+/// A handle that keeps its cache alive (an `Arc` clone): for the C ABI and other callers whose
+/// handles cannot borrow the cache. Costs one more atomic increment than `Handle`.
+pub struct OwnedHandle {
+    cache: Arc<Cache>,
+    entry: NonNull<Entry>,
+}
+
+// SAFETY: as for Handle.
+unsafe impl Send for OwnedHandle {}
+// SAFETY: as for Handle.
+unsafe impl Sync for OwnedHandle {}
+
+impl OwnedHandle {
+    fn entry(&self) -> &Entry {
+        // SAFETY: as in Handle::entry: this handle's reference keeps the entry alive.
+        unsafe { self.entry.as_ref() }
+    }
+
+    pub fn registration(&self) -> &Registration {
+        &self.entry().reg
+    }
+
+    pub fn lkey(&self) -> u32 {
+        self.entry().reg.lkey
+    }
+
+    pub fn rkey(&self) -> u32 {
+        self.entry().reg.rkey
+    }
+
+    pub fn range(&self) -> Range {
+        self.entry().range
+    }
+
+    pub fn access(&self) -> Access {
+        self.entry().access
+    }
+
+    pub fn is_cached(&self) -> bool {
+        self.entry().watched
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+}
+
+impl Drop for OwnedHandle {
+    fn drop(&mut self) {
+        if self.entry().release() {
+            let id = self.entry().id;
+            self.cache.reap(id);
+        }
+    }
+}
+
 impl std::fmt::Debug for Handle<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle")
@@ -219,7 +277,7 @@ impl Cache {
             counter,
             drained: CachePadded::new(AtomicU64::new(start)),
             clock: CachePadded::new(AtomicU64::new(1)),
-            index: ShardedLock::new(Index::default()),
+            index: BrLock::new(Index::default()),
             miss: Mutex::new(MissState::default()),
             zombies: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -271,6 +329,23 @@ impl Cache {
         self.get_slow(req, access)
     }
 
+    /// As `get`, returning a handle that owns a reference to the cache.
+    pub fn get_owned(
+        self: &Arc<Self>,
+        addr: usize,
+        len: usize,
+        access: Access,
+    ) -> Result<OwnedHandle> {
+        let h = self.get(addr, len, access)?;
+        let entry = h.entry;
+        // The reference moves into the OwnedHandle, which releases it on drop.
+        std::mem::forget(h);
+        Ok(OwnedHandle {
+            cache: Arc::clone(self),
+            entry,
+        })
+    }
+
     /// True when no invalidation can be pending: the monitor's counter equals the drained value.
     #[inline]
     fn fresh(&self) -> bool {
@@ -292,7 +367,7 @@ impl Cache {
 
     #[inline]
     fn lookup(&self, req: Range, access: Access) -> Option<Handle<'_>> {
-        let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let idx = self.index.read();
         let e = idx.find(req, access)?;
         e.acquire();
         // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the
@@ -391,7 +466,7 @@ impl Cache {
     /// The registration to make for a miss: the request merged with the overlapping entries, if
     /// that stays within `max_merge` and the registrar's limit.
     fn merge_hull(&self, aligned: Range, access: Access) -> (Range, Access) {
-        let idx = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let idx = self.index.read();
         let (mut hull, mut acc) = (aligned, access);
         for s in idx.overlapping(aligned) {
             if let Some(e) = idx.get(s) {
@@ -421,7 +496,7 @@ impl Cache {
         let ptr = NonNull::from(&*entry);
         let (start, range) = (entry.range.start, entry.range);
         let displaced: Vec<Box<Entry>> = {
-            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut idx = self.index.write();
             let out = idx
                 .overlapping(range)
                 .into_iter()
@@ -582,7 +657,7 @@ impl Cache {
         };
         let mut pending_hit = false;
         let removed: Vec<Box<Entry>> = {
-            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut idx = self.index.write();
             let mut victims = Vec::new();
             for inv in &events {
                 match *inv {
@@ -652,7 +727,7 @@ impl Cache {
         let over = |c: &Cache| {
             let s = &c.stats;
             // Relaxed: gauges maintained under this same lock (or by reap, which only lowers them).
-            c.index.read().map_or(0, |i| i.len()) > c.cfg.max_entries
+            c.index.read().len() > c.cfg.max_entries
                 || s.registered_bytes.load(Ordering::Relaxed) > c.cfg.max_bytes
         };
         if over(self) {
@@ -666,7 +741,7 @@ impl Cache {
         let mut busy = Vec::new();
         while let Some((stamp, start)) = st.lru.pop_first() {
             let victim = {
-                let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+                let mut idx = self.index.write();
                 let Some(e) = idx.get(start) else { continue };
                 // Relaxed: stamps are hints, see `lookup`.
                 let now = e.last_use.load(Ordering::Relaxed);
@@ -700,7 +775,7 @@ impl Cache {
         let r = Range::new(addr, len)?;
         let mut st = self.miss.lock();
         let removed: Vec<Box<Entry>> = {
-            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut idx = self.index.write();
             idx.overlapping(r)
                 .into_iter()
                 .filter_map(|s| idx.remove(s))
@@ -721,7 +796,7 @@ impl Cache {
     pub fn flush(&self) {
         let mut st = self.miss.lock();
         let all: Vec<Box<Entry>> = {
-            let mut idx = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut idx = self.index.write();
             idx.starts()
                 .into_iter()
                 .filter_map(|s| idx.remove(s))
@@ -734,7 +809,7 @@ impl Cache {
 
     /// Entries currently cached (in the index).
     pub fn cached_entries(&self) -> usize {
-        self.index.read().map_or(0, |i| i.len())
+        self.index.read().len()
     }
 }
 

@@ -447,3 +447,29 @@ fn fork_child_refuses_service() {
     drop(c.get(0x3000_0000, P, RW).unwrap());
     assert_eq!(c.stats().hits, 1, "the parent is unaffected");
 }
+
+#[test]
+fn owned_handle_keeps_cache_alive_and_releases() {
+    let mon = Arc::new(ScriptedMonitor::default());
+    let reg = Arc::new(NoopRegistrar::new());
+    let c = Arc::new(Cache::new(
+        Box::new(mon.clone()),
+        reg.clone(),
+        Config::default(),
+    ));
+    let h = c.get_owned(0x4000_0000, P, RW).unwrap();
+    let key = h.lkey();
+    drop(c);
+    mon.fire(Invalidation::All);
+    let c = h.cache().clone();
+    drop(h);
+    let h2 = c.get_owned(0x4000_0000, P, RW).unwrap();
+    assert_ne!(
+        h2.lkey(),
+        key,
+        "the invalidation reached the cache kept alive by the handle"
+    );
+    drop(h2);
+    c.flush();
+    assert_eq!(reg.registered(), reg.deregistered());
+}

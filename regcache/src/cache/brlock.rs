@@ -1,0 +1,178 @@
+//! A big-reader lock for the index: readers (cache hits) touch only their own thread's slot (one
+//! atomic increment to enter, one decrement to leave), so two threads hitting never write the
+//! same cache line; writers (inserts and removals on the slow paths) flag themselves and wait
+//! for every slot to drain.
+//!
+//! (Leaving with a plain store on a slot the thread owns was measured: 2 threads on 2 vCPUs
+//! slowed from 26 to 61 ns per hit, so both sides use locked RMWs.)
+//!
+//! Protocol (Dekker style, all SeqCst where it matters): a reader increments its slot, then
+//! checks the writer flag; a writer raises the flag, then checks every slot. Sequential
+//! consistency guarantees at least one of them sees the other, so they never both proceed. A
+//! reader that sees the flag backs out and waits for the writer to finish.
+
+use super::slot::{self, SLOTS};
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub(crate) struct BrLock<T> {
+    readers: Box<[CachePadded<AtomicU64>]>,
+    writer: CachePadded<AtomicBool>,
+    writers: Mutex<()>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: access to `data` is mediated by the protocol above: shared references only while a
+// reader is counted and no writer is active, a unique reference only to the writer that saw
+// every reader slot at zero with its flag raised.
+unsafe impl<T: Send + Sync> Sync for BrLock<T> {}
+// SAFETY: as above; the lock owns its data.
+unsafe impl<T: Send> Send for BrLock<T> {}
+
+pub(crate) struct ReadGuard<'a, T> {
+    lock: &'a BrLock<T>,
+    slot: &'a AtomicU64,
+}
+
+pub(crate) struct WriteGuard<'a, T> {
+    lock: &'a BrLock<T>,
+    _serial: MutexGuard<'a, ()>,
+}
+
+impl<T> BrLock<T> {
+    pub fn new(data: T) -> Self {
+        BrLock {
+            readers: (0..SLOTS)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+            writer: CachePadded::new(AtomicBool::new(false)),
+            writers: Mutex::new(()),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    #[inline]
+    pub fn read(&self) -> ReadGuard<'_, T> {
+        let slot = &*self.readers[slot::current()];
+        loop {
+            // SeqCst: the reader half of the Dekker handshake (see the module comment).
+            slot.fetch_add(1, Ordering::SeqCst);
+            if !self.writer.load(Ordering::SeqCst) {
+                return ReadGuard { lock: self, slot };
+            }
+            // A writer is active or about to be: back out and wait for it.
+            // Release: nothing we read may be ordered after this (we read nothing yet).
+            slot.fetch_sub(1, Ordering::Release);
+            while self.writer.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    pub fn write(&self) -> WriteGuard<'_, T> {
+        let serial = self.writers.lock();
+        // SeqCst: the writer half of the handshake.
+        self.writer.store(true, Ordering::SeqCst);
+        for s in self.readers.iter() {
+            let mut spins = 0u32;
+            // SeqCst: pairs with the readers' increments; Acquire would suffice for the wait
+            // itself (it orders their reads before our writes).
+            while s.load(Ordering::SeqCst) != 0 {
+                spins += 1;
+                if spins < 128 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        WriteGuard {
+            lock: self,
+            _serial: serial,
+        }
+    }
+}
+
+impl<T> Drop for ReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: our reads of the data happen-before a writer that sees the slot drained.
+        self.slot.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl<T> Deref for ReadGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: a counted reader with no active writer (see the module comment).
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for WriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // Release: our writes to the data happen-before readers that see the flag down.
+        self.lock.writer.store(false, Ordering::Release);
+    }
+}
+
+impl<T> Deref for WriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the only writer, with every reader drained.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for WriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above; `&mut self` makes the reference unique.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_and_writers_exclude_each_other() {
+        let lock = BrLock::new((0u64, 0u64));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..20_000 {
+                        let g = lock.read();
+                        assert_eq!(g.0, g.1, "a reader saw a half-done write");
+                    }
+                });
+            }
+            s.spawn(|| {
+                for i in 0..5_000 {
+                    let mut g = lock.write();
+                    g.0 = i;
+                    std::hint::spin_loop();
+                    g.1 = i;
+                }
+            });
+        });
+        assert_eq!(lock.read().0, 4_999);
+    }
+
+    #[test]
+    fn nested_reads_on_one_thread() {
+        let lock = BrLock::new(7);
+        let a = lock.read();
+        let b = lock.read();
+        drop(a);
+        drop(b);
+        let mut w = lock.write();
+        *w += 1;
+        drop(w);
+        assert_eq!(*lock.read(), 8);
+    }
+}

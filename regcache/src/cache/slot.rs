@@ -1,0 +1,114 @@
+//! Per-thread slots: each running thread owns one of `SLOTS` indexes for as long as it lives, so
+//! per-thread state (statistics shards, reader counts of the index lock) of up to `SLOTS`
+//! concurrent threads never shares a cache line; an exiting thread hands its index back (a
+//! counter of thread starts modulo SLOTS would make long-running programs that create
+//! short-lived threads collide). Threads beyond `SLOTS` share indexes round robin.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+pub(crate) const SLOTS: usize = 64;
+
+/// Bit i set: slot i is owned by a live thread.
+static OWNED: AtomicU64 = AtomicU64::new(0);
+/// Hands out shared slots round robin once all are owned.
+static OVERFLOW: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Clone, Copy)]
+struct Slot {
+    index: usize,
+    exclusive: bool,
+}
+
+struct Owner(Cell<Option<Slot>>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Some(Slot {
+            index,
+            exclusive: true,
+        }) = self.0.get()
+        {
+            // Release: pairs with the next owner's Acquire claim (only the index changes hands;
+            // the per-slot state is atomic anyway).
+            OWNED.fetch_and(!(1 << index), Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static MINE: Owner = const { Owner(Cell::new(None)) };
+}
+
+fn claim() -> Slot {
+    // Acquire (on success): see Owner::drop.
+    let mut cur = OWNED.load(Ordering::Relaxed);
+    while cur != u64::MAX {
+        let index = (!cur).trailing_zeros() as usize;
+        match OWNED.compare_exchange_weak(
+            cur,
+            cur | (1 << index),
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                return Slot {
+                    index,
+                    exclusive: true,
+                }
+            }
+            Err(now) => cur = now,
+        }
+    }
+    // Relaxed: only spreads the overflow threads over the slots.
+    Slot {
+        index: OVERFLOW.fetch_add(1, Ordering::Relaxed) % SLOTS,
+        exclusive: false,
+    }
+}
+
+/// The calling thread's slot index, claimed at first use.
+#[inline]
+pub(crate) fn current() -> usize {
+    MINE.try_with(|m| match m.0.get() {
+        Some(s) => s.index,
+        None => {
+            let s = claim();
+            m.0.set(Some(s));
+            s.index
+        }
+    })
+    // During thread teardown the thread-local is gone: share slot 0.
+    .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_threads_get_distinct_exclusive_slots() {
+        let barrier = std::sync::Barrier::new(2);
+        let (a, b) = std::thread::scope(|s| {
+            let h1 = s.spawn(|| {
+                let x = current();
+                barrier.wait();
+                x
+            });
+            let h2 = s.spawn(|| {
+                let x = current();
+                barrier.wait();
+                x
+            });
+            (h1.join().unwrap(), h2.join().unwrap())
+        });
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn slot_is_returned_when_the_thread_exits() {
+        let first = std::thread::spawn(current).join().unwrap();
+        // The exiting thread cleared its bit before join returned.
+        assert_eq!(OWNED.load(Ordering::Acquire) & (1 << first), 0);
+    }
+}
