@@ -56,7 +56,13 @@ impl<T> BrLock<T> {
 
     #[inline]
     pub fn read(&self) -> ReadGuard<'_, T> {
-        let slot = &*self.readers[slot::current()];
+        self.read_at(slot::current())
+    }
+
+    /// `read` for a caller that already has its thread's slot index (saves a TLS lookup).
+    #[inline]
+    pub fn read_at(&self, slot: usize) -> ReadGuard<'_, T> {
+        let slot = &*self.readers[slot % SLOTS];
         loop {
             // SeqCst: the reader half of the Dekker handshake (see the module comment).
             slot.fetch_add(1, Ordering::SeqCst);

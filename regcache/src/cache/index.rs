@@ -36,17 +36,27 @@ impl Hasher for PageHasher {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Index {
     by_start: HashMap<usize, Box<Entry>, BuildHasherDefault<PageHasher>>,
     starts: BTreeSet<usize>,
+    page_mask: usize,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            by_start: HashMap::default(),
+            starts: BTreeSet::new(),
+            page_mask: !(page_size() - 1),
+        }
+    }
 }
 
 impl Index {
     /// The entry containing `req` with rights covering `access`, if any.
     #[inline]
     pub fn find(&self, req: Range, access: Access) -> Option<&Entry> {
-        let first_page = req.start & !(page_size() - 1);
+        let first_page = req.start & self.page_mask;
         let e = match self.by_start.get(&first_page) {
             Some(e) => e,
             None => {

@@ -321,8 +321,9 @@ impl Cache {
             return Err(Error::ForkedChild);
         }
         if self.fresh() {
-            if let Some(h) = self.lookup(req, access) {
-                self.stats.bump(Hot::Hit);
+            let slot = slot::current();
+            if let Some(h) = self.lookup_at(slot, req, access) {
+                self.stats.bump_at(slot, Hot::Hit);
                 return Ok(h);
             }
         }
@@ -367,7 +368,12 @@ impl Cache {
 
     #[inline]
     fn lookup(&self, req: Range, access: Access) -> Option<Handle<'_>> {
-        let idx = self.index.read();
+        self.lookup_at(slot::current(), req, access)
+    }
+
+    #[inline]
+    fn lookup_at(&self, slot: usize, req: Range, access: Access) -> Option<Handle<'_>> {
+        let idx = self.index.read_at(slot);
         let e = idx.find(req, access)?;
         e.acquire();
         // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the

@@ -52,7 +52,13 @@ impl Stats {
 
     #[inline]
     pub fn bump(&self, which: Hot) {
-        let shard = &self.hot[slot::current()];
+        self.bump_at(slot::current(), which)
+    }
+
+    /// `bump` for a caller that already has its thread's slot index.
+    #[inline]
+    pub fn bump_at(&self, slot: usize, which: Hot) {
+        let shard = &self.hot[slot % SLOTS];
         let c = match which {
             Hot::Hit => &shard.hits,
             Hot::Miss => &shard.misses,

@@ -10,6 +10,8 @@
 
 pub mod noop;
 pub mod uring;
+#[cfg(feature = "verbs")]
+pub mod verbs;
 
 use crate::error::Result;
 use bitflags::bitflags;
