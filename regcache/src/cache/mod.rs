@@ -562,15 +562,17 @@ impl Cache {
         // Relaxed (all): statistics, see stats.rs.
         match &res {
             Ok(_) => {
+                let ns = t0.elapsed().as_nanos() as u64;
                 s.registrations.fetch_add(1, Ordering::Relaxed);
-                s.registration_ns
-                    .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                s.registration_ns.fetch_add(ns, Ordering::Relaxed);
+                s.record_latency(ns);
                 s.registered_bytes
                     .fetch_add(r.len() as u64, Ordering::Relaxed);
                 s.registered_entries.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(e) => {
                 s.registration_failures.fetch_add(1, Ordering::Relaxed);
+                s.record_failure(e.errno());
             }
         }
         res
@@ -600,6 +602,10 @@ impl Cache {
     }
 
     fn deregister(&self, reg: &Registration, r: Range) {
+        if fork::current() != self.fork_gen {
+            // In a fork child every registration is the parent's: never undo one.
+            return;
+        }
         self.registrar.deregister(reg, r.start, r.len());
         let s = &self.stats;
         // Relaxed (all): statistics.
@@ -779,6 +785,9 @@ impl Cache {
     /// elsewhere (the UCX and libfabric bridges). Entries in use are deregistered on release.
     pub fn invalidate(&self, addr: usize, len: usize) -> Result<usize> {
         let r = Range::new(addr, len)?;
+        if fork::current() != self.fork_gen {
+            return Err(Error::ForkedChild);
+        }
         let mut st = self.miss.lock();
         let removed: Vec<Box<Entry>> = {
             let mut idx = self.index.write();
@@ -798,8 +807,12 @@ impl Cache {
         Ok(n)
     }
 
-    /// Drops every cached entry (those in use are deregistered when released).
+    /// Drops every cached entry (those in use are deregistered when released). Does nothing in
+    /// a fork child.
     pub fn flush(&self) {
+        if fork::current() != self.fork_gen {
+            return; // a fork child's cache is disabled; the entries are the parent's
+        }
         let mut st = self.miss.lock();
         let all: Vec<Box<Entry>> = {
             let mut idx = self.index.write();

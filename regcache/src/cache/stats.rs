@@ -40,6 +40,54 @@ pub(crate) struct Stats {
     pub registrations: AtomicU64,
     pub registration_ns: AtomicU64,
     pub deregistrations: AtomicU64,
+    /// Successful registrar calls per latency bucket (not cumulative), see `LATENCY_BOUNDS_NS`.
+    /// Own cache lines: bumped next to a registrar call, never on the hit path.
+    latency: CachePadded<[AtomicU64; LATENCY_BUCKETS]>,
+    /// Failed registrar calls by errno class, see `FailureClass`.
+    failures_by_class: [AtomicU64; 3],
+}
+
+/// Upper bounds (inclusive, nanoseconds) of the registration-latency buckets: 1-5 steps per
+/// decade from 1 µs to 1 s. A last, implicit bucket counts everything slower.
+pub const LATENCY_BOUNDS_NS: [u64; 13] = [
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// Buckets of the latency histogram: one per bound and one for slower calls.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// Why a registrar call failed, by errno (the index into `registration_failures_by_class`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FailureClass {
+    /// Out of lockable memory or registration slots (ENOMEM, EAGAIN, ENOSPC, EMFILE): raising
+    /// RLIMIT_MEMLOCK or lowering the cache's limits helps.
+    Resources = 0,
+    /// The request itself was refused (EFAULT, EINVAL): an application or memory-type problem.
+    Invalid = 1,
+    /// Anything else.
+    Other = 2,
+}
+
+impl FailureClass {
+    fn of_errno(errno: i32) -> Self {
+        match errno {
+            libc::ENOMEM | libc::EAGAIN | libc::ENOSPC | libc::EMFILE => FailureClass::Resources,
+            libc::EFAULT | libc::EINVAL => FailureClass::Invalid,
+            _ => FailureClass::Other,
+        }
+    }
 }
 
 impl Stats {
@@ -70,6 +118,19 @@ impl Stats {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Files a successful registrar call that took `ns` nanoseconds in its latency bucket.
+    pub fn record_latency(&self, ns: u64) {
+        let i = LATENCY_BOUNDS_NS.partition_point(|&bound| bound < ns);
+        // Relaxed: see the module comment.
+        self.latency[i].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed registrar call by the class of its errno (the total is counted apart).
+    pub fn record_failure(&self, errno: i32) {
+        // Relaxed: see the module comment.
+        self.failures_by_class[FailureClass::of_errno(errno) as usize].fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let sum = |f: fn(&HotShard) -> &AtomicU64| {
             self.hot.iter().map(|s| f(s).load(Relaxed)).sum::<u64>()
@@ -89,6 +150,10 @@ impl Stats {
             registrations: self.registrations.load(Relaxed),
             registration_ns: self.registration_ns.load(Relaxed),
             deregistrations: self.deregistrations.load(Relaxed),
+            registration_latency: std::array::from_fn(|i| self.latency[i].load(Relaxed)),
+            registration_failures_by_class: std::array::from_fn(|i| {
+                self.failures_by_class[i].load(Relaxed)
+            }),
         }
     }
 }
@@ -126,9 +191,22 @@ pub struct StatsSnapshot {
     pub registration_ns: u64,
     /// Deregistrations made.
     pub deregistrations: u64,
+    /// Successful registrar calls by duration: element `i` counts the calls that took at most
+    /// `LATENCY_BOUNDS_NS[i]` ns and more than the bound before it (not cumulative); the last
+    /// element counts calls slower than every bound.
+    pub registration_latency: [u64; LATENCY_BUCKETS],
+    /// Failed registrar calls by errno class, named by `FAILURE_CLASSES`: resources (ENOMEM,
+    /// EAGAIN, ENOSPC, EMFILE), invalid (EFAULT, EINVAL), other.
+    pub registration_failures_by_class: [u64; 3],
 }
 
 impl StatsSnapshot {
+    /// Upper bounds in nanoseconds of `registration_latency`'s buckets but the last.
+    pub const LATENCY_BOUNDS_NS: [u64; 13] = LATENCY_BOUNDS_NS;
+
+    /// Names of the classes of `registration_failures_by_class`, in index order.
+    pub const FAILURE_CLASSES: [&'static str; 3] = ["resources", "invalid", "other"];
+
     /// hits / (hits + misses + uncacheable), or 0 with no lookups.
     pub fn hit_rate(&self) -> f64 {
         let total = self.hits + self.misses + self.uncacheable;
@@ -137,5 +215,45 @@ impl StatsSnapshot {
         } else {
             self.hits as f64 / total as f64
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_and_failure_classes() {
+        let s = Stats::new();
+        for ns in [
+            0,
+            1_000,
+            1_001,
+            999_999,
+            1_000_000_000,
+            1_000_000_001,
+            u64::MAX,
+        ] {
+            s.record_latency(ns);
+        }
+        for errno in [libc::ENOMEM, libc::EAGAIN, libc::EFAULT, libc::EIO] {
+            s.record_failure(errno);
+        }
+        let snap = s.snapshot();
+        let b = snap.registration_latency;
+        assert_eq!(
+            b[0], 2,
+            "0 and 1 µs are in the first bucket (bounds are inclusive)"
+        );
+        assert_eq!(b[1], 1, "1.001 µs is in the 5 µs bucket");
+        assert_eq!(b[6], 1, "999.999 µs is in the 1 ms bucket");
+        assert_eq!(b[12], 1, "1 s is in the last bounded bucket");
+        assert_eq!(b[13], 2, "slower calls are in the overflow bucket");
+        assert_eq!(b.iter().sum::<u64>(), 7);
+        assert_eq!(snap.registration_failures_by_class, [2, 1, 1]);
+        assert_eq!(
+            StatsSnapshot::FAILURE_CLASSES,
+            ["resources", "invalid", "other"]
+        );
     }
 }

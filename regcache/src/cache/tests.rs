@@ -422,7 +422,7 @@ fn two_threads_hit_concurrently() {
 
 #[test]
 fn fork_child_refuses_service() {
-    let (c, _m, _r) = setup(Config::default());
+    let (c, _m, r) = setup(Config::default());
     drop(c.get(0x3000_0000, P, RW).unwrap());
     // SAFETY: the child only calls async-signal-safe functions and the cache's lookup, which
     // takes no lock that another thread of this test could hold (the test thread is alone in
@@ -430,9 +430,14 @@ fn fork_child_refuses_service() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        let code = match c.get(0x3000_0000, P, RW) {
-            Err(Error::ForkedChild) => 0,
-            _ => 1,
+        let before = r.deregistered();
+        let refused = matches!(c.get(0x3000_0000, P, RW), Err(Error::ForkedChild))
+            && matches!(c.invalidate(0x3000_0000, P), Err(Error::ForkedChild));
+        c.flush();
+        let code = if refused && r.deregistered() == before {
+            0
+        } else {
+            1
         };
         // SAFETY: terminating the child without running the parent's destructors.
         unsafe { libc::_exit(code) };
