@@ -20,6 +20,8 @@ unit: deps
 	$(CARGO) test --workspace --release
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100 --no-invalidation
+	ffi/tests/run-c-tests.sh
+	exporter/tests/prometheus-e2e.sh
 
 # Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, then
 # the oracle and the demo with the ummunotify monitor (vmtest/README.md).
@@ -27,6 +29,7 @@ vmtest: deps
 	vmtest/setup.sh
 	vmtest/test-kmod.sh
 	vmtest/test-regcache.sh
+	vmtest/test-doctor.sh
 
 test: lint unit vmtest
 

@@ -245,4 +245,5 @@ module_init(umn_init);
 module_exit(umn_exit);
 
 MODULE_LICENSE("GPL");
+MODULE_VERSION("1.0");
 MODULE_DESCRIPTION("User space notification of MMU invalidations");

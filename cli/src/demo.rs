@@ -7,9 +7,11 @@ use crate::progress::Progress;
 use crate::setup::software_nic_cache;
 use regcache::registrar::uring::SoftNic;
 use regcache::{Access, Cache, Config, Registrar, Result};
+use regcache_exporter::prometheus_client::metrics::counter::Counter;
 use regcache_oracle::mem::{self, PAGE};
 use regcache_oracle::rng::Rng;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -29,6 +31,10 @@ pub struct Args {
     /// Negative control: turn invalidation off and report the corruption it causes.
     #[arg(long)]
     no_invalidation: bool,
+    /// With metrics enabled (REGCACHE_METRICS_ADDR or REGCACHE_METRICS_TEXTFILE_DIR), keep
+    /// serving them this many seconds after the run, so Prometheus can scrape the final counts.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    metrics_hold: u64,
 }
 
 const SIZES: [usize; 6] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
@@ -61,6 +67,66 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         ..Config::default()
     };
     let (cache, nic) = software_nic_cache(&a.monitor, cfg)?;
+    let cache = Arc::new(cache);
+    let metrics = DemoMetrics::start(&cache);
+    let code = run_on(a, &cache, &nic, &metrics)?;
+    metrics.hold(a.metrics_hold);
+    Ok(code)
+}
+
+/// The exporter (when the environment asks for it) and the demo's own counters, served with
+/// the cache's.
+struct DemoMetrics {
+    handle: Option<regcache_exporter::Handle>,
+    transfers: Counter,
+    corrupted: Counter,
+}
+
+impl DemoMetrics {
+    fn start(cache: &Arc<Cache>) -> Self {
+        let (transfers, corrupted) = (Counter::default(), Counter::default());
+        let handle = regcache_exporter::start_from_env(cache.clone(), |r| {
+            r.register(
+                "regcache_demo_transfers",
+                "Transfers made and validated by regcache demo (cached and baseline passes)",
+                transfers.clone(),
+            );
+            r.register(
+                "regcache_demo_corrupted_transfers",
+                "Demo transfers whose data did not arrive intact or could not be registered; \
+                 non-zero means a stale registration was used",
+                corrupted.clone(),
+            );
+        });
+        if let Some(h) = &handle {
+            if let Some(addr) = h.local_addr() {
+                println!("metrics: http://{addr}/metrics");
+            }
+            if let Some(path) = h.textfile() {
+                println!("metrics: textfile {}", path.display());
+            }
+        }
+        DemoMetrics {
+            handle,
+            transfers,
+            corrupted,
+        }
+    }
+
+    fn count(&self, p: &Pass) {
+        self.transfers.inc_by(p.transfers);
+        self.corrupted.inc_by(p.corrupted);
+    }
+
+    fn hold(self, secs: u64) {
+        if self.handle.is_some() && secs > 0 {
+            println!("metrics: serving for {secs} s more");
+            std::thread::sleep(Duration::from_secs(secs));
+        }
+    }
+}
+
+fn run_on(a: &Args, cache: &Cache, nic: &Arc<SoftNic>, metrics: &DemoMetrics) -> Result<ExitCode> {
     println!(
         "regcache demo: monitor={} registrar={} (io_uring fixed buffers: pinned like a NIC){}",
         cache.monitor_kind().name(),
@@ -81,8 +147,8 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         let before = cache.stats();
         let cached = pass(
             a,
-            &cache,
-            &nic,
+            cache,
+            nic,
             size,
             i as u64,
             Mode::Cached,
@@ -95,8 +161,8 @@ pub fn run(a: &Args) -> Result<ExitCode> {
         } else {
             pass(
                 a,
-                &cache,
-                &nic,
+                cache,
+                nic,
                 size,
                 i as u64,
                 Mode::RegisterEveryTime,
@@ -104,6 +170,8 @@ pub fn run(a: &Args) -> Result<ExitCode> {
                 &mut done,
             )
         };
+        metrics.count(&cached);
+        metrics.count(&base);
         rows.push((size, cached, base, after.hits - before.hits));
     }
     progress.finish();

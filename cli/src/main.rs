@@ -2,9 +2,11 @@
 //! operator tools.
 
 mod demo;
+mod doctor;
 mod progress;
 mod setup;
 mod soak;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,12 @@ enum Cmd {
     Demo(demo::Args),
     /// The torture oracle as a soak: random unmap/remap churn, every transfer validated.
     Torture(soak::Args),
+    /// Why caching is or is not active on this node: module, device, userfaultfd, memlock
+    /// limit, RDMA ports, io_uring, and the monitor `auto` picks. Exit 1 when caching is off.
+    Doctor(doctor::Args),
+    /// Summarise a running process's metrics (its /metrics endpoint or textfile): hit rate,
+    /// false-positive rate, pinned bytes, registration latency.
+    Stats(stats::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +42,8 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Demo(a) => demo::run(&a),
         Cmd::Torture(a) => soak::run(&a),
+        Cmd::Doctor(a) => doctor::run(&a),
+        Cmd::Stats(a) => stats::run(&a),
     };
     match res {
         Ok(code) => code,
