@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps lint unit vmtest torture-soak bench clean
+.PHONY: demo test deps lint unit vmtest torture-soak bench bench-rdma clean
 
 demo: deps
 	$(CARGO) run --release -q -p regcache-cli -- demo
@@ -18,18 +18,21 @@ lint: deps
 # negative control, then the demo in both modes.
 unit: deps
 	$(CARGO) test --workspace --release
+	$(CARGO) test --release -p regcache --features verbs --lib registrar::verbs
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100 --no-invalidation
 	ffi/tests/run-c-tests.sh
 	exporter/tests/prometheus-e2e.sh
 
-# Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, then
-# the oracle and the demo with the ummunotify monitor (vmtest/README.md).
+# Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, the
+# oracle and the demo with the ummunotify monitor, doctor, and the two-process RDMA test over
+# Soft-RoCE with both monitors and the negative control (vmtest/README.md).
 vmtest: deps
 	vmtest/setup.sh
 	vmtest/test-kmod.sh
 	vmtest/test-regcache.sh
 	vmtest/test-doctor.sh
+	vmtest/test-rdma.sh
 
 test: lint unit vmtest
 
@@ -38,6 +41,11 @@ torture-soak: deps
 
 bench: deps
 	$(CARGO) bench -p regcache-benches
+
+# Registration cost and transfer throughput over Soft-RoCE in the guests (docs/bench-rdma.md).
+bench-rdma: deps
+	vmtest/setup.sh
+	vmtest/test-rdma.sh --bench
 
 clean:
 	$(CARGO) clean

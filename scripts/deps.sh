@@ -2,7 +2,7 @@
 # Installs the system packages the build and the host tests need (idempotent; Debian 12, root).
 # The VM tests install their own (vmtest/setup.sh).
 set -euo pipefail
-need=(build-essential pkg-config linux-libc-dev libucx-dev)
+need=(build-essential pkg-config linux-libc-dev libucx-dev libibverbs-dev librdmacm-dev libclang-dev)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
