@@ -23,6 +23,7 @@ unit: deps
 	$(CARGO) run --release -q -p regcache-cli -- demo --iterations 100 --no-invalidation
 	ffi/tests/run-c-tests.sh
 	exporter/tests/prometheus-e2e.sh
+	$(MAKE) -C mpi-shim check
 
 # Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, the
 # oracle and the demo with the ummunotify monitor, doctor, and the two-process RDMA test over
@@ -33,6 +34,7 @@ vmtest: deps
 	vmtest/test-regcache.sh
 	vmtest/test-doctor.sh
 	vmtest/test-rdma.sh
+	vmtest/test-shim.sh
 
 test: lint unit vmtest
 

@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * libregcache_shim.so - LD_PRELOAD shim that gives an unmodified verbs program cached memory
+ * registrations (issue 6).
+ *
+ *   LD_PRELOAD=libregcache_shim.so ib_write_bw ...
+ *
+ * Interposed: ibv_reg_mr (IBVERBS_1.1), ibv_reg_mr_iova (1.7), ibv_reg_mr_iova2 (1.8),
+ * ibv_dereg_mr, ibv_rereg_mr, ibv_dealloc_pd. Everything else (ibv_reg_dmabuf_mr, ODP,
+ * MW_BIND, zero-based, iova != addr, ...) goes to rdma-core unchanged.
+ *
+ * Design
+ * - One regcache cache per protection domain, created on the first registration in it, with
+ *   the CUSTOM registrar whose callbacks call the real ibv_reg_mr_iova2 / ibv_dereg_mr of
+ *   libibverbs (dlvsym(RTLD_NEXT)) in the program's own PD. ibv_dealloc_pd destroys the PD's
+ *   cache first, so cached registrations do not keep the PD busy.
+ * - The program gets a per-call wrapper: a struct ibv_mr (requested addr/length, keys of the
+ *   cached registration) it may use and deregister independently of any other call; the wrapper
+ *   holds one regcache_mr handle, so the registration stays valid until the program
+ *   deregisters it. ibv_dereg_mr(wrapper) releases the handle (the cache keeps the registration
+ *   for later hits) and frees the wrapper. Wrappers are recognised by address (a hash set), so
+ *   an MR the shim did not make is passed to rdma-core untouched.
+ * - Staleness is the cache's job: its monitor (ummunotify, else userfaultfd) sees munmap and
+ *   friends, including glibc's internal munmap that no LD_PRELOAD hook can see. Without a
+ *   working monitor the shim warns once on stderr and passes everything through.
+ * - Re-entry: libibverbs' own ibv_reg_mr calls ibv_reg_mr_iova2 through the PLT, which lands
+ *   here again. A thread-local depth counter makes every registration made while the shim is
+ *   already inside a registration call go straight to rdma-core, so nothing is counted twice.
+ *
+ * Environment
+ *   REGCACHE_SHIM_ENABLE=0         off switch: pure pass-through (default 1)
+ *   REGCACHE_MONITOR=auto|ummunotify|uffd|none   read by libregcache (none = pass-through)
+ *   REGCACHE_SHIM_MAX_BYTES=N      bytes kept registered by cached entries (0/unset: default)
+ *   REGCACHE_SHIM_MAX_ENTRIES=N    registrations kept cached (0/unset: default 8192)
+ *   REGCACHE_SHIM_VERBOSE=1        one summary line (hits, misses, ...) on stderr at exit
+ *   REGCACHE_METRICS_ADDR          not supported yet (the exporter has no C ABI): warns once
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <infiniband/verbs.h>
+
+#include "regcache.h"
+#include "shim.h"
+
+/* Access bits regcache_get() accepts; anything else is passed through. */
+#define SHIM_CACHEABLE_ACCESS (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | \
+			       IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC | \
+			       IBV_ACCESS_RELAXED_ORDERING)
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+
+typedef struct ibv_mr *(*reg_iova2_fn)(struct ibv_pd *, void *, size_t, uint64_t, unsigned int);
+typedef int (*dereg_fn)(struct ibv_mr *);
+typedef int (*rereg_fn)(struct ibv_mr *, int, struct ibv_pd *, void *, size_t, int);
+typedef int (*dealloc_pd_fn)(struct ibv_pd *);
+
+/* One protection domain's cache. Never freed (a few bytes per PD; see ibv_dealloc_pd). */
+struct shim_pd {
+	struct ibv_pd *pd;
+	struct regcache_cache *cache;
+	struct shim_pd *next;
+};
+
+/* What the program holds: `mr` first, so a struct ibv_mr * is a struct shim_mr *. */
+struct shim_mr {
+	struct ibv_mr mr;
+	struct regcache_mr *handle;	/* cached registration, or NULL ... */
+	struct ibv_mr *real;		/* ... a pass-through one (after ibv_rereg_mr) */
+};
+
+static struct {
+	pthread_once_t once;
+	int enabled;
+	int verbose;
+	uint64_t max_bytes;
+	uint64_t max_entries;
+	reg_iova2_fn reg_iova2;
+	dereg_fn dereg;
+	rereg_fn rereg;
+	dealloc_pd_fn dealloc_pd;
+	pthread_mutex_t lock;		/* pds, totals */
+	struct shim_pd *pds;
+	struct shim_counts totals;	/* of destroyed caches */
+	uint64_t passthrough;		/* registrations handed to rdma-core directly */
+	uint64_t wrapped;		/* registrations served through the cache */
+} shim = {
+	.once = PTHREAD_ONCE_INIT,
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static struct shim_set wrappers = SHIM_SET_INIT;
+static __thread int depth;
+
+static void shim_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void shim_warn(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "regcache_shim: %s\n", buf);
+}
+
+static uint64_t env_u64(const char *name, uint64_t dflt)
+{
+	const char *s = getenv(name);
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s)
+		return dflt;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end) {
+		shim_warn("ignoring %s=%s (not a number)", name, s);
+		return dflt;
+	}
+	return v;
+}
+
+static void *next_sym(const char *name, const char *version)
+{
+	void *p = dlvsym(RTLD_NEXT, name, version);
+
+	if (!p)
+		p = dlsym(RTLD_NEXT, name);
+	return p;
+}
+
+static void summary(void);
+
+static void shim_init(void)
+{
+	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
+	shim.dereg = (dereg_fn)next_sym("ibv_dereg_mr", "IBVERBS_1.1");
+	shim.rereg = (rereg_fn)next_sym("ibv_rereg_mr", "IBVERBS_1.1");
+	shim.dealloc_pd = (dealloc_pd_fn)next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
+	shim.enabled = env_u64("REGCACHE_SHIM_ENABLE", 1) != 0;
+	shim.verbose = env_u64("REGCACHE_SHIM_VERBOSE", 0) != 0;
+	shim.max_bytes = env_u64("REGCACHE_SHIM_MAX_BYTES", 0);
+	shim.max_entries = env_u64("REGCACHE_SHIM_MAX_ENTRIES", 0);
+	if (!shim.reg_iova2 || !shim.dereg || !shim.rereg || !shim.dealloc_pd) {
+		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
+		shim.enabled = 0;
+	}
+	if (shim.enabled && getenv("REGCACHE_METRICS_ADDR"))
+		shim_warn("REGCACHE_METRICS_ADDR ignored: the metrics exporter has no C interface yet; use REGCACHE_SHIM_VERBOSE=1");
+	if (shim.verbose)
+		atexit(summary);
+}
+
+static void init(void)
+{
+	pthread_once(&shim.once, shim_init);
+}
+
+/* ---- the CUSTOM registrar: the real rdma-core calls in the program's PD ---- */
+
+static int cb_reg(void *context, void *addr, size_t length, uint32_t access,
+		  struct regcache_reg *out)
+{
+	struct shim_pd *sp = context;
+	struct ibv_mr *mr;
+
+	depth++;
+	mr = shim.reg_iova2(sp->pd, addr, length, (uintptr_t)addr, access);
+	depth--;
+	if (!mr)
+		return errno > 0 ? -errno : -EIO;
+	out->lkey = mr->lkey;
+	out->rkey = mr->rkey;
+	out->token = (uintptr_t)mr;
+	return 0;
+}
+
+static void cb_dereg(void *context, void *addr, size_t length, const struct regcache_reg *reg)
+{
+	struct ibv_mr *mr = (struct ibv_mr *)(uintptr_t)reg->token;
+	int rc;
+
+	(void)context;
+	depth++;
+	rc = shim.dereg(mr);
+	depth--;
+	if (rc)
+		shim_warn("ibv_dereg_mr(%p, %zu bytes at %p) failed: %s", (void *)mr, length, addr,
+			  strerror(rc > 0 ? rc : errno));
+}
+
+static const struct regcache_registrar_ops ops = {
+	.size = sizeof(ops),
+	.reg = cb_reg,
+	.dereg = cb_dereg,
+};
+
+static void add_stats(struct shim_counts *t, struct regcache_cache *c)
+{
+	struct regcache_stats s = { .size = sizeof(s) };
+
+	if (regcache_stats(c, &s) == 0)
+		shim_counts_add(t, &s);
+}
+
+/* The PD's cache, created on first use; NULL (and shim disabled) when there is no monitor. */
+static struct regcache_cache *pd_cache(struct ibv_pd *pd)
+{
+	struct regcache_attr attr = {
+		.size = sizeof(attr),
+		.monitor = REGCACHE_MONITOR_AUTO,
+		.registrar = REGCACHE_REGISTRAR_CUSTOM,
+		.max_bytes = shim.max_bytes,
+		.max_entries = shim.max_entries,
+		.ops = &ops,
+	};
+	struct regcache_stats st = { .size = sizeof(st) };
+	struct regcache_cache *c = NULL;
+	struct shim_pd *sp;
+	char msg[256];
+	int rc;
+
+	pthread_mutex_lock(&shim.lock);
+	for (sp = shim.pds; sp; sp = sp->next)
+		if (sp->pd == pd)
+			break;
+	if (sp) {
+		c = sp->cache;
+		goto out;
+	}
+	if (!shim.enabled)
+		goto out;
+	sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		goto out;
+	sp->pd = pd;
+	attr.ops_context = sp;
+	rc = regcache_create(&attr, &c);
+	if (rc == 0 && regcache_stats(c, &st) == 0 && !(st.flags & REGCACHE_STATS_CACHING)) {
+		regcache_destroy(c);
+		c = NULL;
+		rc = -ENOTSUP;
+		snprintf(msg, sizeof(msg), "no working monitor (REGCACHE_MONITOR=%s)",
+			 getenv("REGCACHE_MONITOR") ? getenv("REGCACHE_MONITOR") : "auto");
+	} else if (rc) {
+		regcache_last_error(msg, sizeof(msg));
+	}
+	if (rc) {
+		shim_warn("cache disabled, passing every registration through: %s", msg);
+		shim.enabled = 0;
+		free(sp);
+		goto out;
+	}
+	sp->cache = c;
+	sp->next = shim.pds;
+	shim.pds = sp;
+out:
+	pthread_mutex_unlock(&shim.lock);
+	return c;
+}
+
+static int cacheable(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
+		     unsigned int access)
+{
+	return shim.enabled && depth == 0 && pd && addr && length &&
+	       iova == (uintptr_t)addr && !(access & ~SHIM_CACHEABLE_ACCESS);
+}
+
+static struct ibv_mr *passthrough(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
+				  unsigned int access)
+{
+	struct ibv_mr *mr;
+
+	if (!shim.reg_iova2) {
+		errno = ENOSYS;
+		return NULL;
+	}
+	if (depth == 0)
+		__atomic_fetch_add(&shim.passthrough, 1, __ATOMIC_RELAXED);
+	depth++;
+	mr = shim.reg_iova2(pd, addr, length, iova, access);
+	depth--;
+	return mr;
+}
+
+/* Fills w->mr and w->handle from the cache; 0 or a negative errno. */
+static int wrap(struct shim_mr *w, struct regcache_cache *c, struct ibv_pd *pd, void *addr,
+		size_t length, unsigned int access)
+{
+	struct regcache_mr *h;
+	uint32_t lkey, rkey;
+	int rc;
+
+	rc = regcache_get(c, addr, length, access, &h);
+	if (rc)
+		return rc;
+	regcache_mr_keys(h, &lkey, &rkey);
+	w->mr.context = pd->context;
+	w->mr.pd = pd;
+	w->mr.addr = addr;
+	w->mr.length = length;
+	w->mr.handle = 0;
+	w->mr.lkey = lkey;
+	w->mr.rkey = rkey;
+	w->handle = h;
+	w->real = NULL;
+	return 0;
+}
+
+static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
+			       unsigned int access)
+{
+	struct regcache_cache *c;
+	struct shim_mr *w;
+	int rc;
+
+	init();
+	if (!cacheable(pd, addr, length, iova, access))
+		return passthrough(pd, addr, length, iova, access);
+	c = pd_cache(pd);
+	if (!c)
+		return passthrough(pd, addr, length, iova, access);
+	w = calloc(1, sizeof(*w));
+	if (!w) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	depth++;
+	rc = wrap(w, c, pd, addr, length, access);
+	depth--;
+	if (rc == -EINVAL || rc == -ECHILD || rc == -E2BIG) {
+		/* Not for the cache (e.g. a fork() child): let rdma-core decide. */
+		free(w);
+		return passthrough(pd, addr, length, iova, access);
+	}
+	if (rc) {
+		free(w);
+		errno = -rc;
+		return NULL;
+	}
+	if (shim_set_add(&wrappers, w)) {
+		regcache_release(w->handle);
+		free(w);
+		errno = ENOMEM;
+		return NULL;
+	}
+	__atomic_fetch_add(&shim.wrapped, 1, __ATOMIC_RELAXED);
+	return &w->mr;
+}
+
+SHIM_EXPORT struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,
+					    uint64_t iova, unsigned int access)
+{
+	return shim_reg(pd, addr, length, iova, access);
+}
+
+/* verbs.h makes these macros; the exported functions are what binaries call. */
+#undef ibv_reg_mr_iova
+SHIM_EXPORT struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length,
+					   uint64_t iova, int access)
+{
+	return shim_reg(pd, addr, length, iova, (unsigned int)access);
+}
+
+#undef ibv_reg_mr
+SHIM_EXPORT struct ibv_mr *ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length, int access)
+{
+	return shim_reg(pd, addr, length, (uintptr_t)addr, (unsigned int)access);
+}
+
+SHIM_EXPORT int ibv_dereg_mr(struct ibv_mr *mr)
+{
+	struct shim_mr *w = (struct shim_mr *)mr;
+	int rc = 0;
+
+	init();
+	if (!mr || !shim_set_remove(&wrappers, w)) {
+		if (!shim.dereg)
+			return ENOSYS;
+		return shim.dereg(mr);
+	}
+	if (w->handle)
+		regcache_release(w->handle);
+	if (w->real)
+		rc = shim.dereg(w->real);
+	if (rc) {
+		/* Keep the wrapper so that the program may try again. */
+		w->handle = NULL;
+		shim_set_add(&wrappers, w);
+		return rc;
+	}
+	free(w);
+	return 0;
+}
+
+/*
+ * ibv_rereg_mr on a wrapper: make the new registration first (cached if possible, else a real
+ * one held by the wrapper), then drop the old one; the wrapper's address does not change.
+ */
+SHIM_EXPORT int ibv_rereg_mr(struct ibv_mr *mr, int flags, struct ibv_pd *pd, void *addr,
+			     size_t length, int access)
+{
+	struct shim_mr *w = (struct shim_mr *)mr, nw;
+	struct regcache_cache *c;
+	struct ibv_pd *npd;
+	void *naddr;
+	size_t nlen;
+	unsigned int nacc;
+	struct ibv_mr *real;
+	int rc = -1;
+
+	init();
+	if (!mr || !shim_set_contains(&wrappers, w))
+		return shim.rereg ? shim.rereg(mr, flags, pd, addr, length, access) : ENOSYS;
+	if (flags & ~IBV_REREG_MR_FLAGS_SUPPORTED)
+		return IBV_REREG_MR_ERR_INPUT;
+	if (!flags)
+		return 0;
+	npd = (flags & IBV_REREG_MR_CHANGE_PD) ? pd : w->mr.pd;
+	naddr = (flags & IBV_REREG_MR_CHANGE_TRANSLATION) ? addr : w->mr.addr;
+	nlen = (flags & IBV_REREG_MR_CHANGE_TRANSLATION) ? length : w->mr.length;
+	if (flags & IBV_REREG_MR_CHANGE_ACCESS) {
+		nacc = (unsigned int)access;
+	} else if (w->handle) {
+		struct regcache_mr_info info = { .size = sizeof(info) };
+
+		regcache_mr_query(w->handle, &info);
+		nacc = info.access;
+	} else {
+		return IBV_REREG_MR_ERR_INPUT;	/* access of a real MR is not recorded */
+	}
+	memset(&nw, 0, sizeof(nw));
+	if (cacheable(npd, naddr, nlen, (uintptr_t)naddr, nacc)) {
+		c = pd_cache(npd);
+		if (c) {
+			depth++;
+			rc = wrap(&nw, c, npd, naddr, nlen, nacc);
+			depth--;
+		}
+	}
+	if (rc) {
+		real = passthrough(npd, naddr, nlen, (uintptr_t)naddr, nacc);
+		if (!real)
+			return IBV_REREG_MR_ERR_CMD;
+		nw.mr = *real;
+		nw.real = real;
+	}
+	if (w->handle)
+		regcache_release(w->handle);
+	if (w->real)
+		shim.dereg(w->real);
+	w->mr = nw.mr;
+	w->handle = nw.handle;
+	w->real = nw.real;
+	return 0;
+}
+
+SHIM_EXPORT int ibv_dealloc_pd(struct ibv_pd *pd)
+{
+	struct shim_pd **pp, *sp = NULL;
+
+	init();
+	pthread_mutex_lock(&shim.lock);
+	for (pp = &shim.pds; *pp; pp = &(*pp)->next) {
+		if ((*pp)->pd == pd) {
+			sp = *pp;
+			*pp = sp->next;
+			break;
+		}
+	}
+	if (sp) {
+		add_stats(&shim.totals, sp->cache);
+		/* Registrations still held by the program keep sp (leaked on purpose). */
+		regcache_destroy(sp->cache);
+		sp->cache = NULL;
+	}
+	pthread_mutex_unlock(&shim.lock);
+	if (!shim.dealloc_pd)
+		return ENOSYS;
+	return shim.dealloc_pd(pd);
+}
+
+SHIM_EXPORT int regcache_shim_counts(struct shim_counts *out)
+{
+	struct shim_pd *sp;
+
+	init();
+	pthread_mutex_lock(&shim.lock);
+	*out = shim.totals;
+	for (sp = shim.pds; sp; sp = sp->next)
+		add_stats(out, sp->cache);
+	out->passthrough = __atomic_load_n(&shim.passthrough, __ATOMIC_RELAXED);
+	out->wrapped = __atomic_load_n(&shim.wrapped, __ATOMIC_RELAXED);
+	out->enabled = shim.enabled;
+	pthread_mutex_unlock(&shim.lock);
+	return 0;
+}
+
+static void summary(void)
+{
+	struct shim_counts t;
+
+	regcache_shim_counts(&t);
+	fflush(stdout);	/* keep the program's own last lines before ours */
+	fprintf(stderr,
+		"regcache_shim: pid %d %s hits=%" PRIu64 " misses=%" PRIu64 " uncacheable=%" PRIu64
+		" reregistrations=%" PRIu64 " invalidated=%" PRIu64 " evictions=%" PRIu64
+		" registrations=%" PRIu64 " deregistrations=%" PRIu64 " wrapped=%" PRIu64
+		" passthrough=%" PRIu64 "\n",
+		(int)getpid(), t.enabled ? "enabled" : "disabled", t.hits, t.misses,
+		t.uncacheable, t.reregistrations, t.invalidated, t.evictions, t.registrations,
+		t.deregistrations, t.wrapped, t.passthrough);
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* shim.h - internals of libregcache_shim.so shared with its unit tests. */
+#ifndef REGCACHE_SHIM_H
+#define REGCACHE_SHIM_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "regcache.h"
+
+/* Counters of the whole process: every PD's cache plus the shim's own. */
+struct shim_counts {
+	uint64_t hits;
+	uint64_t misses;
+	uint64_t uncacheable;
+	uint64_t reregistrations;
+	uint64_t invalidated;
+	uint64_t evictions;
+	uint64_t registrations;
+	uint64_t deregistrations;
+	uint64_t wrapped;	/* registrations the program got through the cache */
+	uint64_t passthrough;	/* registrations handed to rdma-core unchanged */
+	int enabled;
+};
+
+void shim_counts_add(struct shim_counts *t, const struct regcache_stats *s);
+
+/*
+ * A set of pointers (open addressing, linear probing, tombstones), locked by its own mutex:
+ * which struct ibv_mr * the shim made.
+ */
+struct shim_set {
+	pthread_mutex_t lock;
+	void **slots;
+	size_t cap;	/* power of two, or 0 */
+	size_t used;	/* live + tombstones */
+	size_t live;
+};
+
+#define SHIM_SET_INIT { .lock = PTHREAD_MUTEX_INITIALIZER }
+
+int shim_set_add(struct shim_set *s, void *p);		/* 0 or -ENOMEM */
+int shim_set_remove(struct shim_set *s, void *p);	/* 1 if it was there */
+int shim_set_contains(struct shim_set *s, void *p);
+size_t shim_set_size(struct shim_set *s);
+
+/* Exported by the shim for tests: the process's counters. Returns 0. */
+int regcache_shim_counts(struct shim_counts *out);
+
+#endif /* REGCACHE_SHIM_H */
