@@ -11,7 +11,7 @@ pub mod monitor;
 pub mod range;
 pub mod registrar;
 
-pub use cache::{Cache, Config, Handle, OwnedHandle, StatsSnapshot};
+pub use cache::{Cache, Config, Handle, InvalidateHook, OwnedHandle, StatsSnapshot};
 pub use error::{Error, Result};
 pub use monitor::{Monitor, MonitorKind};
 pub use range::Range;

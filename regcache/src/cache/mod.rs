@@ -52,6 +52,20 @@ pub struct Config {
     /// TEST ONLY — the negative control: never check the monitor, so cached registrations are
     /// trusted after their memory was unmapped. Exists to prove the oracles detect staleness.
     pub danger_ignore_invalidations: bool,
+    /// Called with every range the monitor reports changed (for bridges that keep another
+    /// cache coherent, e.g. UCX's ucm_vm_munmap). Runs on the thread that drains, under the
+    /// cache's miss lock: it must not call back into this cache.
+    pub on_invalidate: Option<InvalidateHook>,
+}
+
+/// See `Config::on_invalidate`.
+#[derive(Clone)]
+pub struct InvalidateHook(pub Arc<dyn Fn(Range) + Send + Sync>);
+
+impl std::fmt::Debug for InvalidateHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InvalidateHook")
+    }
 }
 
 impl Default for Config {
@@ -61,6 +75,7 @@ impl Default for Config {
             max_bytes: default_max_bytes(),
             max_merge: 1 << 30,
             danger_ignore_invalidations: false,
+            on_invalidate: None,
         }
     }
 }
@@ -693,6 +708,18 @@ impl Cache {
             }
             victims.into_iter().filter_map(|s| idx.remove(s)).collect()
         };
+        if let Some(hook) = &self.cfg.on_invalidate {
+            for inv in &events {
+                (hook.0)(match *inv {
+                    Invalidation::Cookie { hint, .. } => hint,
+                    Invalidation::Range(r) => r,
+                    Invalidation::All => Range {
+                        start: 0,
+                        end: usize::MAX,
+                    },
+                });
+            }
+        }
         if !self.broken.load(Ordering::Relaxed) {
             // Release: publishes the removals above to hit paths that observe this value.
             self.drained.store(generation, Ordering::Release);

@@ -478,3 +478,31 @@ fn owned_handle_keeps_cache_alive_and_releases() {
     c.flush();
     assert_eq!(reg.registered(), reg.deregistered());
 }
+
+#[test]
+fn invalidation_hook_sees_every_drained_range() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let hook = InvalidateHook(Arc::new(move |r: Range| sink.lock().push(r)));
+    let (c, m, _r) = setup(Config {
+        on_invalidate: Some(hook),
+        ..Config::default()
+    });
+    drop(c.get(0x4100_0000, P, RW).unwrap());
+    let r = Range {
+        start: 0x4100_0000,
+        end: 0x4100_1000,
+    };
+    m.fire(Invalidation::Range(r));
+    let unrelated = Range {
+        start: 0x4200_0000,
+        end: 0x4200_1000,
+    };
+    m.fire(Invalidation::Range(unrelated));
+    drop(c.get(0x4100_0000, P, RW).unwrap());
+    assert_eq!(
+        *seen.lock(),
+        vec![r, unrelated],
+        "every drained range, cached or not"
+    );
+}
