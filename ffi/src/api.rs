@@ -159,6 +159,7 @@ pub unsafe extern "C" fn regcache_create(
             danger_ignore_invalidations: a.flags
                 & regcache_attr_flags::REGCACHE_ATTR_DANGER_IGNORE_INVALIDATIONS as u64
                 != 0,
+            on_invalidate: None,
         };
         // SAFETY: forwarded contract on `attr->ops`.
         let (registrar, nic) = unsafe { make_registrar(&a) }?;
