@@ -35,6 +35,7 @@ vmtest: deps
 	vmtest/test-doctor.sh
 	vmtest/test-rdma.sh
 	vmtest/test-shim.sh
+	vmtest/test-ofi.sh
 
 test: lint unit vmtest
 
