@@ -170,49 +170,58 @@ unsafe impl Send for Handle<'_> {}
 // SAFETY: as above; &Handle only reads immutable fields.
 unsafe impl Sync for Handle<'_> {}
 
-impl Handle<'_> {
-    fn entry(&self) -> &Entry {
-        // SAFETY: this handle holds a reference counted in the entry's state word, so the entry
-        // is not freed before `Drop` below releases it.
-        unsafe { self.entry.as_ref() }
-    }
+/// Accessors and Drop shared by both handle types (each has `entry: NonNull<Entry>` and a
+/// `cache` field that derefs to `Cache`).
+macro_rules! handle_accessors {
+    ($t:ty) => {
+        impl $t {
+            pub fn registration(&self) -> &Registration {
+                &self.entry().reg
+            }
 
-    pub fn registration(&self) -> &Registration {
-        &self.entry().reg
-    }
+            pub fn lkey(&self) -> u32 {
+                self.entry().reg.lkey
+            }
 
-    pub fn lkey(&self) -> u32 {
-        self.entry().reg.lkey
-    }
+            pub fn rkey(&self) -> u32 {
+                self.entry().reg.rkey
+            }
 
-    pub fn rkey(&self) -> u32 {
-        self.entry().reg.rkey
-    }
+            /// The registered range (page-aligned, containing the request).
+            pub fn range(&self) -> Range {
+                self.entry().range
+            }
 
-    /// The registered range (page-aligned, containing the request).
-    pub fn range(&self) -> Range {
-        self.entry().range
-    }
+            pub fn access(&self) -> Access {
+                self.entry().access
+            }
 
-    pub fn access(&self) -> Access {
-        self.entry().access
-    }
+            /// False for a one-use registration (not cached; deregistered when the handle drops).
+            pub fn is_cached(&self) -> bool {
+                self.entry().watched
+            }
 
-    /// False for a one-use registration (not cached; deregistered when this handle drops).
-    pub fn is_cached(&self) -> bool {
-        self.entry().watched
-    }
-}
-
-impl Drop for Handle<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        if self.entry().release() {
-            let id = self.entry().id;
-            self.cache.reap(id);
+            fn entry(&self) -> &Entry {
+                // SAFETY: this handle holds a reference counted in the entry's state word, so
+                // the entry is not freed before the handle's Drop releases it.
+                unsafe { self.entry.as_ref() }
+            }
         }
-    }
+
+        impl Drop for $t {
+            #[inline]
+            fn drop(&mut self) {
+                if self.entry().release() {
+                    let id = self.entry().id;
+                    self.cache.reap(id);
+                }
+            }
+        }
+    };
 }
+
+handle_accessors!(Handle<'_>);
+handle_accessors!(OwnedHandle);
 
 /// A handle that keeps its cache alive (an `Arc` clone): for the C ABI and other callers whose
 /// handles cannot borrow the cache. Costs one more atomic increment than `Handle`.
@@ -227,46 +236,8 @@ unsafe impl Send for OwnedHandle {}
 unsafe impl Sync for OwnedHandle {}
 
 impl OwnedHandle {
-    fn entry(&self) -> &Entry {
-        // SAFETY: as in Handle::entry: this handle's reference keeps the entry alive.
-        unsafe { self.entry.as_ref() }
-    }
-
-    pub fn registration(&self) -> &Registration {
-        &self.entry().reg
-    }
-
-    pub fn lkey(&self) -> u32 {
-        self.entry().reg.lkey
-    }
-
-    pub fn rkey(&self) -> u32 {
-        self.entry().reg.rkey
-    }
-
-    pub fn range(&self) -> Range {
-        self.entry().range
-    }
-
-    pub fn access(&self) -> Access {
-        self.entry().access
-    }
-
-    pub fn is_cached(&self) -> bool {
-        self.entry().watched
-    }
-
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
-    }
-}
-
-impl Drop for OwnedHandle {
-    fn drop(&mut self) {
-        if self.entry().release() {
-            let id = self.entry().id;
-            self.cache.reap(id);
-        }
     }
 }
 
