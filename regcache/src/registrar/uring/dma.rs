@@ -20,15 +20,17 @@ use super::SoftNic;
 use crate::error::{Error, Result};
 use crate::registrar::Registration;
 use io_uring::{opcode, types};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 
 /// Scratch size kept between transfers; larger transfers truncate the memfd back to zero.
 const SCRATCH_KEEP: usize = 4 << 20;
 
 /// The memfd the NIC's "wire" side goes through.
 pub(super) struct Scratch {
-    fd: OwnedFd,
+    file: File,
 }
 
 impl Scratch {
@@ -46,73 +48,25 @@ impl Scratch {
         }
         // SAFETY: `fd` was just returned by memfd_create and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Scratch { fd })
+        Ok(Scratch {
+            file: File::from(fd),
+        })
     }
 
-    /// Writes all of `data` at offset 0.
+    /// Writes all of `data` at offset 0 (std retries short writes and EINTR).
     fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < data.len() {
-            let rest = &data[done..];
-            // SAFETY: `rest` is a live slice; pwrite reads at most `rest.len()` bytes from it.
-            let n = unsafe {
-                libc::pwrite(
-                    self.fd.as_raw_fd(),
-                    rest.as_ptr().cast(),
-                    rest.len(),
-                    done as i64,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            done += n as usize;
-        }
-        Ok(())
+        self.file.write_all_at(data, 0)
     }
 
     /// Fills all of `out` from offset 0.
     fn read_exact(&self, out: &mut [u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < out.len() {
-            let rest = &mut out[done..];
-            // SAFETY: `rest` is a live, exclusively borrowed slice; pread writes at most
-            // `rest.len()` bytes into it.
-            let n = unsafe {
-                libc::pread(
-                    self.fd.as_raw_fd(),
-                    rest.as_mut_ptr().cast(),
-                    rest.len(),
-                    done as i64,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            done += n as usize;
-        }
-        Ok(())
+        self.file.read_exact_at(out, 0)
     }
 
     /// Gives back the memory of a large transfer. Failure only wastes memory, so it is ignored.
     fn shrink_after(&self, len: usize) {
         if len > SCRATCH_KEEP {
-            // SAFETY: ftruncate on an fd we own; no memory is passed.
-            unsafe { libc::ftruncate(self.fd.as_raw_fd(), 0) };
+            let _ = self.file.set_len(0);
         }
     }
 }
@@ -201,7 +155,7 @@ fn transfer(
     dir: Dir,
     pieces: &[(u16, usize, usize, usize)],
 ) -> Result<()> {
-    let fd = types::Fd(scratch.fd.as_raw_fd());
+    let fd = types::Fd(scratch.file.as_raw_fd());
     for &(slot, addr, len, offset) in pieces {
         let mut done = 0usize;
         while done < len {
