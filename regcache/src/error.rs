@@ -49,13 +49,21 @@ impl Error {
     /// memory or slot budget is exhausted (evicting may help); anything else is a plain failure.
     pub fn from_register_errno(errno: i32, what: impl Into<String>) -> Self {
         let what = what.into();
-        match errno {
-            libc::ENOMEM | libc::EAGAIN | libc::ENOSPC | libc::EMFILE => {
-                Error::OutOfResources { errno, what }
-            }
-            _ => Error::Register { errno, what },
+        if is_resource_errno(errno) {
+            Error::OutOfResources { errno, what }
+        } else {
+            Error::Register { errno, what }
         }
     }
+}
+
+/// Whether a registrar errno means the pinned-memory or slot budget is exhausted (ENOMEM,
+/// EAGAIN, ENOSPC, EMFILE): evicting may help.
+pub(crate) fn is_resource_errno(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOMEM | libc::EAGAIN | libc::ENOSPC | libc::EMFILE
+    )
 }
 
 impl fmt::Display for Error {

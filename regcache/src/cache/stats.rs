@@ -83,7 +83,7 @@ pub(crate) enum FailureClass {
 impl FailureClass {
     fn of_errno(errno: i32) -> Self {
         match errno {
-            libc::ENOMEM | libc::EAGAIN | libc::ENOSPC | libc::EMFILE => FailureClass::Resources,
+            e if crate::error::is_resource_errno(e) => FailureClass::Resources,
             libc::EFAULT | libc::EINVAL => FailureClass::Invalid,
             _ => FailureClass::Other,
         }
