@@ -9,6 +9,7 @@
 use regcache::monitor::{Invalidation, Monitor, MonitorKind, WatchError};
 use regcache::registrar::noop::NoopRegistrar;
 use regcache::{Access, Cache, Config, Range};
+use regcache_oracle::rng::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -114,29 +115,6 @@ pub fn filled_cache(n: usize) -> (Cache, Arc<ScriptedMonitor>) {
     (cache, mon)
 }
 
-/// splitmix64: a tiny deterministic generator (the benchmarks need reproducible orders, not
-/// statistical quality).
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant here).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 /// A pre-generated random request sequence over `n` cached regions: request addresses, in a
 /// power-of-two ring so the loop indexes with a mask. The same sequence (same seed) is replayed
 /// against regcache and UCX.
@@ -149,9 +127,9 @@ pub struct Workload {
 impl Workload {
     pub fn new(n: usize, seed: u64) -> Self {
         let len = (4 * n).max(1 << 16).next_power_of_two();
-        let mut rng = SplitMix::new(seed ^ n as u64);
+        let mut rng = Rng::new(seed ^ n as u64);
         let seq = (0..len)
-            .map(|_| region_addr(rng.below(n)) + REQ_OFFSET)
+            .map(|_| region_addr(rng.range(0, n)) + REQ_OFFSET)
             .collect();
         Workload {
             n,
