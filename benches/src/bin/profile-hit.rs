@@ -7,7 +7,9 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>
 //! ```
 //!
-//! Usage: profile-hit {regcache|regcache-inline|ucx} N ITERS — prints ns/op (meaningless under valgrind).
+//! Usage: profile-hit {regcache|regcache-inline|ucx}[-2t] N ITERS — prints ns/op (meaningless
+//! under valgrind); with `-2t`, two threads run the loop at once from different points of the
+//! sequence and the slower one's ns/op is printed.
 
 use regcache_benches::*;
 use std::time::Instant;
@@ -24,8 +26,14 @@ fn hit_loop_inlined(cache: &regcache::Cache, w: &Workload, iters: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: profile-hit {regcache|regcache-inline|ucx} N ITERS";
+    let usage = "usage: profile-hit {regcache|regcache-inline|ucx}[-2t] N ITERS";
     let which = args.get(1).expect(usage).as_str();
+    if let Some(base) = which.strip_suffix("-2t") {
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
+        let iters: u64 = args.get(3).and_then(|s| s.parse().ok()).expect(usage);
+        two_threads(base, n, iters);
+        return;
+    }
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
     let iters: usize = args.get(3).and_then(|s| s.parse().ok()).expect(usage);
     let w = Workload::new(n, 0x005e_ed0f_cafe);
@@ -51,4 +59,41 @@ fn main() {
     }
     let ns = t0.elapsed().as_nanos() as f64 / iters as f64;
     println!("{which} N={n}: {ns:.1} ns/op");
+}
+
+/// Two threads hitting one cache, started together; prints the slower thread's ns/op.
+fn two_threads(which: &str, n: usize, iters: u64) {
+    let w = Workload::new(n, 0x005e_ed0f_cafe);
+    let start = |t: usize| t * (w.len() / 2) + t * 7919;
+    let barrier = std::sync::Barrier::new(2);
+    let run = |body: &(dyn Fn(usize) + Sync)| {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        body(t);
+                        t0.elapsed()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        })
+    };
+    let elapsed = match which {
+        "regcache" => {
+            let (cache, _mon) = filled_cache(n);
+            run(&|t| regcache_hit_loop(&cache, &w, start(t), iters))
+        }
+        #[cfg(has_ucx)]
+        "ucx" => {
+            let rc = ucx::filled(n);
+            run(&|t| ucx::hit_loop(&rc, &w, start(t), iters))
+        }
+        _ => panic!("two threads: regcache or ucx"),
+    };
+    let ns = elapsed.as_nanos() as f64 / iters as f64;
+    println!("{which}-2t N={n}: {ns:.1} ns/op per thread");
 }

@@ -56,7 +56,7 @@ impl<T> BrLock<T> {
 
     #[inline]
     pub fn read(&self) -> ReadGuard<'_, T> {
-        self.read_at(slot::current())
+        self.read_at(slot::current().index)
     }
 
     /// `read` for a caller that already has its thread's slot index (saves a TLS lookup).

@@ -1,14 +1,21 @@
 //! One registration and the state word that decides who deregisters it.
 //!
-//! `state` holds the number of live handles in its low bits and `INVALID` in the top bit. Exactly
-//! one party sees the transition that leaves the entry unreferenced *and* invalid, and that party
-//! deregisters it:
-//! - the evictor, by `compare_exchange(0, INVALID)` (only unreferenced entries are evicted);
-//! - the invalidator, by `fetch_or(INVALID)` returning 0 users;
-//! - the last releaser, by `fetch_sub(1)` returning `INVALID | 1`.
+//! Hits reference an entry through per-thread hold cells (held.rs) and never write to it.
+//! `state` counts the other references — handles made on a miss, by threads without an
+//! exclusive slot or with every cell busy, and one-use registrations — in its low bits, with
+//! `INVALID` in the top bit. An entry is deregistered once it is invalid, its count is zero and
+//! no cell holds it; every party that may be the last one checks all three under the cache's
+//! zombie lock (`Cache::reap`):
+//! - the evictor, by `compare_exchange(0, INVALID)` under the index write lock after finding no
+//!   cell holding it (no new hold can be taken while the write lock is held);
+//! - the retirer (invalidation, merge, flush), by `fetch_or(INVALID)` and tagging the cells
+//!   that still hold it;
+//! - the last counted releaser, by `fetch_sub(1)` returning `INVALID | 1`, and a cell holder
+//!   whose cell was tagged.
 //!
-//! Handles are taken only while the entry is in the index under the index read lock, and the
-//! entry is marked invalid only under the index write lock, so a new handle never sees INVALID.
+//! References are taken only while the entry is in the index under the index read lock, and the
+//! entry is marked invalid only after it left the index under the write lock, so a new
+//! reference never sees INVALID.
 
 use crate::range::Range;
 use crate::registrar::{Access, Registration};
@@ -23,7 +30,7 @@ pub(crate) struct Entry {
     pub range: Range,
     pub access: Access,
     pub reg: Registration,
-    /// Users in the low bits, INVALID in the top bit.
+    /// Counted references in the low bits, INVALID in the top bit.
     pub state: AtomicU64,
     /// LRU stamp: the cache clock at the last hit (coarse; ties are fine).
     pub last_use: AtomicU64,
@@ -57,7 +64,7 @@ impl Entry {
         }
     }
 
-    /// Takes a reference. Caller holds the index read (or write) lock and found the entry in the
+    /// Takes a counted reference. Caller holds the index read (or write) lock and found the entry in the
     /// index, so it is valid.
     #[inline]
     pub fn acquire(&self) {
@@ -66,8 +73,8 @@ impl Entry {
         self.state.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Drops a reference; true when the caller must deregister (it was the last user of an
-    /// invalid entry).
+    /// Drops a counted reference; true when the caller must ask the cache to reap the entry (it
+    /// was the last counted reference to an invalid entry; cells may still hold it).
     #[inline]
     pub fn release(&self) -> bool {
         // AcqRel: Release makes the caller's use of the registration happen-before whoever
@@ -75,15 +82,23 @@ impl Entry {
         self.state.fetch_sub(1, Ordering::AcqRel) == INVALID | 1
     }
 
-    /// Marks an entry removed from the index invalid; true when it had no users (the caller must
-    /// deregister it now).
+    /// Marks an entry removed from the index invalid; true when it had no counted references
+    /// (the caller must still check the hold cells).
     pub fn invalidate(&self) -> bool {
         // AcqRel: Acquire pairs with the releases of past users; Release publishes the mark to
         // the last releaser.
         self.state.fetch_or(INVALID, Ordering::AcqRel) == 0
     }
 
-    /// Claims an unreferenced entry for eviction; false when it is in use.
+    /// Counted references (for the reaper, under the zombie lock).
+    pub fn counted(&self) -> u64 {
+        // Acquire: pairs with the releasers' AcqRel decrements, so their use of the
+        // registration happens-before a deregistration decided on this value.
+        self.state.load(Ordering::Acquire) & !INVALID
+    }
+
+    /// Claims an entry with no counted references for eviction (the caller checked the cells
+    /// under the write lock); false when it is in use.
     pub fn try_evict(&self) -> bool {
         // Acquire: pairs with the last user's release, so its use happens-before deregistration.
         self.state

@@ -1,9 +1,10 @@
 //! The registration cache: lookup, reference counts, deferred deregistration, eviction.
 //!
-//! Hit path (no mutex): one relaxed load of the fork generation, one acquire load of the
-//! monitor's counter compared with the generation of the last drain, then the index read lock
-//! (a big-reader lock: each thread marks only its own cache line), one hash probe, one atomic
-//! increment on the entry and a per-thread statistics counter.
+//! Hit path (no mutex, and no write to any line another thread writes): one relaxed load of the
+//! fork generation, one acquire load of the monitor's counter compared with the generation of
+//! the last drain, then the index read lock (a big-reader lock: each thread marks only its own
+//! cache line), one hash probe, a plain store of the entry into one of the thread's hold cells
+//! (held.rs) and a per-thread statistics counter. The release clears the cell.
 //!
 //! Everything else (misses, drains, invalidations, eviction) is serialised by one miss lock, so
 //! the monitor is drained by one thread at a time and a registration in flight cannot race with
@@ -18,6 +19,7 @@
 mod brlock;
 mod entry;
 mod fork;
+mod held;
 mod index;
 mod slot;
 mod stats;
@@ -31,6 +33,7 @@ use crate::registrar::{Access, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
 use entry::Entry;
+use held::Held;
 use index::Index;
 use parking_lot::Mutex;
 use stats::{Hot, Stats};
@@ -136,8 +139,11 @@ pub struct Cache {
     /// LRU clock: ticks once per miss; hits stamp entries with it.
     clock: CachePadded<AtomicU64>,
     index: BrLock<Index>,
+    /// Per-thread cells recording which entries hits hold.
+    held: Held,
     miss: Mutex<MissState>,
-    /// Entries out of the index that still have users (and one-use registrations), by id.
+    /// Entries out of the index that may still be referenced (and one-use registrations), by
+    /// id. Its lock serialises the decision to deregister one (see entry.rs).
     zombies: Mutex<HashMap<u64, Box<Entry>>>,
     next_id: AtomicU64,
     /// The monitor must be asked `settled()` before each counter load (userfaultfd).
@@ -162,10 +168,13 @@ unsafe impl Sync for Cache {}
 pub struct Handle<'c> {
     cache: &'c Cache,
     entry: NonNull<Entry>,
+    /// The hold cell recording this reference, or `None` for a counted reference.
+    cell: held::Cell,
 }
 
 // SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
-// the last handle is released (see entry.rs), so the pointer may move between threads.
+// the last handle is released (see entry.rs), so the pointer may move between threads. The
+// cell is an atomic in the cache, cleared with an atomic swap from whichever thread drops.
 unsafe impl Send for Handle<'_> {}
 // SAFETY: as above; &Handle only reads immutable fields.
 unsafe impl Sync for Handle<'_> {}
@@ -202,8 +211,8 @@ macro_rules! handle_accessors {
             }
 
             fn entry(&self) -> &Entry {
-                // SAFETY: this handle holds a reference counted in the entry's state word, so
-                // the entry is not freed before the handle's Drop releases it.
+                // SAFETY: this handle holds a reference (a hold cell or a count in the entry's
+                // state word), so the entry is not freed before the handle's Drop releases it.
                 unsafe { self.entry.as_ref() }
             }
         }
@@ -211,10 +220,7 @@ macro_rules! handle_accessors {
         impl Drop for $t {
             #[inline]
             fn drop(&mut self) {
-                if self.entry().release() {
-                    let id = self.entry().id;
-                    self.cache.reap(id);
-                }
+                self.cache.release(self.entry, self.cell);
             }
         }
     };
@@ -228,6 +234,7 @@ handle_accessors!(OwnedHandle);
 pub struct OwnedHandle {
     cache: Arc<Cache>,
     entry: NonNull<Entry>,
+    cell: held::Cell,
 }
 
 // SAFETY: as for Handle.
@@ -264,6 +271,7 @@ impl Cache {
             drained: CachePadded::new(AtomicU64::new(start)),
             clock: CachePadded::new(AtomicU64::new(1)),
             index: BrLock::new(Index::default()),
+            held: Held::new(),
             miss: Mutex::new(MissState::default()),
             zombies: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -309,7 +317,7 @@ impl Cache {
         if self.fresh() {
             let slot = slot::current();
             if let Some(h) = self.lookup_at(slot, req, access) {
-                self.stats.bump_at(slot, Hot::Hit);
+                self.stats.bump_at(slot.index, Hot::Hit);
                 return Ok(h);
             }
         }
@@ -324,12 +332,13 @@ impl Cache {
         access: Access,
     ) -> Result<OwnedHandle> {
         let h = self.get(addr, len, access)?;
-        let entry = h.entry;
+        let (entry, cell) = (h.entry, h.cell);
         // The reference moves into the OwnedHandle, which releases it on drop.
         std::mem::forget(h);
         Ok(OwnedHandle {
             cache: Arc::clone(self),
             entry,
+            cell,
         })
     }
 
@@ -358,10 +367,13 @@ impl Cache {
     }
 
     #[inline]
-    fn lookup_at(&self, slot: usize, req: Range, access: Access) -> Option<Handle<'_>> {
-        let idx = self.index.read_at(slot);
+    fn lookup_at(&self, slot: slot::Slot, req: Range, access: Access) -> Option<Handle<'_>> {
+        let idx = self.index.read_at(slot.index);
         let e = idx.find(req, access)?;
-        e.acquire();
+        let cell = self.held.hold(slot, e);
+        if cell.is_none() {
+            e.acquire();
+        }
         // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the
         // store avoids dirtying the line when the entry is hit repeatedly.
         let now = self.clock.load(Ordering::Relaxed);
@@ -371,6 +383,7 @@ impl Cache {
         Some(Handle {
             cache: self,
             entry: NonNull::from(e),
+            cell,
         })
     }
 
@@ -505,6 +518,7 @@ impl Cache {
         Handle {
             cache: self,
             entry: ptr,
+            cell: None,
         }
     }
 
@@ -538,6 +552,7 @@ impl Cache {
         Handle {
             cache: self,
             entry: ptr,
+            cell: None,
         }
     }
 
@@ -608,18 +623,44 @@ impl Cache {
             .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
         self.monitor.unwatch(e.range, e.id);
         let mut zombies = self.zombies.lock();
-        if e.invalidate() {
+        let uncounted = e.invalidate();
+        let held = self.held.tag(&e);
+        if uncounted && !held {
             drop(zombies);
             self.deregister(&e.reg, e.range);
         } else {
-            // Inserted under the zombies lock, which the last releaser takes before looking.
+            // Inserted under the zombies lock, which a releaser that must reap takes first.
             zombies.insert(e.id, e);
         }
     }
 
-    /// Called by the last releaser of an invalid entry.
+    /// Releases a handle's reference; the last one of an invalid entry deregisters it.
+    #[inline]
+    fn release(&self, entry: NonNull<Entry>, cell: held::Cell) {
+        // SAFETY: the handle's reference keeps the entry alive until it is dropped below; after
+        // that only the id is used (another releaser may free the entry).
+        let e = unsafe { entry.as_ref() };
+        let id = e.id;
+        let must_reap = match cell {
+            // SAFETY: `c` came from `self.held.hold` for this handle; `self.held` is alive.
+            Some(c) => unsafe { held::release(c) },
+            None => e.release(),
+        };
+        if must_reap {
+            self.reap(id);
+        }
+    }
+
+    /// Deregisters a retired entry if nothing references it any more (called by releasers that
+    /// may have been the last; the others find it still referenced or already gone).
     fn reap(&self, id: u64) {
-        let e = self.zombies.lock().remove(&id);
+        let mut zombies = self.zombies.lock();
+        let Some(e) = zombies.get(&id) else { return };
+        if e.counted() != 0 || self.held.holds(e) {
+            return; // the remaining holder reaps
+        }
+        let e = zombies.remove(&id);
+        drop(zombies);
         if let Some(e) = e {
             if fork::current() == self.fork_gen {
                 self.deregister(&e.reg, e.range);
@@ -761,7 +802,9 @@ impl Cache {
                     st.lru.insert((now, start));
                     continue;
                 }
-                if !e.try_evict() {
+                // No new hold can appear under the write lock, so an entry no cell holds and
+                // nothing counts is unused for good.
+                if self.held.holds(e) || !e.try_evict() {
                     busy.push((stamp, start));
                     continue;
                 }

@@ -14,10 +14,12 @@ static OWNED: AtomicU64 = AtomicU64::new(0);
 /// Hands out shared slots round robin once all are owned.
 static OVERFLOW: AtomicUsize = AtomicUsize::new(0);
 
-#[derive(Clone, Copy)]
-struct Slot {
-    index: usize,
-    exclusive: bool,
+/// A thread's slot: its index, and whether the thread owns it alone (threads beyond `SLOTS`
+/// share indexes, and then may not keep single-writer state in them).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub index: usize,
+    pub exclusive: bool,
 }
 
 struct Owner(Cell<Option<Slot>>);
@@ -67,19 +69,22 @@ fn claim() -> Slot {
     }
 }
 
-/// The calling thread's slot index, claimed at first use.
+/// The calling thread's slot, claimed at first use.
 #[inline]
-pub(crate) fn current() -> usize {
+pub(crate) fn current() -> Slot {
     MINE.try_with(|m| match m.0.get() {
-        Some(s) => s.index,
+        Some(s) => s,
         None => {
             let s = claim();
             m.0.set(Some(s));
-            s.index
+            s
         }
     })
     // During thread teardown the thread-local is gone: share slot 0.
-    .unwrap_or(0)
+    .unwrap_or(Slot {
+        index: 0,
+        exclusive: false,
+    })
 }
 
 #[cfg(test)]
@@ -91,12 +96,12 @@ mod tests {
         let barrier = std::sync::Barrier::new(2);
         let (a, b) = std::thread::scope(|s| {
             let h1 = s.spawn(|| {
-                let x = current();
+                let x = current().index;
                 barrier.wait();
                 x
             });
             let h2 = s.spawn(|| {
-                let x = current();
+                let x = current().index;
                 barrier.wait();
                 x
             });

@@ -100,7 +100,7 @@ impl Stats {
 
     #[inline]
     pub fn bump(&self, which: Hot) {
-        self.bump_at(slot::current(), which)
+        self.bump_at(slot::current().index, which)
     }
 
     /// `bump` for a caller that already has its thread's slot index.

@@ -506,3 +506,227 @@ fn invalidation_hook_sees_every_drained_range() {
         "every drained range, cached or not"
     );
 }
+
+/// A registrar that knows which registrations are live: deregistering one twice, or one that
+/// a handle still uses, is caught by the tests below.
+#[derive(Default)]
+struct StrictRegistrar {
+    next: AtomicU64,
+    live: Mutex<std::collections::HashSet<u64>>,
+    double_deregistrations: AtomicU64,
+}
+
+impl StrictRegistrar {
+    fn is_live(&self, token: u64) -> bool {
+        self.live.lock().contains(&token)
+    }
+}
+
+impl Registrar for StrictRegistrar {
+    fn name(&self) -> &'static str {
+        "strict"
+    }
+    fn register(&self, _addr: usize, _len: usize, _access: Access) -> Result<Registration> {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().insert(key);
+        Ok(Registration {
+            lkey: key as u32,
+            rkey: key as u32,
+            token: key,
+        })
+    }
+    fn deregister(&self, reg: &Registration, _addr: usize, _len: usize) {
+        if !self.live.lock().remove(&reg.token) {
+            self.double_deregistrations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn strict_setup(cfg: Config) -> (Cache, Arc<ScriptedMonitor>, Arc<StrictRegistrar>) {
+    let mon = Arc::new(ScriptedMonitor::default());
+    let reg = Arc::new(StrictRegistrar::default());
+    let cache = Cache::new(Box::new(mon.clone()), reg.clone(), cfg);
+    (cache, mon, reg)
+}
+
+#[test]
+fn handle_dropped_on_another_thread_still_deregisters_once() {
+    let (c, m, r) = strict_setup(Config::default());
+    drop(c.get(0x60_0000, P, RW).unwrap());
+    let hit = c.get(0x60_0000, P, RW).unwrap(); // a hit: held in this thread's cell
+    let token = hit.registration().token;
+    m.fire(Invalidation::Range(Range {
+        start: 0x60_0000,
+        end: 0x60_1000,
+    }));
+    drop(c.get(0x70_0000, P, RW).unwrap()); // drains: the entry is retired while held
+    assert!(
+        r.is_live(token),
+        "retired but still in use: must stay registered"
+    );
+    std::thread::scope(|s| {
+        s.spawn(move || drop(hit));
+    });
+    assert!(
+        !r.is_live(token),
+        "the last release (on another thread) deregisters"
+    );
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn more_handles_than_hold_cells_fall_back_to_counting() {
+    let (c, m, r) = strict_setup(Config::default());
+    drop(c.get(0x80_0000, P, RW).unwrap());
+    let mut handles: Vec<_> = (0..3 * held::CELLS)
+        .map(|_| c.get(0x80_0000, P, RW).unwrap())
+        .collect();
+    assert_eq!(c.stats().hits, 3 * held::CELLS as u64);
+    let token = handles[0].registration().token;
+    m.fire(Invalidation::Range(Range {
+        start: 0x80_0000,
+        end: 0x80_1000,
+    }));
+    drop(c.get(0x90_0000, P, RW).unwrap());
+    // Release in an order that mixes cell holds and counted ones; only the last deregisters.
+    let mut rng = 0x1234_5678u64;
+    while !handles.is_empty() {
+        assert!(r.is_live(token));
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        handles.swap_remove((rng >> 33) as usize % handles.len());
+    }
+    assert!(!r.is_live(token));
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn threads_beyond_the_slots_share_them_safely() {
+    let (c, m, r) = strict_setup(Config::default());
+    drop(c.get(0xa0_0000, P, RW).unwrap());
+    let n = slot::SLOTS + 8;
+    let all_hold = std::sync::Barrier::new(n + 1);
+    let retired = std::sync::Barrier::new(n + 1);
+    let token = std::thread::scope(|s| {
+        for _ in 0..n {
+            let (c, all_hold, retired) = (&c, &all_hold, &retired);
+            s.spawn(move || {
+                let h = c.get(0xa0_0000, P, RW).unwrap();
+                all_hold.wait();
+                retired.wait();
+                drop(h);
+            });
+        }
+        all_hold.wait();
+        let token = c.get(0xa0_0000, P, RW).unwrap().registration().token;
+        m.fire(Invalidation::Range(Range {
+            start: 0xa0_0000,
+            end: 0xa0_1000,
+        }));
+        drop(c.get(0xb0_0000, P, RW).unwrap());
+        assert!(r.is_live(token), "{n} threads still hold it");
+        retired.wait();
+        token
+    });
+    assert!(!r.is_live(token));
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+/// Hitting threads check that the registration they hold is live, while another thread
+/// invalidates, flushes and evicts (small entry limit). A deregistration of a held entry, a
+/// double deregistration or a leaked one fails the test.
+#[test]
+fn concurrent_hits_never_see_their_registration_deregistered() {
+    let cfg = Config {
+        max_entries: 6,
+        ..Config::default()
+    };
+    let (c, m, r) = strict_setup(cfg);
+    let base = 0x4000_0000usize;
+    let stop = AtomicBool::new(false);
+    let violations = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..3usize {
+            let (c, r, stop, violations) = (&c, &r, &stop, &violations);
+            s.spawn(move || {
+                let mut n = t;
+                let mut kept = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    n = n.wrapping_mul(31).wrapping_add(7);
+                    let h = c.get(base + (n % 12) * 0x1_0000, P, RW).unwrap();
+                    // Keep a few handles across iterations too (held cells and counts).
+                    if n % 5 == 0 {
+                        kept.push(h);
+                        if kept.len() > 20 {
+                            kept.drain(..10);
+                        }
+                        continue;
+                    }
+                    std::hint::spin_loop();
+                    if !r.is_live(h.registration().token) {
+                        violations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for k in &kept {
+                        if !r.is_live(k.registration().token) {
+                            violations.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let (c, m, stop) = (&c, &m, &stop);
+        s.spawn(move || {
+            for i in 0..3_000usize {
+                match i % 3 {
+                    0 => m.fire(Invalidation::Range(Range {
+                        start: base + (i % 8) * 0x1_0000,
+                        end: base + (i % 8) * 0x1_0000 + P,
+                    })),
+                    1 => {
+                        c.invalidate(base + (i % 8) * 0x1_0000, P).unwrap();
+                    }
+                    _ => {
+                        if i % 300 == 2 {
+                            c.flush();
+                        }
+                    }
+                }
+                std::thread::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    });
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "a held registration was deregistered"
+    );
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+    c.flush();
+    assert!(
+        r.live.lock().is_empty(),
+        "every registration is undone after the last release"
+    );
+}
+
+#[test]
+fn eviction_skips_entries_held_by_hits() {
+    let (c, _m, r) = strict_setup(Config {
+        max_entries: 4,
+        ..Config::default()
+    });
+    drop(c.get(0xc0_0000, P, RW).unwrap());
+    let held = c.get(0xc0_0000, P, RW).unwrap(); // a hit: a cell hold, no count
+    let token = held.registration().token;
+    for i in 1..=8 {
+        drop(c.get(0xc0_0000 + i * 0x1_0000, P, RW).unwrap());
+    }
+    assert!(c.stats().evictions >= 4);
+    assert!(
+        r.is_live(token),
+        "the least recently used entry is in use: not evicted"
+    );
+    assert!(c.get(0xc0_0000, 64, RW).unwrap().registration().token == token);
+    drop(held);
+}
