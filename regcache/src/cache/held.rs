@@ -11,10 +11,14 @@
 //!   entry leaves the index under the write lock, which waits for every reader to leave (their
 //!   exit is a Release); so once it is out, no new hold can appear and every hold taken is
 //!   visible to whoever scans after that.
-//! - `tag` (the retirer, an evictor) CASes each cell still holding the entry to `addr | TAG`;
-//!   a release swaps its cell to 0 and looks at the old value. Both are read-modify-writes of
-//!   the same word, so they are totally ordered: either the scanner finds the cell already
-//!   cleared, or the releaser finds the tag and must ask the cache to reap. No Dekker fence.
+//! - The retirer CASes each cell still holding the entry to `addr | TAG`. A release reads its
+//!   cell, then stores 0 with a plain store (while a cell holds an entry, only the handle's
+//!   releaser and a retirer's tag write it). If it read the tag, it asks the cache to reap now. If the tag landed
+//!   between its load and its store, the store erases it: nobody reaps at once, but nothing is
+//!   deregistered early either (a scanner deregisters only an entry whose cells it sees clear,
+//!   and the clearing store is a Release after the last use). The cache remembers which retired
+//!   entries had tagged cells and sweeps them on its next slow path (`Cache::sweep`), so the
+//!   lost race delays a deregistration, never skips it. The release has no locked instruction.
 //! - Threads beyond the exclusive slots (which share a slot) and a thread whose cells are all
 //!   full fall back to the entry's counted references (entry.rs).
 
@@ -120,7 +124,8 @@ impl Held {
 }
 
 /// Clears a hold; true when the entry was retired meanwhile and the caller must ask the cache
-/// to reap it (by id: once the cell is clear the entry may be freed by another releaser).
+/// to reap it (by id: once the cell is clear the entry may be freed by another releaser). A
+/// false negative only delays the reaping to the cache's next sweep (module comment).
 ///
 /// # Safety
 /// `cell` is the cell returned by `Held::hold` for this handle, in a `Held` that is still alive.
@@ -129,8 +134,11 @@ pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>) -> bool {
     // SAFETY: the caller's contract; the `Held` lives as long as its cache, which outlives
     // every handle.
     let c = unsafe { cell.as_ref() };
+    // Relaxed load: only the tag bit matters, and missing a tag set concurrently is allowed.
+    let was = c.load(Ordering::Relaxed);
     // Release: our use of the registration happens-before a scanner that sees the cell clear.
-    c.swap(0, Ordering::Release) & TAG != 0
+    c.store(0, Ordering::Release);
+    was & TAG != 0
 }
 
 #[cfg(test)]

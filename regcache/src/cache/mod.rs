@@ -130,6 +130,15 @@ struct MissState {
 const RECENT_MAX: usize = 4096;
 const RACE_RETRIES: usize = 3;
 
+/// Retired entries that may still be referenced.
+#[derive(Default)]
+struct Zombies {
+    entries: HashMap<u64, Box<Entry>>,
+    /// Ids of entries that hold cells still held when retired. A release racing with the tag
+    /// can erase it (held.rs), so `Cache::sweep` re-checks these on the next slow path.
+    tagged: Vec<u64>,
+}
+
 /// A registration cache over one monitor and one registrar.
 pub struct Cache {
     /// The monitor's generation counter (points into `monitor`, which outlives every use).
@@ -144,7 +153,7 @@ pub struct Cache {
     miss: Mutex<MissState>,
     /// Entries out of the index that may still be referenced (and one-use registrations), by
     /// id. Its lock serialises the decision to deregister one (see entry.rs).
-    zombies: Mutex<HashMap<u64, Box<Entry>>>,
+    zombies: Mutex<Zombies>,
     next_id: AtomicU64,
     /// The monitor must be asked `settled()` before each counter load (userfaultfd).
     settle_check: bool,
@@ -273,7 +282,7 @@ impl Cache {
             index: BrLock::new(Index::default()),
             held: Held::new(),
             miss: Mutex::new(MissState::default()),
-            zombies: Mutex::new(HashMap::new()),
+            zombies: Mutex::new(Zombies::default()),
             next_id: AtomicU64::new(1),
             settle_check: monitor.needs_settle_check(),
             broken: AtomicBool::new(false),
@@ -317,7 +326,7 @@ impl Cache {
         if self.fresh() {
             let slot = slot::current();
             if let Some(h) = self.lookup_at(slot, req, access) {
-                self.stats.bump_at(slot.index, Hot::Hit);
+                self.stats.bump_at(slot, Hot::Hit);
                 return Ok(h);
             }
         }
@@ -368,7 +377,7 @@ impl Cache {
 
     #[inline]
     fn lookup_at(&self, slot: slot::Slot, req: Range, access: Access) -> Option<Handle<'_>> {
-        let idx = self.index.read_at(slot.index);
+        let idx = self.index.read_at(slot);
         let e = idx.find(req, access)?;
         let cell = self.held.hold(slot, e);
         if cell.is_none() {
@@ -392,6 +401,7 @@ impl Cache {
             return self.one_use(req, access);
         }
         let mut st = self.miss.lock();
+        self.sweep();
         if !self.cfg.danger_ignore_invalidations {
             self.drain(&mut st, None);
             if !self.is_caching() {
@@ -548,7 +558,7 @@ impl Cache {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let e = Box::new(Entry::one_use(id, range, access, reg));
         let ptr = NonNull::from(&*e);
-        self.zombies.lock().insert(id, e);
+        self.zombies.lock().entries.insert(id, e);
         Handle {
             cache: self,
             entry: ptr,
@@ -630,7 +640,10 @@ impl Cache {
             self.deregister(&e.reg, e.range);
         } else {
             // Inserted under the zombies lock, which a releaser that must reap takes first.
-            zombies.insert(e.id, e);
+            if held {
+                zombies.tagged.push(e.id);
+            }
+            zombies.entries.insert(e.id, e);
         }
     }
 
@@ -655,18 +668,51 @@ impl Cache {
     /// may have been the last; the others find it still referenced or already gone).
     fn reap(&self, id: u64) {
         let mut zombies = self.zombies.lock();
-        let Some(e) = zombies.get(&id) else { return };
+        let Some(e) = zombies.entries.get(&id) else {
+            return;
+        };
         if e.counted() != 0 || self.held.holds(e) {
             return; // the remaining holder reaps
         }
-        let e = zombies.remove(&id);
+        let e = zombies.entries.remove(&id);
         drop(zombies);
         if let Some(e) = e {
-            if fork::current() == self.fork_gen {
-                self.deregister(&e.reg, e.range);
-            }
-            // In a fork child the registration belongs to the parent: forget it, never undo it.
+            self.bury(&e);
         }
+    }
+
+    /// Deregisters the retired entries whose last hold was released without noticing the
+    /// retirement (held.rs): called on the slow paths, so such a registration outlives its last
+    /// use by at most one miss, drain, invalidate or flush.
+    fn sweep(&self) {
+        let mut zombies = self.zombies.lock();
+        if zombies.tagged.is_empty() {
+            return;
+        }
+        let Zombies { entries, tagged } = &mut *zombies;
+        let mut free = Vec::new();
+        tagged.retain(|id| {
+            let unused = match entries.get(id) {
+                None => return false, // reaped already
+                Some(e) => e.counted() == 0 && !self.held.holds(e),
+            };
+            if unused {
+                free.extend(entries.remove(id));
+            }
+            !unused
+        });
+        drop(zombies);
+        for e in free {
+            self.bury(&e);
+        }
+    }
+
+    /// Deregisters a retired, unreferenced entry (the caller then frees it).
+    fn bury(&self, e: &Entry) {
+        if fork::current() == self.fork_gen {
+            self.deregister(&e.reg, e.range);
+        }
+        // In a fork child the registration belongs to the parent: forget it, never undo it.
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
@@ -830,6 +876,7 @@ impl Cache {
             return Err(Error::ForkedChild);
         }
         let mut st = self.miss.lock();
+        self.sweep();
         let removed: Vec<Box<Entry>> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
@@ -855,6 +902,7 @@ impl Cache {
             return; // a fork child's cache is disabled; the entries are the parent's
         }
         let mut st = self.miss.lock();
+        self.sweep();
         let all: Vec<Box<Entry>> = {
             let mut idx = self.index.write();
             idx.starts()
@@ -882,7 +930,13 @@ impl Drop for Cache {
         self.flush();
         // Handles borrow the cache, so none is alive unless one was leaked with mem::forget;
         // its registration is released here.
-        let leaked: Vec<Box<Entry>> = self.zombies.lock().drain().map(|(_, e)| e).collect();
+        let leaked: Vec<Box<Entry>> = self
+            .zombies
+            .lock()
+            .entries
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
         for e in leaked {
             self.deregister(&e.reg, e.range);
         }

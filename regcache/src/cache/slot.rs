@@ -1,13 +1,19 @@
 //! Per-thread slots: each running thread owns one of `SLOTS` indexes for as long as it lives, so
-//! per-thread state (statistics shards, reader counts of the index lock) of up to `SLOTS`
-//! concurrent threads never shares a cache line; an exiting thread hands its index back (a
-//! counter of thread starts modulo SLOTS would make long-running programs that create
-//! short-lived threads collide). Threads beyond `SLOTS` share indexes round robin.
+//! per-thread state (statistics shards, reader counts of the index lock, hold cells) of up to
+//! `SLOTS` concurrent threads never shares a cache line, and its owner is its only writer (it
+//! may update it with plain stores); an exiting thread hands its index back (a counter of thread
+//! starts modulo SLOTS would make long-running programs that create short-lived threads
+//! collide). Threads beyond `SLOTS` share the `SHARED` indexes after them round robin, and
+//! must use atomic read-modify-writes there.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) const SLOTS: usize = 64;
+/// Indexes `SLOTS..ALL` are shared by the threads that found every exclusive slot taken.
+pub(crate) const SHARED: usize = 8;
+/// Size of per-slot arrays.
+pub(crate) const ALL: usize = SLOTS + SHARED;
 
 /// Bit i set: slot i is owned by a live thread.
 static OWNED: AtomicU64 = AtomicU64::new(0);
@@ -64,7 +70,7 @@ fn claim() -> Slot {
     }
     // Relaxed: only spreads the overflow threads over the slots.
     Slot {
-        index: OVERFLOW.fetch_add(1, Ordering::Relaxed) % SLOTS,
+        index: SLOTS + OVERFLOW.fetch_add(1, Ordering::Relaxed) % SHARED,
         exclusive: false,
     }
 }
@@ -80,9 +86,9 @@ pub(crate) fn current() -> Slot {
             s
         }
     })
-    // During thread teardown the thread-local is gone: share slot 0.
+    // During thread teardown the thread-local is gone: use a shared slot.
     .unwrap_or(Slot {
-        index: 0,
+        index: SLOTS,
         exclusive: false,
     })
 }

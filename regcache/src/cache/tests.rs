@@ -730,3 +730,26 @@ fn eviction_skips_entries_held_by_hits() {
     assert!(c.get(0xc0_0000, 64, RW).unwrap().registration().token == token);
     drop(held);
 }
+
+#[test]
+fn a_release_that_erased_its_tag_is_swept_on_the_next_slow_path() {
+    let (c, m, r) = strict_setup(Config::default());
+    drop(c.get(0xd0_0000, P, RW).unwrap());
+    let h = c.get(0xd0_0000, P, RW).unwrap();
+    let token = h.registration().token;
+    m.fire(Invalidation::Range(Range {
+        start: 0xd0_0000,
+        end: 0xd0_1000,
+    }));
+    drop(c.get(0xe0_0000, P, RW).unwrap()); // drains: retired while held, its cell tagged
+                                            // The lost race of held.rs: the releaser read its cell before the tag landed, then cleared
+                                            // it, so it does not reap.
+    let cell = h.cell.expect("a hit holds a cell");
+    std::mem::forget(h);
+    // SAFETY: the cell belongs to `c`, which is alive; this is the release's own store.
+    unsafe { cell.as_ref() }.store(0, Ordering::Release);
+    assert!(r.is_live(token), "nobody noticed the release yet");
+    drop(c.get(0xf0_0000, P, RW).unwrap()); // the next miss sweeps
+    assert!(!r.is_live(token), "the sweep deregisters it");
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
