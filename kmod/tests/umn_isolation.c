@@ -118,51 +118,6 @@ TEST(fork_child_mappings_do_not_report_to_parent_fd)
 	ASSERT_EQ(umn_read(fd, ev, 4), 2);
 }
 
-static int send_fd(int sock, int fd)
-{
-	char data = 'x';
-	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
-}
-
-static int recv_fd(int sock)
-{
-	char data;
-	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
-	struct cmsghdr *cm;
-	int fd;
-
-	if (recvmsg(sock, &msg, 0) != 1)
-		return -1;
-	cm = CMSG_FIRSTHDR(&msg);
-	if (!cm || cm->cmsg_type != SCM_RIGHTS)
-		return -1;
-	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-	return fd;
-}
-
 TEST(fd_passed_over_unix_socket_gets_eio)
 {
 	int sv[2], fd, st;
@@ -178,14 +133,14 @@ TEST(fd_passed_over_unix_socket_gets_eio)
 
 		if (umn_reg(cfd, q, PAGE, 1))
 			_exit(1);
-		if (send_fd(sv[1], cfd))
+		if (umn_send_fd(sv[1], cfd))
 			_exit(2);
 		/* Wait for the parent to be done. */
 		if (read(sv[1], &st, 1) != 1)
 			_exit(3);
 		_exit(0);
 	}
-	fd = recv_fd(sv[0]);
+	fd = umn_recv_fd(sv[0]);
 	ASSERT_TRUE(fd >= 0);
 	ASSERT_EQ(foreign_ops_fail_eio(fd, p), 0);
 	ASSERT_EQ(write(sv[0], "x", 1), 1);
@@ -210,12 +165,12 @@ TEST(fd_sent_to_other_process_still_works_for_opener)
 		int r;
 
 		close(fd);
-		r = recv_fd(sv[1]);
+		r = umn_recv_fd(sv[1]);
 		if (r < 0)
 			_exit(1);
 		_exit(foreign_ops_fail_eio(r, p));
 	}
-	ASSERT_EQ(send_fd(sv[0], fd), 0);
+	ASSERT_EQ(umn_send_fd(sv[0], fd), 0);
 	waitpid(pid, &st, 0);
 	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	ASSERT_EQ(munmap(p, PAGE), 0);

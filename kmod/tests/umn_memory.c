@@ -221,47 +221,6 @@ TEST(sigkill_while_blocked_in_read_frees_everything)
 	wait_live(live);
 }
 
-static int send_fd(int sock, int fd)
-{
-	char data = 'x';
-	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	return sendmsg(sock, &msg, 0) == 1 ? 0 : -1;
-}
-
-static int recv_fd(int sock)
-{
-	char data;
-	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-	};
-	int fd;
-
-	if (recvmsg(sock, &msg, 0) != 1 || !CMSG_FIRSTHDR(&msg))
-		return -1;
-	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
-	return fd;
-}
-
 TEST(fd_closed_after_opener_exited_frees_everything)
 {
 	long live = read_long_file(LIVE_REGIONS);
@@ -275,9 +234,9 @@ TEST(fd_closed_after_opener_exited_frees_everything)
 
 		umn_counter(cfd);
 		register_many(cfd, 1000);
-		_exit(send_fd(sv[1], cfd) ? 1 : 0);
+		_exit(umn_send_fd(sv[1], cfd) ? 1 : 0);
 	}
-	fd = recv_fd(sv[0]);
+	fd = umn_recv_fd(sv[0]);
 	ASSERT_TRUE(fd >= 0);
 	waitpid(pid, &st, 0);
 	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -52,8 +52,14 @@ const P: usize = 4096;
 const RW: Access = Access::LOCAL_WRITE;
 
 fn setup(cfg: Config) -> (Cache, Arc<ScriptedMonitor>, Arc<NoopRegistrar>) {
+    setup_with(cfg)
+}
+
+fn setup_with<R: Registrar + Default + 'static>(
+    cfg: Config,
+) -> (Cache, Arc<ScriptedMonitor>, Arc<R>) {
     let mon = Arc::new(ScriptedMonitor::default());
-    let reg = Arc::new(NoopRegistrar::new());
+    let reg = Arc::new(R::default());
     let cache = Cache::new(Box::new(mon.clone()), reg.clone(), cfg);
     (cache, mon, reg)
 }
@@ -543,10 +549,7 @@ impl Registrar for StrictRegistrar {
 }
 
 fn strict_setup(cfg: Config) -> (Cache, Arc<ScriptedMonitor>, Arc<StrictRegistrar>) {
-    let mon = Arc::new(ScriptedMonitor::default());
-    let reg = Arc::new(StrictRegistrar::default());
-    let cache = Cache::new(Box::new(mon.clone()), reg.clone(), cfg);
-    (cache, mon, reg)
+    setup_with(cfg)
 }
 
 #[test]
