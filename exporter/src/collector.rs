@@ -70,15 +70,22 @@ impl CacheSet {
         };
         let gone = s.caches.swap_remove(i);
         add_counters(&mut s.retired, &gone.stats());
+        // The last reference may be ours: drop the cache (monitor, registrar callbacks) after
+        // the lock, so a scrape never waits for it.
+        drop(s);
+        drop(gone);
         true
     }
 
     /// Removes every cache (their counters stay in the totals).
     pub fn clear(&self) {
         let mut s = self.lock();
-        for c in std::mem::take(&mut s.caches) {
+        let gone = std::mem::take(&mut s.caches);
+        for c in &gone {
             add_counters(&mut s.retired, &c.stats());
         }
+        drop(s);
+        drop(gone);
     }
 
     /// Caches in the set now.
