@@ -3,7 +3,8 @@
 # (ib_write_bw, ib_read_bw, ib_send_lat) unmodified, without and with the shim
 # on both sides (same exit status, comparable numbers, hits in the shim's
 # summary), and mpi-shim/tests/shim_rdma_test (hits, fresh registration after
-# munmap+mmap). Every process under the shim exports its metrics as a textfile
+# munmap+mmap), in one process and in two (--pair: client on rxe1 writing
+# into a server on rxe0). Every process under the shim exports its metrics as a textfile
 # (REGCACHE_SHIM_METRICS=textfile=DIR): they must agree with the shim's own
 # summary line of the same pid, and shim_rdma_test's must show hits > 0.
 # perftest registers each buffer once per process, so its metrics show misses
@@ -99,6 +100,25 @@ guest() {
 		ok "shim_rdma_test.metrics_hits ($MHITS hits in the metrics textfile)"
 	else
 		nok "shim_rdma_test.metrics_hits (${MHITS:-0} hits in the metrics)"
+	fi
+
+	# Two processes: the server on rxe0, the client on rxe1 writing into it, each under the
+	# shim with its own metrics; the client's registrations are the hits.
+	out=$("$SHIMDIR/shim_rdma_test" --pair rxe0 rxe1 2>&1)
+	echo "$out" | sed 's/^/#   pair plain: /'
+	case $out in *" 0 failed"*) ok "shim_rdma_test.pair.plain" ;; *) nok "shim_rdma_test.pair.plain" ;; esac
+	mkdir "$OUT/pair.metrics"
+	REGCACHE_SHIM_VERBOSE=1 REGCACHE_SHIM_METRICS=textfile=$OUT/pair.metrics LD_PRELOAD=$SHIM \
+		"$SHIMDIR/shim_rdma_test" --pair rxe0 rxe1 >"$OUT/pair.shim" 2>&1
+	sed 's/^/#   pair shim: /' "$OUT/pair.shim"
+	case $(cat "$OUT/pair.shim") in
+	*" 0 failed"*) ok "shim_rdma_test.pair.shim" ;;
+	*) nok "shim_rdma_test.pair.shim" ;;
+	esac
+	if metrics_of pair 2 "$OUT/pair.shim" && [ "$MHITS" -gt 0 ]; then
+		ok "shim_rdma_test.pair.metrics_hits ($MHITS hits in the two processes' metrics textfiles)"
+	else
+		nok "shim_rdma_test.pair.metrics_hits (${MHITS:-0} hits in the metrics)"
 	fi
 
 	for t in $1; do
