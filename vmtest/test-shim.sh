@@ -18,31 +18,29 @@ SHIMDIR=$ROOT/mpi-shim/build
 SHIM=$SHIMDIR/libregcache_shim.so
 tests="write_bw read_bw send_lat"
 kernels="6.12 6.1"
+# shellcheck source=vmtest/pairtest.sh
+. "$HERE/pairtest.sh"
 
-pass=0 fail=0
-ok() { echo "ok $*"; pass=$((pass + 1)); }
-nok() { echo "not ok $*"; fail=$((fail + 1)); }
-
-# One perftest pair: server on rxe0, client on rxe1 -> 10.9.0.1. $1: tag, $2: tool,
-# $3: LD_PRELOAD value or "", rest: extra args. Leaves the client's output in $OUT/$1.*.
+# One perftest pair: server on rxe0, client on rxe1 -> 10.9.0.1, two seconds later. $1: tag,
+# $2: tool, $3: LD_PRELOAD value or "", rest: extra args. Output in $OUT/$1.* (run_pair).
 perf_pair() {
-	local tag=$1 tool=$2 pre=$3 srv rc_s rc_c
+	rm -rf "$OUT/$1.metrics"
+	mkdir "$OUT/$1.metrics"
+	PAIR_DELAY=2 PAIR_END=grace run_pair "$@"
+}
+pair_server() {
+	local tag=$1 tool=$2 pre=$3
 	shift 3
-	rm -rf "$OUT/$tag.metrics"
-	mkdir "$OUT/$tag.metrics"
 	env ${pre:+LD_PRELOAD=$pre} REGCACHE_SHIM_VERBOSE=1 \
 		${pre:+REGCACHE_SHIM_METRICS=textfile=$OUT/$tag.metrics} \
-		"$tool" -d rxe0 "$@" >"$OUT/$tag.server" 2>&1 &
-	srv=$!
-	sleep 2
+		"$tool" -d rxe0 "$@"
+}
+pair_client() {
+	local tag=$1 tool=$2 pre=$3
+	shift 3
 	env ${pre:+LD_PRELOAD=$pre} REGCACHE_SHIM_VERBOSE=1 \
 		${pre:+REGCACHE_SHIM_METRICS=textfile=$OUT/$tag.metrics} \
-		timeout 120 "$tool" -d rxe1 "$@" 10.9.0.1 >"$OUT/$tag.client" 2>&1
-	rc_c=$?
-	( sleep 30; kill $srv 2>/dev/null ) &
-	wait $srv
-	rc_s=$?
-	echo "$rc_s $rc_c" >"$OUT/$tag.rc"
+		timeout 120 "$tool" -d rxe1 "$@" 10.9.0.1
 }
 
 # The number perftest reports: BW average (column 4) or t_avg (column 6).
@@ -186,9 +184,7 @@ guest() {
 			echo "# $tool: $MHITS hits in the metrics"
 		fi
 	done
-	echo "$pass $fail" >"$VMTEST_OUT/summary"
-	echo "$pass passed, $fail failed"
-	[ "$fail" = 0 ]
+	guest_summary
 }
 
 if [ "${1:-}" = --guest ]; then
@@ -204,23 +200,4 @@ while [ $# -gt 0 ]; do
 done
 
 make -s -C "$ROOT/mpi-shim" || { echo "0 passed, 1 failed"; exit 1; }
-total_pass=0 total_fail=0
-for k in $kernels; do
-	out=$(mktemp -d /tmp/vmtest-shim.XXXXXX)
-	"$HERE/run.sh" --kernel "$k" --out "$out" --timeout 900 --quiet -- \
-		"$HERE/guest-rxe.sh" "$HERE/test-shim.sh" --guest "$tests"
-	rc=$?
-	p=0 f=0
-	[ -s "$out/summary" ] && read -r p f <"$out/summary"
-	case $rc in
-	0|1) p=$((p + 1)); echo "ok kernel_log_clean.$k" ;;
-	*) f=$((f + 1)); echo "not ok kernel_log_clean.$k (run.sh exit $rc; logs in $out)" ;;
-	esac
-	[ "$rc" = 1 ] && [ "$f" = 0 ] && f=1
-	echo "# kernel $k: $p passed, $f failed"
-	total_pass=$((total_pass + p))
-	total_fail=$((total_fail + f))
-	[ "$rc" -le 1 ] && rm -rf "$out"
-done
-echo "$total_pass passed, $total_fail failed"
-[ "$total_fail" = 0 ]
+run_kernels shim "$tests"
