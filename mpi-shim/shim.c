@@ -33,7 +33,17 @@
  *   REGCACHE_SHIM_MAX_BYTES=N      bytes kept registered by cached entries (0/unset: default)
  *   REGCACHE_SHIM_MAX_ENTRIES=N    registrations kept cached (0/unset: default 8192)
  *   REGCACHE_SHIM_VERBOSE=1        one summary line (hits, misses, ...) on stderr at exit
- *   REGCACHE_METRICS_ADDR          not supported yet (the exporter has no C ABI): warns once
+ *   REGCACHE_SHIM_METRICS=SPEC     Prometheus metrics of all the PDs' caches, summed: `:PORT`,
+ *                                  `IP:PORT` (HTTP /metrics), `textfile=DIR` (node_exporter
+ *                                  textfile, rewritten every `interval=SECS` and at exit), comma
+ *                                  separated (regcache_metrics_start() in regcache.h; the MPI
+ *                                  local rank is added to the port). Unset: the
+ *                                  REGCACHE_METRICS_ADDR / _TEXTFILE_DIR / _INTERVAL variables.
+ *                                  A bad value: one warning, the cache works without metrics.
+ *
+ * The exporter starts with the first interposed call (not at load: LD_PRELOAD also reaches
+ * wrappers such as timeout(1), which must not take the port), and stops at exit after writing
+ * the textfile a last time.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -91,6 +101,7 @@ static struct {
 	pthread_mutex_t lock;		/* pds, totals */
 	struct shim_pd *pds;
 	struct shim_counts totals;	/* of destroyed caches */
+	struct regcache_metrics *metrics;	/* the exporter, or NULL */
 	uint64_t passthrough;		/* registrations handed to rdma-core directly */
 	uint64_t wrapped;		/* registrations served through the cache */
 } shim = {
@@ -142,6 +153,44 @@ static void *next_sym(const char *name, const char *version)
 
 static void summary(void);
 
+static void stop_metrics(void)
+{
+	struct regcache_metrics *m = shim.metrics;
+
+	shim.metrics = NULL;
+	if (m)
+		regcache_metrics_stop(m);
+}
+
+/* Starts the exporter the environment asks for; a bad value is one warning, no exporter. */
+static void start_metrics(void)
+{
+	const char *spec = getenv("REGCACHE_SHIM_METRICS");
+	char msg[512], where[512];
+	int rc;
+
+	/* NULL: the exporter reads REGCACHE_METRICS_ADDR / _TEXTFILE_DIR / _INTERVAL itself. */
+	rc = regcache_metrics_start(NULL, spec, &shim.metrics);
+	if (rc) {
+		regcache_last_error(msg, sizeof(msg));
+		if (spec)
+			shim_warn("metrics disabled (REGCACHE_SHIM_METRICS=%s): %s", spec, msg);
+		else
+			shim_warn("metrics disabled: %s", msg);
+		shim.metrics = NULL;
+		return;
+	}
+	if (!shim.metrics)
+		return;
+	atexit(stop_metrics);
+	if (!shim.verbose)
+		return;
+	if (regcache_metrics_address(shim.metrics, where, sizeof(where)) > 0)
+		shim_warn("pid %d metrics: http://%s/metrics", (int)getpid(), where);
+	if (regcache_metrics_textfile(shim.metrics, where, sizeof(where)) > 0)
+		shim_warn("pid %d metrics: textfile %s", (int)getpid(), where);
+}
+
 static void shim_init(void)
 {
 	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
@@ -156,10 +205,11 @@ static void shim_init(void)
 		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
 		shim.enabled = 0;
 	}
-	if (shim.enabled && getenv("REGCACHE_METRICS_ADDR"))
-		shim_warn("REGCACHE_METRICS_ADDR ignored: the metrics exporter has no C interface yet; use REGCACHE_SHIM_VERBOSE=1");
 	if (shim.verbose)
 		atexit(summary);
+	/* After summary's atexit, so that the exporter stops (last textfile) before it prints. */
+	if (shim.enabled)
+		start_metrics();
 }
 
 static void init(void)
@@ -265,6 +315,11 @@ static struct regcache_cache *pd_cache(struct ibv_pd *pd)
 	sp->cache = c;
 	sp->next = shim.pds;
 	shim.pds = sp;
+	/* regcache_destroy() (ibv_dealloc_pd) takes it out again, its counters kept. */
+	if (shim.metrics && regcache_metrics_add(shim.metrics, c)) {
+		regcache_last_error(msg, sizeof(msg));
+		shim_warn("this PD's cache is not in the metrics: %s", msg);
+	}
 out:
 	pthread_mutex_unlock(&shim.lock);
 	return c;

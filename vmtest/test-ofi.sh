@@ -12,32 +12,27 @@ ROOT=$(cd "$HERE/.." && pwd)
 B=$ROOT/mpi-shim/build
 kernels="6.12 6.1"
 msgs=16
+# shellcheck source=vmtest/pairtest.sh
+. "$HERE/pairtest.sh"
 
-pass=0 fail=0
-ok() { echo "ok $*"; pass=$((pass + 1)); }
-nok() { echo "not ok $*"; fail=$((fail + 1)); }
-
-# One server/client pair. $1: mode. Output in $OUT/$1.{server,client}, "rc_s rc_c" in $OUT/$1.rc.
+# One server/client pair. $1: mode, $2: an extra NAME=VALUE for both (optional). Output in
+# $OUT/TAG.{server,client}, "rc_s rc_c" in $OUT/TAG.rc (run_pair), TAG = $1 or $1.$2.
 # FI_UNIVERSE_SIZE: rxm sizes its verbs CQ as (tx + rx) * universe size; the default (256)
 # exceeds rxe's max_cqe and fi_enable() fails with "Unable to create verbs CQ".
 pair() {
-	local mode=$1 dir srv rc_s rc_c tag=$1 xenv=${2:-X=}
+	local tag=$1
 	[ -n "${2:-}" ] && tag=$1.$2
-	dir=$(mktemp -d)
-	env REGCACHE_OFI_VERBOSE=1 FI_LOG_LEVEL=warn FI_UNIVERSE_SIZE=4 "$xenv" timeout 300 \
-		"$B/ofi_churn_test" server 10.9.0.1 "$dir" --msgs "$MSGS" --mode "$mode" \
-		>"$OUT/$tag.server" 2>&1 &
-	srv=$!
-	env REGCACHE_OFI_VERBOSE=1 FI_LOG_LEVEL=warn FI_UNIVERSE_SIZE=4 "$xenv" timeout 300 \
-		"$B/ofi_churn_test" client 10.9.0.2 "$dir" --msgs "$MSGS" --mode "$mode" \
-		>"$OUT/$tag.client" 2>&1
-	rc_c=$?
-	# A client that died leaves the server waiting for a message: do not wait 300 s.
-	[ "$rc_c" -gt 1 ] && kill $srv 2>/dev/null
-	wait $srv
-	rc_s=$?
-	echo "$rc_s $rc_c" >"$OUT/$tag.rc"
-	rm -rf "$dir"
+	PAIR_DIR=$(mktemp -d)
+	PAIR_DELAY=0 PAIR_END=kill_if_died run_pair "$tag" "$1" "${2:-X=}"
+	rm -rf "$PAIR_DIR"
+}
+pair_server() {
+	env REGCACHE_OFI_VERBOSE=1 FI_LOG_LEVEL=warn FI_UNIVERSE_SIZE=4 "$3" timeout 300 \
+		"$B/ofi_churn_test" server 10.9.0.1 "$PAIR_DIR" --msgs "$MSGS" --mode "$2"
+}
+pair_client() {
+	env REGCACHE_OFI_VERBOSE=1 FI_LOG_LEVEL=warn FI_UNIVERSE_SIZE=4 "$3" timeout 300 \
+		"$B/ofi_churn_test" client 10.9.0.2 "$PAIR_DIR" --msgs "$MSGS" --mode "$2"
 }
 
 show() { sed "s/^/#   $1: /" "$OUT/$1.server" "$OUT/$1.client" | grep -v '^#.*: *$' | head -40; }
@@ -103,9 +98,7 @@ guest() {
 	else
 		nok "danger.stale_detected"
 	fi
-	echo "$pass $fail" >"$VMTEST_OUT/summary"
-	echo "$pass passed, $fail failed"
-	[ "$fail" = 0 ]
+	guest_summary
 }
 
 if [ "${1:-}" = --guest ]; then
@@ -121,23 +114,4 @@ while [ $# -gt 0 ]; do
 done
 
 make -s -C "$ROOT/mpi-shim" ofi || { echo "0 passed, 1 failed"; exit 1; }
-total_pass=0 total_fail=0
-for k in $kernels; do
-	out=$(mktemp -d /tmp/vmtest-ofi.XXXXXX)
-	"$HERE/run.sh" --kernel "$k" --out "$out" --timeout 900 --quiet -- \
-		"$HERE/guest-rxe.sh" "$HERE/test-ofi.sh" --guest "$msgs"
-	rc=$?
-	p=0 f=0
-	[ -s "$out/summary" ] && read -r p f <"$out/summary"
-	case $rc in
-	0|1) p=$((p + 1)); echo "ok kernel_log_clean.$k" ;;
-	*) f=$((f + 1)); echo "not ok kernel_log_clean.$k (run.sh exit $rc; logs in $out)" ;;
-	esac
-	[ "$rc" = 1 ] && [ "$f" = 0 ] && f=1
-	echo "# kernel $k: $p passed, $f failed"
-	total_pass=$((total_pass + p))
-	total_fail=$((total_fail + f))
-	[ "$rc" -le 1 ] && rm -rf "$out"
-done
-echo "$total_pass passed, $total_fail failed"
-[ "$total_fail" = 0 ]
+run_kernels ofi "$msgs"

@@ -3,7 +3,12 @@
 # (ib_write_bw, ib_read_bw, ib_send_lat) unmodified, without and with the shim
 # on both sides (same exit status, comparable numbers, hits in the shim's
 # summary), and mpi-shim/tests/shim_rdma_test (hits, fresh registration after
-# munmap+mmap). Prints "N passed, M failed".
+# munmap+mmap), in one process and in two (--pair: client on rxe1 writing
+# into a server on rxe0). Every process under the shim exports its metrics as a textfile
+# (REGCACHE_SHIM_METRICS=textfile=DIR): they must agree with the shim's own
+# summary line of the same pid, and shim_rdma_test's must show hits > 0.
+# perftest registers each buffer once per process, so its metrics show misses
+# and no hits; the output says so. Prints "N passed, M failed".
 #   vmtest/test-shim.sh [--kernels "6.12 6.1"] [--tests "write_bw read_bw send_lat"]
 #   vmtest/test-shim.sh --guest TESTS     (inside guest-rxe.sh; used by the above)
 set -u
@@ -13,32 +18,65 @@ SHIMDIR=$ROOT/mpi-shim/build
 SHIM=$SHIMDIR/libregcache_shim.so
 tests="write_bw read_bw send_lat"
 kernels="6.12 6.1"
+# shellcheck source=vmtest/pairtest.sh
+. "$HERE/pairtest.sh"
 
-pass=0 fail=0
-ok() { echo "ok $*"; pass=$((pass + 1)); }
-nok() { echo "not ok $*"; fail=$((fail + 1)); }
-
-# One perftest pair: server on rxe0, client on rxe1 -> 10.9.0.1. $1: tag, $2: tool,
-# $3: LD_PRELOAD value or "", rest: extra args. Leaves the client's output in $OUT/$1.*.
+# One perftest pair: server on rxe0, client on rxe1 -> 10.9.0.1, two seconds later. $1: tag,
+# $2: tool, $3: LD_PRELOAD value or "", rest: extra args. Output in $OUT/$1.* (run_pair).
 perf_pair() {
-	local tag=$1 tool=$2 pre=$3 srv rc_s rc_c
+	rm -rf "$OUT/$1.metrics"
+	mkdir "$OUT/$1.metrics"
+	PAIR_DELAY=2 PAIR_END=grace run_pair "$@"
+}
+pair_server() {
+	local tag=$1 tool=$2 pre=$3
 	shift 3
 	env ${pre:+LD_PRELOAD=$pre} REGCACHE_SHIM_VERBOSE=1 \
-		"$tool" -d rxe0 "$@" >"$OUT/$tag.server" 2>&1 &
-	srv=$!
-	sleep 2
+		${pre:+REGCACHE_SHIM_METRICS=textfile=$OUT/$tag.metrics} \
+		"$tool" -d rxe0 "$@"
+}
+pair_client() {
+	local tag=$1 tool=$2 pre=$3
+	shift 3
 	env ${pre:+LD_PRELOAD=$pre} REGCACHE_SHIM_VERBOSE=1 \
-		timeout 120 "$tool" -d rxe1 "$@" 10.9.0.1 >"$OUT/$tag.client" 2>&1
-	rc_c=$?
-	( sleep 30; kill $srv 2>/dev/null ) &
-	wait $srv
-	rc_s=$?
-	echo "$rc_s $rc_c" >"$OUT/$tag.rc"
+		${pre:+REGCACHE_SHIM_METRICS=textfile=$OUT/$tag.metrics} \
+		timeout 120 "$tool" -d rxe1 "$@" 10.9.0.1
 }
 
 # The number perftest reports: BW average (column 4) or t_avg (column 6).
 perf_value() {
 	awk -v col="$2" '$1 ~ /^[0-9]+$/ && NF >= col && $2 ~ /^[0-9]+$/ { v = $col } END { print v }' "$1"
+}
+
+# The metrics textfiles in $OUT/$1.metrics (one per process under the shim, written at its
+# exit) against the shim's summary lines of the same pids in files $3...; $2: the number of
+# processes expected. Prints a line per process; sets MHITS to the hits the metrics show.
+# Fails when a file is missing or its hits or misses differ from the shim's own count.
+metrics_of() {
+	local dir=$OUT/$1.metrics want=$2 f pid line rc=0 n=0 hits misses regs shits smisses
+	shift 2
+	MHITS=0
+	for f in "$dir"/regcache-pid*.prom; do
+		[ -e "$f" ] || continue
+		n=$((n + 1))
+		pid=${f##*/regcache-pid}
+		pid=${pid%.prom}
+		val() { awk -v s="$1" '$1 == s { print $2; exit }' "$f"; }
+		hits=$(val 'regcache_lookups_total{result="hit"}')
+		misses=$(val 'regcache_lookups_total{result="miss"}')
+		regs=$(val regcache_registrations_total)
+		line=$(grep -h "^regcache_shim: pid $pid .* hits=" "$@" | head -1)
+		shits=$(echo "$line" | sed -n 's/.* hits=\([0-9]*\).*/\1/p')
+		smisses=$(echo "$line" | sed -n 's/.* misses=\([0-9]*\).*/\1/p')
+		echo "#   pid $pid metrics: hits=${hits:-?} misses=${misses:-?} registrations=${regs:-?} (shim's summary: hits=${shits:-?} misses=${smisses:-?})"
+		if [ -n "$hits" ] && [ "$hits" = "$shits" ] && [ "$misses" = "$smisses" ]; then
+			MHITS=$((MHITS + hits))
+		else
+			rc=1
+		fi
+	done
+	[ "$n" = "$want" ] || { echo "#   $n metrics textfiles, expected $want"; rc=1; }
+	return $rc
 }
 
 guest() {
@@ -50,9 +88,36 @@ guest() {
 	out=$("$SHIMDIR/shim_rdma_test" rxe0 2>&1)
 	echo "$out" | sed 's/^/#   plain: /'
 	case $out in *" 0 failed"*) ok "shim_rdma_test.plain" ;; *) nok "shim_rdma_test.plain" ;; esac
-	out=$(REGCACHE_SHIM_VERBOSE=1 LD_PRELOAD=$SHIM "$SHIMDIR/shim_rdma_test" rxe0 2>&1)
+	mkdir "$OUT/rdma.metrics"
+	REGCACHE_SHIM_VERBOSE=1 REGCACHE_SHIM_METRICS=textfile=$OUT/rdma.metrics LD_PRELOAD=$SHIM \
+		"$SHIMDIR/shim_rdma_test" rxe0 >"$OUT/rdma.shim" 2>&1
+	out=$(cat "$OUT/rdma.shim")
 	echo "$out" | sed 's/^/#   shim: /'
 	case $out in *" 0 failed"*) ok "shim_rdma_test.shim" ;; *) nok "shim_rdma_test.shim" ;; esac
+	if metrics_of rdma 1 "$OUT/rdma.shim" && [ "$MHITS" -gt 0 ]; then
+		ok "shim_rdma_test.metrics_hits ($MHITS hits in the metrics textfile)"
+	else
+		nok "shim_rdma_test.metrics_hits (${MHITS:-0} hits in the metrics)"
+	fi
+
+	# Two processes: the server on rxe0, the client on rxe1 writing into it, each under the
+	# shim with its own metrics; the client's registrations are the hits.
+	out=$("$SHIMDIR/shim_rdma_test" --pair rxe0 rxe1 2>&1)
+	echo "$out" | sed 's/^/#   pair plain: /'
+	case $out in *" 0 failed"*) ok "shim_rdma_test.pair.plain" ;; *) nok "shim_rdma_test.pair.plain" ;; esac
+	mkdir "$OUT/pair.metrics"
+	REGCACHE_SHIM_VERBOSE=1 REGCACHE_SHIM_METRICS=textfile=$OUT/pair.metrics LD_PRELOAD=$SHIM \
+		"$SHIMDIR/shim_rdma_test" --pair rxe0 rxe1 >"$OUT/pair.shim" 2>&1
+	sed 's/^/#   pair shim: /' "$OUT/pair.shim"
+	case $(cat "$OUT/pair.shim") in
+	*" 0 failed"*) ok "shim_rdma_test.pair.shim" ;;
+	*) nok "shim_rdma_test.pair.shim" ;;
+	esac
+	if metrics_of pair 2 "$OUT/pair.shim" && [ "$MHITS" -gt 0 ]; then
+		ok "shim_rdma_test.pair.metrics_hits ($MHITS hits in the two processes' metrics textfiles)"
+	else
+		nok "shim_rdma_test.pair.metrics_hits (${MHITS:-0} hits in the metrics)"
+	fi
 
 	for t in $1; do
 		case $t in
@@ -107,10 +172,19 @@ guest() {
 		else
 			nok "$t.through_cache"
 		fi
+		# Server and client each export their metrics; they must match the shim's counts.
+		if metrics_of "$t.shim" 2 "$OUT/$t.shim.server" "$OUT/$t.shim.client"; then
+			ok "$t.metrics"
+		else
+			nok "$t.metrics"
+		fi
+		if [ "$MHITS" = 0 ]; then
+			echo "# $tool: no hits in the metrics, as expected: perftest registers each buffer once per process (the misses above) and reuses it for every iteration"
+		else
+			echo "# $tool: $MHITS hits in the metrics"
+		fi
 	done
-	echo "$pass $fail" >"$VMTEST_OUT/summary"
-	echo "$pass passed, $fail failed"
-	[ "$fail" = 0 ]
+	guest_summary
 }
 
 if [ "${1:-}" = --guest ]; then
@@ -126,23 +200,4 @@ while [ $# -gt 0 ]; do
 done
 
 make -s -C "$ROOT/mpi-shim" || { echo "0 passed, 1 failed"; exit 1; }
-total_pass=0 total_fail=0
-for k in $kernels; do
-	out=$(mktemp -d /tmp/vmtest-shim.XXXXXX)
-	"$HERE/run.sh" --kernel "$k" --out "$out" --timeout 900 --quiet -- \
-		"$HERE/guest-rxe.sh" "$HERE/test-shim.sh" --guest "$tests"
-	rc=$?
-	p=0 f=0
-	[ -s "$out/summary" ] && read -r p f <"$out/summary"
-	case $rc in
-	0|1) p=$((p + 1)); echo "ok kernel_log_clean.$k" ;;
-	*) f=$((f + 1)); echo "not ok kernel_log_clean.$k (run.sh exit $rc; logs in $out)" ;;
-	esac
-	[ "$rc" = 1 ] && [ "$f" = 0 ] && f=1
-	echo "# kernel $k: $p passed, $f failed"
-	total_pass=$((total_pass + p))
-	total_fail=$((total_fail + f))
-	[ "$rc" -le 1 ] && rm -rf "$out"
-done
-echo "$total_pass passed, $total_fail failed"
-[ "$total_fail" = 0 ]
+run_kernels shim "$tests"

@@ -1,41 +1,182 @@
-//! The cache's counters as Prometheus metric families, read at each scrape from
+//! The caches' counters as Prometheus metric families, read at each scrape from
 //! `Cache::stats()`: a lock-free snapshot (relaxed loads of the counters), so a scrape never
-//! takes a lock of the cache nor writes a line the hit path writes.
+//! takes a lock of a cache nor writes a line the hit path writes. Several caches (the C ABI's
+//! and the LD_PRELOAD shim's, one per protection domain) are summed into one series per metric.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 use regcache::{Cache, StatsSnapshot};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// The caches one exporter serves, which may come and go while it runs. Their counters are
+/// summed; a cache that leaves (`remove`) keeps its counters in the totals as they were when it
+/// left, so counters never go down, and takes its gauges (registered bytes and entries) along.
+/// Cloning gives another handle to the same set. The lock is taken by scrapes and by
+/// `add`/`remove`, never by the caches' own paths.
+#[derive(Clone, Default)]
+pub struct CacheSet {
+    inner: Arc<Mutex<SetInner>>,
+}
+
+#[derive(Default)]
+struct SetInner {
+    caches: Vec<Arc<Cache>>,
+    /// Counters of the caches removed.
+    retired: StatsSnapshot,
+}
+
+/// What one scrape reads from a set.
+struct Reading {
+    stats: StatsSnapshot,
+    /// Every cache caches (and there is at least one).
+    caching: bool,
+    /// Distinct (monitor, registrar) pairs, in the order the caches were added.
+    kinds: Vec<(&'static str, &'static str)>,
+}
+
+impl CacheSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SetInner> {
+        // Nothing panics while the lock is held; a poisoned set is still consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a cache. Returns false, changing nothing, when it is in the set already.
+    pub fn add(&self, cache: Arc<Cache>) -> bool {
+        let mut s = self.lock();
+        if s.caches.iter().any(|c| Arc::ptr_eq(c, &cache)) {
+            return false;
+        }
+        s.caches.push(cache);
+        true
+    }
+
+    /// Removes a cache, keeping its counters as they are now in the totals. Returns false when
+    /// it was not in the set.
+    pub fn remove(&self, cache: &Arc<Cache>) -> bool {
+        let mut s = self.lock();
+        let Some(i) = s.caches.iter().position(|c| Arc::ptr_eq(c, cache)) else {
+            return false;
+        };
+        let gone = s.caches.swap_remove(i);
+        add_counters(&mut s.retired, &gone.stats());
+        // The last reference may be ours: drop the cache (monitor, registrar callbacks) after
+        // the lock, so a scrape never waits for it.
+        drop(s);
+        drop(gone);
+        true
+    }
+
+    /// Removes every cache (their counters stay in the totals).
+    pub fn clear(&self) {
+        let mut s = self.lock();
+        let gone = std::mem::take(&mut s.caches);
+        for c in &gone {
+            add_counters(&mut s.retired, &c.stats());
+        }
+        drop(s);
+        drop(gone);
+    }
+
+    /// Caches in the set now.
+    pub fn len(&self) -> usize {
+        self.lock().caches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The summed counters of the caches in the set and of those removed.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.read().stats
+    }
+
+    fn read(&self) -> Reading {
+        let s = self.lock();
+        let mut stats = s.retired;
+        let mut kinds = Vec::new();
+        for c in &s.caches {
+            let one = c.stats();
+            add_counters(&mut stats, &one);
+            stats.registered_bytes += one.registered_bytes;
+            stats.registered_entries += one.registered_entries;
+            let kind = (c.monitor_kind().name(), c.registrar_name());
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        Reading {
+            stats,
+            caching: !s.caches.is_empty() && s.caches.iter().all(|c| c.is_caching()),
+            kinds,
+        }
+    }
+}
+
+impl fmt::Debug for CacheSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheSet")
+            .field("caches", &self.len())
+            .finish()
+    }
+}
+
+/// Adds the counters of `s` to `t` (not the gauges `registered_bytes` and `registered_entries`).
+/// StatsSnapshot is `non_exhaustive`: a counter added to it must be added here too.
+fn add_counters(t: &mut StatsSnapshot, s: &StatsSnapshot) {
+    t.hits += s.hits;
+    t.misses += s.misses;
+    t.uncacheable += s.uncacheable;
+    t.reregistrations += s.reregistrations;
+    t.invalidated += s.invalidated;
+    t.false_positives += s.false_positives;
+    t.drains += s.drains;
+    t.evictions += s.evictions;
+    t.registration_failures += s.registration_failures;
+    t.registrations += s.registrations;
+    t.registration_ns += s.registration_ns;
+    t.deregistrations += s.deregistrations;
+    for (a, b) in t
+        .registration_latency
+        .iter_mut()
+        .zip(s.registration_latency)
+    {
+        *a += b;
+    }
+    for (a, b) in t
+        .registration_failures_by_class
+        .iter_mut()
+        .zip(s.registration_failures_by_class)
+    {
+        *a += b;
+    }
+}
 
 pub(crate) struct CacheCollector {
-    cache: Arc<Cache>,
-    monitor: &'static str,
-    registrar: &'static str,
+    caches: CacheSet,
 }
 
 impl CacheCollector {
-    pub(crate) fn new(cache: Arc<Cache>) -> Self {
-        CacheCollector {
-            monitor: cache.monitor_kind().name(),
-            registrar: cache.registrar_name(),
-            cache,
-        }
+    pub(crate) fn new(caches: CacheSet) -> Self {
+        CacheCollector { caches }
     }
 }
 
 impl fmt::Debug for CacheCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheCollector")
-            .field("monitor", &self.monitor)
-            .field("registrar", &self.registrar)
+            .field("caches", &self.caches)
             .finish()
     }
 }
@@ -76,7 +217,11 @@ fn labelled_counter(
 
 impl Collector for CacheCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let s: StatsSnapshot = self.cache.stats();
+        let Reading {
+            stats: s,
+            caching,
+            kinds,
+        } = self.caches.read();
         let e = &mut e;
         labelled_counter(
             e,
@@ -173,16 +318,19 @@ impl Collector for CacheCollector {
             "1 when registrations are cached (a working invalidation monitor), 0 when every \
              request is registered and deregistered per use",
             None,
-            u64::from(self.cache.is_caching()),
+            u64::from(caching),
         )?;
         registration_histogram(e, &s)?;
-        let info = Info::new([("monitor", self.monitor), ("registrar", self.registrar)]);
-        info.encode(e.encode_descriptor(
+        let mut m = e.encode_descriptor(
             "regcache_cache",
             "Invalidation monitor and registrar this cache uses",
             None,
             MetricType::Info,
-        )?)
+        )?;
+        for (monitor, registrar) in kinds {
+            m.encode_info(&[("monitor", monitor), ("registrar", registrar)])?;
+        }
+        Ok(())
     }
 }
 

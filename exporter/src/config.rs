@@ -11,6 +11,13 @@
 //!
 //! Series carry `rank`, `local_rank` and `job_id` labels when the launcher (Open MPI, MPICH,
 //! Intel MPI, PMIx, Slurm, PBS, LSF, Flux) sets them.
+//!
+//! The same three settings can also come as one string, a *spec* (the C ABI's
+//! `regcache_metrics_start()` and the LD_PRELOAD shim's `REGCACHE_SHIM_METRICS`): items separated
+//! by commas, `addr=ADDR` (or a bare `ADDR`), `textfile=DIR`, `interval=SECS`, each read as the
+//! variable above would be, e.g. `:9464`, `textfile=/var/lib/node_exporter,interval=5` or
+//! `127.0.0.1:0,textfile=/tmp/m`. The launcher's variables (local rank, labels) still come from
+//! the environment.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -156,6 +163,68 @@ impl Config {
             labels,
         };
         Ok(cfg.enabled().then_some(cfg))
+    }
+
+    /// Reads a spec (see the module documentation) and the launcher's variables from the
+    /// environment. `Ok(None)`: the spec asks for nothing (empty, `off`).
+    pub fn from_spec(spec: &str) -> Result<Option<Self>, ConfigError> {
+        Self::from_spec_lookup(spec, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::from_spec`], reading the launcher's variables through `get` (for tests).
+    /// The spec's items are handed to [`Config::from_lookup`] as the variables they stand for,
+    /// so they are parsed exactly as those are; errors name the item (`addr`, `textfile`,
+    /// `interval`) instead of the variable.
+    pub fn from_spec_lookup(
+        spec: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        const ITEMS: &str = "items are ADDR (or addr=ADDR), textfile=DIR and interval=SECS, \
+                             separated by commas";
+        // (item name, variable it stands for, value)
+        let mut items: [(&'static str, &'static str, Option<String>); 3] = [
+            ("addr", ENV_ADDR, None),
+            ("textfile", ENV_TEXTFILE_DIR, None),
+            ("interval", ENV_INTERVAL, None),
+        ];
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k.trim(), v.trim()),
+                None => ("addr", item),
+            };
+            let slot = items
+                .iter_mut()
+                .find(|(name, _, _)| name.eq_ignore_ascii_case(key))
+                .ok_or_else(|| ConfigError {
+                    var: "metrics spec",
+                    value: spec.to_string(),
+                    why: format!("unknown item {key:?}; {ITEMS}"),
+                })?;
+            if slot.2.is_some() {
+                return Err(ConfigError {
+                    var: "metrics spec",
+                    value: spec.to_string(),
+                    why: format!("{} given twice; {ITEMS}", slot.0),
+                });
+            }
+            slot.2 = Some(value.to_string());
+        }
+        let [addr, textfile, interval] = &items;
+        let res = Self::from_lookup(|k| match k {
+            ENV_ADDR => addr.2.clone(),
+            ENV_TEXTFILE_DIR => textfile.2.clone(),
+            ENV_INTERVAL => interval.2.clone(),
+            other => get(other),
+        });
+        res.map_err(|mut e| {
+            if let Some((name, _, _)) = items.iter().find(|(_, var, _)| *var == e.var) {
+                if *name == "addr" && e.value.starts_with(['/', '.']) {
+                    e.why.push_str(" (a textfile directory is textfile=DIR)");
+                }
+                e.var = name;
+            }
+            e
+        })
     }
 
     /// The label value of `name`, if set.
@@ -327,6 +396,72 @@ mod tests {
         assert!(e.to_string().contains("exceeds 65535"), "{e}");
         let e = cfg(&[(ENV_ADDR, "1"), ("SLURM_LOCALID", "x")]).unwrap_err();
         assert_eq!(e.var, "SLURM_LOCALID");
+    }
+
+    fn spec(s: &str, vars: &[(&str, &str)]) -> Result<Option<Config>, ConfigError> {
+        Config::from_spec_lookup(s, |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn spec_items_read_as_their_variables() {
+        assert_eq!(spec("", &[]), Ok(None));
+        assert_eq!(spec(" , off", &[]), Ok(None));
+        let c = spec(":9500", &[]).unwrap().unwrap();
+        assert_eq!(c.listen, Some(addr("127.0.0.1:9500")));
+        assert_eq!(c.textfile_dir, None);
+        let c = spec("addr=[::1]:0, textfile=/tmp/m ,interval=500ms", &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.listen, Some(addr("[::1]:0")));
+        assert_eq!(
+            c.textfile_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/m"))
+        );
+        assert_eq!(c.interval, Duration::from_millis(500));
+        // The spec replaces the metrics variables; the launcher's still apply.
+        let c = spec(
+            "textfile=/d",
+            &[
+                (ENV_ADDR, "1"),
+                ("SLURM_LOCALID", "2"),
+                ("SLURM_PROCID", "9"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.listen, None);
+        assert_eq!(c.label("rank"), Some("9"));
+        let c = spec("1", &[("MPI_LOCALRANKID", "2")]).unwrap().unwrap();
+        assert_eq!(c.listen, Some(addr("127.0.0.1:9466")));
+    }
+
+    #[test]
+    fn bad_spec_names_the_item() {
+        let e = spec(":99999", &[]).unwrap_err();
+        assert_eq!(e.var, "addr");
+        assert!(
+            e.to_string().starts_with("addr=\":99999\": bad port"),
+            "{e}"
+        );
+        let e = spec("/tmp/m", &[]).unwrap_err();
+        assert!(e.to_string().contains("textfile=DIR"), "{e}");
+        assert_eq!(
+            spec("textfile=/d,interval=0", &[]).unwrap_err().var,
+            "interval"
+        );
+        let e = spec("port=1", &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown item \"port\""), "{e}");
+        let e = spec(":1,:2", &[]).unwrap_err();
+        assert!(e.to_string().contains("addr given twice"), "{e}");
+        let e = spec(":1", &[("SLURM_LOCALID", "x")]).unwrap_err();
+        assert_eq!(e.var, "SLURM_LOCALID");
+        for e in [spec("x", &[]), spec("a=b", &[])] {
+            assert!(!e.unwrap_err().to_string().contains('\n'));
+        }
     }
 
     #[test]

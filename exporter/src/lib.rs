@@ -26,6 +26,7 @@ mod collector;
 mod server;
 mod textfile;
 
+pub use collector::CacheSet;
 pub use config::{Config, ConfigError};
 pub use prometheus_client;
 
@@ -97,12 +98,20 @@ pub struct Exporter {
 impl Exporter {
     /// The cache's metrics, labelled with `cfg.labels`.
     pub fn new(cache: Arc<Cache>, cfg: Config) -> Self {
+        let set = CacheSet::new();
+        set.add(cache);
+        Self::with_caches(&set, cfg)
+    }
+
+    /// The summed metrics of the caches in `set`, which may change while served (one series
+    /// per metric and process, whatever the number of caches; see [`CacheSet`]).
+    pub fn with_caches(set: &CacheSet, cfg: Config) -> Self {
         let labels = cfg
             .labels
             .iter()
             .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())));
         let mut registry = Registry::with_labels(labels);
-        registry.register_collector(Box::new(collector::CacheCollector::new(cache)));
+        registry.register_collector(Box::new(collector::CacheCollector::new(set.clone())));
         Exporter { registry, cfg }
     }
 

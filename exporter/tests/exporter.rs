@@ -330,3 +330,60 @@ fn unwritable_textfile_directory_is_one_clear_error() {
     );
     assert!(msg.contains("REGCACHE_METRICS_TEXTFILE_DIR"), "{msg}");
 }
+
+#[test]
+fn cache_set_sums_caches_and_keeps_removed_counters() {
+    let (a, _ra, ma) = busy_cache();
+    let (b, _rb, _mb) = busy_cache();
+    let set = regcache_exporter::CacheSet::new();
+    let ex = Exporter::with_caches(&set, Config::disabled());
+    let read = || parse::parse(&ex.encode()).unwrap();
+    let v = |s: &[parse::Sample], name: &str, with: &[(&str, &str)]| sum(s, name, with);
+
+    // Empty: zero counters, not caching, no info series.
+    let s = read();
+    assert_eq!(
+        v(&s, "regcache_lookups_total", &[("result", "hit")]),
+        Some(0.0)
+    );
+    assert_eq!(v(&s, "regcache_caching", &[]), Some(0.0));
+    assert_eq!(v(&s, "regcache_cache_info", &[]), None);
+
+    assert!(set.add(a.clone()));
+    assert!(!set.add(a.clone()), "a cache is added once");
+    assert!(set.add(b.clone()));
+    assert_eq!(set.len(), 2);
+    let (sa, sb) = (a.stats(), b.stats());
+    let s = read();
+    let hits = |s: &[parse::Sample]| v(s, "regcache_lookups_total", &[("result", "hit")]);
+    assert_eq!(hits(&s), Some((sa.hits + sb.hits) as f64));
+    assert_eq!(
+        v(&s, "regcache_registrations_total", &[]),
+        Some((sa.registrations + sb.registrations) as f64)
+    );
+    assert_eq!(
+        v(&s, "regcache_registered_entries", &[]),
+        Some((sa.registered_entries + sb.registered_entries) as f64)
+    );
+    assert_eq!(
+        v(&s, "regcache_caching", &[]),
+        Some(f64::from(u8::from(a.is_caching() && b.is_caching())))
+    );
+    // Same monitor and registrar: one info series.
+    assert_eq!(v(&s, "regcache_cache_info", &[]), Some(1.0));
+
+    // A removed cache's counters stay; its gauges leave; later activity is not counted.
+    assert!(set.remove(&a));
+    assert!(!set.remove(&a));
+    drop(a.get(ma.0, 4096, Access::LOCAL_WRITE).unwrap());
+    let s = read();
+    assert_eq!(hits(&s), Some((sa.hits + sb.hits) as f64));
+    assert_eq!(
+        v(&s, "regcache_registered_entries", &[]),
+        Some(sb.registered_entries as f64)
+    );
+    set.clear();
+    assert!(set.is_empty());
+    assert_eq!(hits(&read()), Some((sa.hits + sb.hits) as f64));
+    assert_eq!(set.stats().hits, sa.hits + sb.hits);
+}

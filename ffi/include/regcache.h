@@ -17,6 +17,9 @@
  * Ownership
  * - regcache_create() -> struct regcache_cache *, ended by regcache_destroy().
  * - regcache_get() -> struct regcache_mr *, ended by regcache_release(), exactly once each.
+ * - regcache_metrics_start() -> struct regcache_metrics * (a Prometheus exporter thread), ended
+ *   by regcache_metrics_stop(). It holds its own reference to the caches it serves: they may be
+ *   destroyed before it is stopped.
  * - Destroying a cache with registrations still in use is allowed: they stay valid, and the last
  *   regcache_release() frees the cache's remains. Using a handle after its end is undefined.
  * - The library keeps no pointer to caller structs after a call returns, except attr->pd and
@@ -124,6 +127,12 @@ enum regcache_stats_flags {
  * A registration cache (opaque). Made by regcache_create(), ended by regcache_destroy().
  */
 struct regcache_cache;
+
+/**
+ * A running metrics exporter (opaque). Made by regcache_metrics_start(), ended by
+ * regcache_metrics_stop().
+ */
+struct regcache_metrics;
 
 /**
  * One registration in use (opaque). Made by regcache_get(), ended by regcache_release().
@@ -381,8 +390,9 @@ int regcache_create(const struct regcache_attr *attr, struct regcache_cache **ca
  * the cache's internals (monitor, registrar, software NIC) alive, and the last
  * regcache_release() deregisters them and frees the rest. With REGCACHE_REGISTRAR_VERBS_PD the
  * protection domain must therefore outlive the last release too. In a fork() child of the
- * creator it frees the child's copy only and deregisters nothing. Returns 0, or -EINVAL for a
- * NULL or invalid `cache`.
+ * creator it frees the child's copy only and deregisters nothing. A cache added to metrics
+ * exporters (regcache_metrics_add) leaves them, its counters staying in their totals. Returns
+ * 0, or -EINVAL for a NULL or invalid `cache`.
  *
  * # Safety
  * `cache` is NULL or a live cache from regcache_create(), not used concurrently with or after
@@ -486,6 +496,84 @@ int regcache_stats(struct regcache_cache *cache, struct regcache_stats *stats);
  * `buf` is NULL or points to `len` writable bytes.
  */
 int regcache_last_error(char *buf, size_t len);
+
+/**
+ * Starts serving Prometheus metrics: an HTTP `/metrics` listener, a node_exporter textfile
+ * rewritten every interval and when stopped, or both, in a thread of the library. The counters
+ * of `cache` (may be NULL) and of every cache added with regcache_metrics_add() are summed into
+ * one series per metric.
+ *
+ * `spec` says where, as items separated by commas: `ADDR` (or `addr=ADDR`): `1` for
+ * 127.0.0.1:9464, `:PORT`, `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (port 0: the kernel
+ * picks one, see regcache_metrics_address()); `textfile=DIR` (a `.prom` file per process);
+ * `interval=SECS` (textfile rewrites, default 15; `500ms`, `2.5s`). Example:
+ * `":9464,textfile=/var/lib/node_exporter"`. NULL: the environment, as Rust programs read it
+ * (REGCACHE_METRICS_ADDR, REGCACHE_METRICS_TEXTFILE_DIR, REGCACHE_METRICS_INTERVAL). Either
+ * way the MPI launcher's local rank (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID,
+ * PMI_LOCAL_RANK, SLURM_LOCALID) is added to a non-zero port, and rank and job id label
+ * every series.
+ *
+ * On success returns 0 and stores the exporter in `*metrics`, or NULL there when the spec (or
+ * the environment) asks for nothing: empty, `off`, `0`. On failure stores NULL and returns
+ * -EINVAL (NULL `metrics`, an invalid `cache`, a bad spec: regcache_last_error() names the
+ * item and the accepted forms), -EADDRINUSE, -EADDRNOTAVAIL or -EACCES (cannot listen),
+ * -ENOENT, -ENOTDIR or -EACCES (cannot write the textfile), or another errno; nothing keeps
+ * running then.
+ *
+ * Ownership: the caller owns the exporter and ends it with regcache_metrics_stop(). The
+ * exporter keeps its own reference to each cache's counters: destroying a cache is allowed at
+ * any time (it leaves the exporter, its counters staying in the totals). `spec` is only read
+ * during the call.
+ *
+ * # Safety
+ * `cache` is NULL or a live cache; `spec` is NULL or a NUL-terminated string; `metrics` is
+ * NULL or writable.
+ */
+int regcache_metrics_start(struct regcache_cache *cache,
+                           const char *spec,
+                           struct regcache_metrics **metrics);
+
+/**
+ * Adds a cache to a running exporter: its counters are summed with the others' from the next
+ * scrape or textfile write on. A cache may be in several exporters; regcache_destroy() removes
+ * it from all of them. Returns 0, -EEXIST if it is in this exporter already, or -EINVAL.
+ * Thread-safe.
+ *
+ * # Safety
+ * `metrics` is NULL or a running exporter; `cache` is NULL or a live cache.
+ */
+int regcache_metrics_add(struct regcache_metrics *metrics, struct regcache_cache *cache);
+
+/**
+ * Stops an exporter: writes the textfile a last time, closes the listener, joins the thread
+ * and frees the exporter, which must not be used again. The caches are unaffected. In a
+ * fork() child of the process that started it (where its thread does not exist) it only frees
+ * the child's copy. Returns 0, or -EINVAL for a NULL or invalid `metrics`.
+ *
+ * # Safety
+ * `metrics` is NULL or a running exporter, not used concurrently with or after this call.
+ */
+int regcache_metrics_stop(struct regcache_metrics *metrics);
+
+/**
+ * Copies where the exporter listens, `IP:PORT` (`[IPv6]:PORT`), with the port actually bound,
+ * into `buf`, NUL-terminated and truncated to `len` bytes. Returns the full length (without
+ * the NUL), 0 when it has no listener (textfile only); `buf` NULL with `len` 0 asks for the
+ * length. -EINVAL for an invalid `metrics`, or `buf` NULL with `len` not 0.
+ *
+ * # Safety
+ * `metrics` is NULL or a running exporter; `buf` is NULL or points to `len` writable bytes.
+ */
+int regcache_metrics_address(const struct regcache_metrics *metrics, char *buf, size_t len);
+
+/**
+ * Copies the path of the textfile the exporter writes into `buf`, as
+ * regcache_metrics_address() does; 0 when it writes none (listener only).
+ *
+ * # Safety
+ * As for regcache_metrics_address().
+ */
+int regcache_metrics_textfile(const struct regcache_metrics *metrics, char *buf, size_t len);
 
 /**
  * The software NIC writes `length` bytes from `src` to `[addr, addr + length)` through `mr`,

@@ -9,7 +9,7 @@ use regcache_core::{Access, Cache, Config, MonitorKind, Registrar};
 use std::ffi::c_void;
 use std::os::raw::{c_char, c_int};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Smallest `regcache_attr.size` accepted: `size`, `monitor` and `registrar`.
 pub(crate) const ATTR_MIN_SIZE: usize = 16;
@@ -169,6 +169,7 @@ pub unsafe extern "C" fn regcache_create(
             cache: Arc::new(Cache::new(monitor, registrar, cfg)),
             nic,
             owner_pid: std::process::id(),
+            metrics: Mutex::new(Vec::new()),
         });
         // SAFETY: checked above.
         unsafe { cache.write(Box::into_raw(boxed)) };
@@ -183,8 +184,9 @@ pub unsafe extern "C" fn regcache_create(
 /// the cache's internals (monitor, registrar, software NIC) alive, and the last
 /// regcache_release() deregisters them and frees the rest. With REGCACHE_REGISTRAR_VERBS_PD the
 /// protection domain must therefore outlive the last release too. In a fork() child of the
-/// creator it frees the child's copy only and deregisters nothing. Returns 0, or -EINVAL for a
-/// NULL or invalid `cache`.
+/// creator it frees the child's copy only and deregisters nothing. A cache added to metrics
+/// exporters (regcache_metrics_add) leaves them, its counters staying in their totals. Returns
+/// 0, or -EINVAL for a NULL or invalid `cache`.
 ///
 /// # Safety
 /// `cache` is NULL or a live cache from regcache_create(), not used concurrently with or after
@@ -202,6 +204,16 @@ pub unsafe extern "C" fn regcache_destroy(cache: *mut regcache_cache) -> c_int {
         // (dropping the cache there deregisters nothing).
         if std::process::id() == boxed.owner_pid {
             boxed.cache.flush();
+        }
+        // After the flush, so its deregistrations are counted.
+        let sets = std::mem::take(
+            &mut *boxed
+                .metrics
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for set in sets {
+            set.remove(&boxed.cache);
         }
         drop(boxed);
         Ok(0)

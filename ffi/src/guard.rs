@@ -1,10 +1,12 @@
 //! What every entry point shares: the panic barrier, errors as negative errno values with a
 //! per-thread message, handle validation and the `size`-prefixed struct copies.
 
-use crate::types::{regcache_cache, regcache_mr, CACHE_MAGIC, MR_MAGIC};
+use crate::types::{
+    regcache_cache, regcache_metrics, regcache_mr, CACHE_MAGIC, METRICS_MAGIC, MR_MAGIC,
+};
 use std::cell::RefCell;
 use std::mem::size_of;
-use std::os::raw::c_int;
+use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Largest `size` accepted in a caller's struct: bounds how far the library reads or trusts a
@@ -61,14 +63,58 @@ pub(crate) fn copy_last_error(buf: &mut [u8]) -> usize {
     LAST_ERROR
         .try_with(|m| {
             let m = m.try_borrow().map(|m| m.clone()).unwrap_or_default();
-            if let Some(room) = buf.len().checked_sub(1) {
-                let n = m.len().min(room);
-                buf[..n].copy_from_slice(&m.as_bytes()[..n]);
-                buf[n] = 0;
-            }
-            m.len()
+            copy_str(&m, buf)
         })
         .unwrap_or(0)
+}
+
+/// Copies `s` into `buf`, NUL-terminated and truncated to fit (nothing when `buf` is empty),
+/// and returns the full length of `s`.
+pub(crate) fn copy_str(s: &str, buf: &mut [u8]) -> usize {
+    if let Some(room) = buf.len().checked_sub(1) {
+        let n = s.len().min(room);
+        buf[..n].copy_from_slice(&s.as_bytes()[..n]);
+        buf[n] = 0;
+    }
+    s.len()
+}
+
+/// The caller's output buffer for a string: `buf` NULL with `len` 0 asks for the length only.
+///
+/// # Safety
+/// `buf` is NULL or points to `len` writable bytes.
+pub(crate) unsafe fn out_buf<'a>(buf: *mut c_char, len: usize) -> Result<&'a mut [u8], Fail> {
+    if buf.is_null() {
+        return if len == 0 {
+            Ok(&mut [])
+        } else {
+            Err(Fail::inval("buf is NULL but len is not 0"))
+        };
+    }
+    if len > isize::MAX as usize {
+        return Err(Fail::inval("len is larger than any buffer"));
+    }
+    // SAFETY: non-null, `len` (<= isize::MAX) writable bytes per the contract; u8 and c_char
+    // have the same size and alignment.
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) })
+}
+
+/// The exporter behind a caller's pointer.
+///
+/// # Safety
+/// As for [`cache_ref`], for a `regcache_metrics` from regcache_metrics_start() not yet stopped.
+pub(crate) unsafe fn metrics_ref<'a>(
+    p: *const regcache_metrics,
+) -> Result<&'a regcache_metrics, Fail> {
+    check_ptr(p, "metrics")?;
+    // SAFETY: non-null and aligned (checked); readable per this function's contract.
+    let m = unsafe { &*p };
+    if m.magic != METRICS_MAGIC {
+        return Err(Fail::inval(
+            "metrics is not a running exporter from regcache_metrics_start()",
+        ));
+    }
+    Ok(m)
 }
 
 /// Runs the body of an entry point: a panic becomes -EIO (it must never cross into C), an error

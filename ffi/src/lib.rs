@@ -8,16 +8,19 @@
 //!
 //! Files: `types` (the C types), `guard` (panic barrier, errors, handle and struct checks),
 //! `api` (caches and registrations), `softnic` (DMA through the software NIC), `custom`
-//! (callback registrar), `verbs` (the ibv_pd registrar, behind the `verbs` feature).
+//! (callback registrar), `verbs` (the ibv_pd registrar, behind the `verbs` feature), `metrics`
+//! (the Prometheus exporter).
 
 mod api;
 mod custom;
 mod guard;
+mod metrics;
 mod softnic;
 mod types;
 mod verbs;
 
 pub use api::*;
+pub use metrics::*;
 pub use softnic::*;
 pub use types::*;
 

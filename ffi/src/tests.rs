@@ -281,3 +281,47 @@ fn panics_become_eio_and_bad_errnos_never_succeed() {
     let rc = unsafe { regcache_last_error(std::ptr::dangling_mut(), usize::MAX) };
     assert_eq!(rc, EINVAL);
 }
+
+#[test]
+fn metrics_bad_arguments_and_a_cache_destroyed_while_served() {
+    let c = create(&noop_attr()).unwrap();
+    let mut m = null_mut();
+    // SAFETY: live locals, NULL and garbage handles the functions must reject unread; the cache
+    // is destroyed before the exporter is stopped, which the exporter must survive.
+    unsafe {
+        assert_eq!(
+            regcache_metrics_start(c, c"127.0.0.1:0".as_ptr(), null_mut()),
+            EINVAL
+        );
+        assert_eq!(
+            regcache_metrics_start(c, c"nonsense".as_ptr(), &mut m),
+            EINVAL
+        );
+        assert!(m.is_null());
+        assert!(
+            last_error().contains("addr=\"nonsense\""),
+            "{}",
+            last_error()
+        );
+        assert_eq!(regcache_metrics_start(c, c"off".as_ptr(), &mut m), 0);
+        assert!(m.is_null());
+        assert_eq!(regcache_metrics_stop(null_mut()), EINVAL);
+        assert_eq!(regcache_metrics_add(null_mut(), c), EINVAL);
+        assert_eq!(regcache_metrics_address(null(), null_mut(), 0), EINVAL);
+
+        assert_eq!(
+            regcache_metrics_start(c, c"127.0.0.1:0".as_ptr(), &mut m),
+            0
+        );
+        assert!(!m.is_null());
+        assert_eq!(regcache_metrics_add(m, c), -libc::EEXIST);
+        assert!(regcache_metrics_address(m, null_mut(), 0) > 0);
+        assert_eq!(regcache_metrics_textfile(m, null_mut(), 0), 0);
+        // The exporter as a cache and the cache as an exporter: the magic numbers differ.
+        assert_eq!(regcache_metrics_add(m, m.cast()), EINVAL);
+        assert_eq!(regcache_metrics_stop(c.cast()), EINVAL);
+        assert_eq!(regcache_destroy(c), 0);
+        assert_eq!((*m).caches.len(), 0, "destroy leaves the exporter");
+        assert_eq!(regcache_metrics_stop(m), 0);
+    }
+}

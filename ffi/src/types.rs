@@ -8,10 +8,11 @@
 
 use regcache_core::registrar::uring::SoftNic;
 use regcache_core::{Cache, OwnedHandle};
+use regcache_exporter::CacheSet;
 use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Values of `regcache_attr.monitor`: how the cache learns that registered memory changed.
 #[repr(C)]
@@ -231,6 +232,7 @@ pub struct regcache_stats {
 /// Tells live handles from garbage and from each other (a cache passed as a registration).
 pub(crate) const CACHE_MAGIC: u64 = 0x7265_6763_6163_6865; // "regcache"
 pub(crate) const MR_MAGIC: u64 = 0x7265_6763_6d72_2020; // "regcmr  "
+pub(crate) const METRICS_MAGIC: u64 = 0x7265_676d_6574_7263; // "regmetrc"
 pub(crate) const DEAD_MAGIC: u64 = 0xdead_dead_dead_dead;
 
 /// A registration cache (opaque). Made by regcache_create(), ended by regcache_destroy().
@@ -242,6 +244,19 @@ pub struct regcache_cache {
     /// The process that created the cache; in any other (a fork() child) the paths that could
     /// deregister the parent's registrations are refused or skipped.
     pub(crate) owner_pid: u32,
+    /// The metrics exporters this cache was added to (regcache_metrics_add): regcache_destroy()
+    /// leaves them, its counters staying in their totals.
+    pub(crate) metrics: Mutex<Vec<CacheSet>>,
+}
+
+/// A running metrics exporter (opaque). Made by regcache_metrics_start(), ended by
+/// regcache_metrics_stop().
+pub struct regcache_metrics {
+    pub(crate) magic: u64,
+    /// The caches served, summed.
+    pub(crate) caches: CacheSet,
+    /// The exporter thread; dropping it writes the textfile a last time and stops it.
+    pub(crate) handle: Option<regcache_exporter::Handle>,
 }
 
 /// One registration in use (opaque). Made by regcache_get(), ended by regcache_release().
