@@ -3,6 +3,11 @@
 //! slot.rs), so two threads hitting never write the same cache line; writers (inserts and
 //! removals on the slow paths) flag themselves and wait for every slot to drain.
 //!
+//! A slot also tallies the read sections its thread closed with `ReadGuard::close_tallied` (the
+//! cache counts its hits there): the exit store writes the tally with the count, so counting
+//! costs no instruction of its own. Bits 0..16 of a slot are the open sections, bits 16..64 the
+//! tally (wraps after 2^48 sections of one slot).
+//!
 //! Protocol (Dekker style, all SeqCst where it matters): a reader increments its slot, then
 //! checks the writer flag; a writer raises the flag, then checks every slot. Sequential
 //! consistency guarantees at least one of them sees the other, so they never both proceed. A
@@ -12,8 +17,14 @@ use super::slot::{self, ALL};
 use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 use std::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Open read sections of a slot (low bits).
+const OPEN: u64 = (1 << 16) - 1;
+/// One tallied section (high bits).
+const TALLY: u64 = 1 << 16;
 
 pub(crate) struct BrLock<T> {
     readers: Box<[CachePadded<AtomicU64>]>,
@@ -89,7 +100,7 @@ impl<T> BrLock<T> {
             let mut spins = 0u32;
             // SeqCst: pairs with the readers' increments; Acquire would suffice for the wait
             // itself (it orders their reads before our writes).
-            while s.load(Ordering::SeqCst) != 0 {
+            while s.load(Ordering::SeqCst) & OPEN != 0 {
                 spins += 1;
                 if spins < 128 {
                     std::hint::spin_loop();
@@ -105,18 +116,43 @@ impl<T> BrLock<T> {
     }
 }
 
-impl<T> Drop for ReadGuard<'_, T> {
+impl<T> BrLock<T> {
+    /// Sections closed with `close_tallied`, over all threads (wrapping at 2^48 per slot).
+    pub fn tally(&self) -> u64 {
+        // Relaxed: a statistic; no other memory is read on its strength.
+        self.readers
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed) >> 16)
+            .fold(0u64, u64::wrapping_add)
+    }
+}
+
+impl<T> ReadGuard<'_, T> {
+    /// Leaves the section, adding one to its slot's tally.
     #[inline]
-    fn drop(&mut self) {
+    pub fn close_tallied(self) {
+        let me = ManuallyDrop::new(self);
+        me.leave(TALLY.wrapping_sub(1));
+    }
+
+    #[inline]
+    fn leave(&self, delta: u64) {
         // Release: our reads of the data happen-before a writer that sees the slot drained.
         if self.exclusive {
             // Only this thread writes its slot, so a plain store cannot lose an update; no
             // StoreLoad barrier is needed on the way out. Relaxed load: our own last write.
             let n = self.slot.load(Ordering::Relaxed);
-            self.slot.store(n - 1, Ordering::Release);
+            self.slot.store(n.wrapping_add(delta), Ordering::Release);
         } else {
-            self.slot.fetch_sub(1, Ordering::Release);
+            self.slot.fetch_add(delta, Ordering::Release);
         }
+    }
+}
+
+impl<T> Drop for ReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.leave(u64::MAX); // -1
     }
 }
 
@@ -177,6 +213,21 @@ mod tests {
             });
         });
         assert_eq!(lock.read().0, 4_999);
+    }
+
+    #[test]
+    fn tally_counts_tallied_sections_and_never_blocks_writers() {
+        let lock = BrLock::new(0u32);
+        for _ in 0..5 {
+            lock.read().close_tallied();
+        }
+        drop(lock.read());
+        std::thread::scope(|s| {
+            s.spawn(|| lock.read().close_tallied());
+        });
+        assert_eq!(lock.tally(), 6);
+        *lock.write() += 1; // would spin forever if tally bits looked like open readers
+        assert_eq!(*lock.read(), 1);
     }
 
     #[test]

@@ -313,7 +313,10 @@ impl Cache {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        StatsSnapshot {
+            hits: self.index.tally(),
+            ..self.stats.snapshot()
+        }
     }
 
     /// A registration covering `[addr, addr+len)` with at least `access`.
@@ -326,7 +329,6 @@ impl Cache {
         if self.fresh() {
             let slot = slot::current();
             if let Some(h) = self.lookup_at(slot, req, access) {
-                self.stats.bump_at(slot, Hot::Hit);
                 return Ok(h);
             }
         }
@@ -375,6 +377,8 @@ impl Cache {
         self.lookup_at(slot::current(), req, access)
     }
 
+    /// A hit: a handle on the cached entry containing `req`, counted as a hit (in the index
+    /// lock's tally, see brlock.rs).
     #[inline]
     fn lookup_at(&self, slot: slot::Slot, req: Range, access: Access) -> Option<Handle<'_>> {
         let idx = self.index.read_at(slot);
@@ -389,9 +393,11 @@ impl Cache {
         if e.last_use.load(Ordering::Relaxed) != now {
             e.last_use.store(now, Ordering::Relaxed);
         }
+        let entry = NonNull::from(e);
+        idx.close_tallied();
         Some(Handle {
             cache: self,
-            entry: NonNull::from(e),
+            entry,
             cell,
         })
     }
@@ -412,7 +418,6 @@ impl Cache {
         // Another thread may have registered it while we waited, or the drain was a false
         // positive: look again.
         if let Some(h) = self.lookup(req, access) {
-            self.stats.bump(Hot::Hit);
             return Ok(h);
         }
         self.stats.bump(Hot::Miss);
