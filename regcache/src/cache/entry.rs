@@ -32,9 +32,8 @@ pub(crate) struct Entry {
     pub reg: Registration,
     /// Counted references in the low bits, INVALID in the top bit.
     pub state: AtomicU64,
-    /// LRU stamp: the cache clock at the last hit (coarse; ties are fine).
-    pub last_use: AtomicU64,
-    /// The stamp under which the entry sits in the LRU set (guarded by the miss lock).
+    /// The stamp under which the entry sits in the LRU set (guarded by the miss lock; the
+    /// current stamp is in the index slot).
     pub lru_key: AtomicU64,
     /// Whether a monitor watches this entry (false for one-use registrations).
     pub watched: bool,
@@ -49,7 +48,6 @@ impl Entry {
             access,
             reg,
             state: AtomicU64::new(0),
-            last_use: AtomicU64::new(0),
             lru_key: AtomicU64::new(0),
             watched: true,
         }

@@ -123,22 +123,23 @@ impl Held {
     }
 }
 
-/// Clears a hold; true when the entry was retired meanwhile and the caller must ask the cache
-/// to reap it (by id: once the cell is clear the entry may be freed by another releaser). A
-/// false negative only delays the reaping to the cache's next sweep (module comment).
+/// Clears a hold. When the entry was retired meanwhile, returns `Some(id())` — read while the
+/// hold still keeps the entry alive — and the caller must ask the cache to reap that id (once
+/// the cell is clear another releaser may free the entry). A missed tag only delays the reaping
+/// to the cache's next sweep (module comment). The entry is not read otherwise.
 ///
 /// # Safety
 /// `cell` is the cell returned by `Held::hold` for this handle, in a `Held` that is still alive.
 #[inline]
-pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>) -> bool {
+pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>, id: impl FnOnce() -> u64) -> Option<u64> {
     // SAFETY: the caller's contract; the `Held` lives as long as its cache, which outlives
     // every handle.
     let c = unsafe { cell.as_ref() };
     // Relaxed load: only the tag bit matters, and missing a tag set concurrently is allowed.
-    let was = c.load(Ordering::Relaxed);
+    let retired = (c.load(Ordering::Relaxed) & TAG != 0).then(id);
     // Release: our use of the registration happens-before a scanner that sees the cell clear.
     c.store(0, Ordering::Release);
-    was & TAG != 0
+    retired
 }
 
 #[cfg(test)]
@@ -176,7 +177,7 @@ mod tests {
         let c = h.hold(MINE, &e).expect("a free cell");
         assert!(h.holds(&e));
         // SAFETY: `c` came from `h.hold`, `h` is alive.
-        assert!(!unsafe { release(c) });
+        assert!(unsafe { release(c, || 1) }.is_none());
         assert!(!h.holds(&e));
     }
 
@@ -188,8 +189,9 @@ mod tests {
         assert!(h.tag(&e), "the retirer must see the hold");
         assert!(h.tag(&e), "a second scan still sees the tagged hold");
         // SAFETY: as above.
-        assert!(
-            unsafe { release(c) },
+        assert_eq!(
+            unsafe { release(c, || 1) },
+            Some(1),
             "the releaser must learn it was retired"
         );
         assert!(!h.tag(&e) && !h.holds(&e));
@@ -208,7 +210,7 @@ mod tests {
         assert!(h.hold(MINE, &e).is_none(), "all {CELLS} cells are busy");
         for c in cells {
             // SAFETY: as above.
-            unsafe { release(c) };
+            unsafe { release(c, || 1) };
         }
         assert!(h.hold(MINE, &e).is_some());
     }

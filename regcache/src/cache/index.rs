@@ -7,12 +7,28 @@
 //! start), so a hash map keyed by the entry's first page answers them with one probe and no
 //! data-dependent branching; the ordered set of starts answers the rest and the range queries
 //! of the slow paths. Entries are boxed so handles can point at them while the maps rehash.
+//!
+//! Each table slot also carries what a hit reads (range, rights, keys, LRU stamp), so a hit
+//! reads the table and never the boxed entry: with 100,000 entries that is one cache miss
+//! fewer per hit.
 
 use super::entry::Entry;
 use crate::range::{page_size, Range};
 use crate::registrar::Access;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::AtomicU64;
+
+/// A cached entry and copies of the fields a hit needs (see the module comment).
+pub(crate) struct Slot {
+    pub range: Range,
+    pub access: Access,
+    pub lkey: u32,
+    pub rkey: u32,
+    /// LRU stamp: the cache clock at the last hit (coarse; ties are fine).
+    pub last_use: AtomicU64,
+    pub entry: Box<Entry>,
+}
 
 /// Fibonacci hashing of a page-aligned address: one multiply, good spread for sequential pages.
 #[derive(Default)]
@@ -37,7 +53,7 @@ impl Hasher for PageHasher {
 }
 
 pub(crate) struct Index {
-    by_start: HashMap<usize, Box<Entry>, BuildHasherDefault<PageHasher>>,
+    by_start: HashMap<usize, Slot, BuildHasherDefault<PageHasher>>,
     starts: BTreeSet<usize>,
     page_mask: usize,
 }
@@ -53,18 +69,18 @@ impl Default for Index {
 }
 
 impl Index {
-    /// The entry containing `req` with rights covering `access`, if any.
+    /// The slot of the entry containing `req` with rights covering `access`, if any.
     #[inline]
-    pub fn find(&self, req: Range, access: Access) -> Option<&Entry> {
+    pub fn find(&self, req: Range, access: Access) -> Option<&Slot> {
         let first_page = req.start & self.page_mask;
-        let e = match self.by_start.get(&first_page) {
-            Some(e) => e,
+        let s = match self.by_start.get(&first_page) {
+            Some(s) => s,
             None => {
                 let &start = self.starts.range(..=req.start).next_back()?;
                 self.by_start.get(&start)?
             }
         };
-        (e.range.contains(&req) && e.access.covers(access)).then_some(&**e)
+        (s.range.contains(&req) && s.access.covers(access)).then_some(s)
     }
 
     /// Start addresses of entries overlapping `r`, in order.
@@ -80,19 +96,32 @@ impl Index {
     }
 
     pub fn get(&self, start: usize) -> Option<&Entry> {
-        self.by_start.get(&start).map(|b| &**b)
+        self.by_start.get(&start).map(|s| &*s.entry)
     }
 
-    pub fn insert(&mut self, e: Box<Entry>) {
+    pub fn slot(&self, start: usize) -> Option<&Slot> {
+        self.by_start.get(&start)
+    }
+
+    /// Inserts `e`, last used at `stamp`.
+    pub fn insert(&mut self, e: Box<Entry>, stamp: u64) {
         let start = e.range.start;
         self.starts.insert(start);
-        let old = self.by_start.insert(start, e);
+        let slot = Slot {
+            range: e.range,
+            access: e.access,
+            lkey: e.reg.lkey,
+            rkey: e.reg.rkey,
+            last_use: AtomicU64::new(stamp),
+            entry: e,
+        };
+        let old = self.by_start.insert(start, slot);
         debug_assert!(old.is_none(), "index entries must be disjoint");
     }
 
     pub fn remove(&mut self, start: usize) -> Option<Box<Entry>> {
         self.starts.remove(&start);
-        self.by_start.remove(&start)
+        self.by_start.remove(&start).map(|s| s.entry)
     }
 
     pub fn starts(&self) -> Vec<usize> {

@@ -179,6 +179,9 @@ pub struct Handle<'c> {
     entry: NonNull<Entry>,
     /// The hold cell recording this reference, or `None` for a counted reference.
     cell: held::Cell,
+    /// Copies of the registration's keys (a hit reads them from the index, not the entry).
+    lkey: u32,
+    rkey: u32,
 }
 
 // SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
@@ -198,11 +201,11 @@ macro_rules! handle_accessors {
             }
 
             pub fn lkey(&self) -> u32 {
-                self.entry().reg.lkey
+                self.lkey
             }
 
             pub fn rkey(&self) -> u32 {
-                self.entry().reg.rkey
+                self.rkey
             }
 
             /// The registered range (page-aligned, containing the request).
@@ -244,6 +247,8 @@ pub struct OwnedHandle {
     cache: Arc<Cache>,
     entry: NonNull<Entry>,
     cell: held::Cell,
+    lkey: u32,
+    rkey: u32,
 }
 
 // SAFETY: as for Handle.
@@ -343,13 +348,15 @@ impl Cache {
         access: Access,
     ) -> Result<OwnedHandle> {
         let h = self.get(addr, len, access)?;
-        let (entry, cell) = (h.entry, h.cell);
+        let (entry, cell, lkey, rkey) = (h.entry, h.cell, h.lkey, h.rkey);
         // The reference moves into the OwnedHandle, which releases it on drop.
         std::mem::forget(h);
         Ok(OwnedHandle {
             cache: Arc::clone(self),
             entry,
             cell,
+            lkey,
+            rkey,
         })
     }
 
@@ -382,7 +389,9 @@ impl Cache {
     #[inline]
     fn lookup_at(&self, slot: slot::Slot, req: Range, access: Access) -> Option<Handle<'_>> {
         let idx = self.index.read_at(slot);
-        let e = idx.find(req, access)?;
+        let s = idx.find(req, access)?;
+        // Only the entry's address: a hit reads the index slot, not the entry (index.rs).
+        let e: &Entry = &s.entry;
         let cell = self.held.hold(slot, e);
         if cell.is_none() {
             e.acquire();
@@ -390,15 +399,17 @@ impl Cache {
         // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the
         // store avoids dirtying the line when the entry is hit repeatedly.
         let now = self.clock.load(Ordering::Relaxed);
-        if e.last_use.load(Ordering::Relaxed) != now {
-            e.last_use.store(now, Ordering::Relaxed);
+        if s.last_use.load(Ordering::Relaxed) != now {
+            s.last_use.store(now, Ordering::Relaxed);
         }
-        let entry = NonNull::from(e);
+        let (entry, lkey, rkey) = (NonNull::from(e), s.lkey, s.rkey);
         idx.close_tallied();
         Some(Handle {
             cache: self,
             entry,
             cell,
+            lkey,
+            rkey,
         })
     }
 
@@ -510,10 +521,10 @@ impl Cache {
         // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
         // takes the current tick and moves the clock on, so later hits rank above it.
         let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
-        entry.last_use.store(stamp, Ordering::Relaxed);
         entry.lru_key.store(stamp, Ordering::Relaxed);
         entry.acquire();
         let ptr = NonNull::from(&*entry);
+        let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
         let (start, range) = (entry.range.start, entry.range);
         let displaced: Vec<Box<Entry>> = {
             let mut idx = self.index.write();
@@ -522,7 +533,7 @@ impl Cache {
                 .into_iter()
                 .filter_map(|s| idx.remove(s))
                 .collect();
-            idx.insert(entry);
+            idx.insert(entry, stamp);
             out
         };
         st.lru.insert((stamp, start));
@@ -534,6 +545,8 @@ impl Cache {
             cache: self,
             entry: ptr,
             cell: None,
+            lkey,
+            rkey,
         }
     }
 
@@ -561,6 +574,7 @@ impl Cache {
 
     fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (lkey, rkey) = (reg.lkey, reg.rkey);
         let e = Box::new(Entry::one_use(id, range, access, reg));
         let ptr = NonNull::from(&*e);
         self.zombies.lock().entries.insert(id, e);
@@ -568,6 +582,8 @@ impl Cache {
             cache: self,
             entry: ptr,
             cell: None,
+            lkey,
+            rkey,
         }
     }
 
@@ -657,14 +673,16 @@ impl Cache {
     fn release(&self, entry: NonNull<Entry>, cell: held::Cell) {
         // SAFETY: the handle's reference keeps the entry alive until it is dropped below; after
         // that only the id is used (another releaser may free the entry).
-        let e = unsafe { entry.as_ref() };
-        let id = e.id;
-        let must_reap = match cell {
+        let e = || unsafe { entry.as_ref() };
+        let reap = match cell {
             // SAFETY: `c` came from `self.held.hold` for this handle; `self.held` is alive.
-            Some(c) => unsafe { held::release(c) },
-            None => e.release(),
+            Some(c) => unsafe { held::release(c, || e().id) },
+            None => {
+                let id = e().id;
+                e().release().then_some(id)
+            }
         };
-        if must_reap {
+        if let Some(id) = reap {
             self.reap(id);
         }
     }
@@ -844,9 +862,12 @@ impl Cache {
         while let Some((stamp, start)) = st.lru.pop_first() {
             let victim = {
                 let mut idx = self.index.write();
-                let Some(e) = idx.get(start) else { continue };
+                let Some(slot) = idx.slot(start) else {
+                    continue;
+                };
+                let e = &*slot.entry;
                 // Relaxed: stamps are hints, see `lookup`.
-                let now = e.last_use.load(Ordering::Relaxed);
+                let now = slot.last_use.load(Ordering::Relaxed);
                 if now != stamp {
                     // Used since it was filed: file it again under its newer stamp.
                     e.lru_key.store(now, Ordering::Relaxed);
