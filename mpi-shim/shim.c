@@ -34,6 +34,12 @@
  *   REGCACHE_SHIM_MAX_ENTRIES=N    registrations kept cached (0/unset: default 8192)
  *   REGCACHE_SHIM_VERBOSE=1        one summary line (hits, misses, ...) on stderr at exit
  *   REGCACHE_METRICS_ADDR          not supported yet (the exporter has no C ABI): warns once
+ *   REGCACHE_SHIM_UCX=0            no UCX bridge (ucx_bridge.c): UCX keeps its own memory hooks
+ *
+ * UCX: when the process uses UCX 1.13, ucx_bridge.c makes UCX's own registration cache rely on
+ * this shim's monitor (ucm_set_external_event + ucm_vm_munmap) instead of UCX's memory hooks;
+ * every cache below tells it what it drains (on_invalidate), and it drains before every
+ * ucs_rcache_get (regcache_sync).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -51,6 +57,7 @@
 
 #include "regcache.h"
 #include "shim.h"
+#include "ucx_bridge.h"
 
 /* Access bits regcache_get() accepts; anything else is passed through. */
 #define SHIM_CACHEABLE_ACCESS (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | \
@@ -206,6 +213,13 @@ static const struct regcache_registrar_ops ops = {
 	.dereg = cb_dereg,
 };
 
+/* Every cache's on_invalidate: what the monitor drained, for UCX (ucx_bridge.c). */
+static void on_invalidate(void *arg, void *addr, size_t length)
+{
+	(void)arg;
+	ucx_bridge_invalidated(addr, length);
+}
+
 static void add_stats(struct shim_counts *t, struct regcache_cache *c)
 {
 	struct regcache_stats s = { .size = sizeof(s) };
@@ -224,6 +238,7 @@ static struct regcache_cache *pd_cache(struct ibv_pd *pd)
 		.max_bytes = shim.max_bytes,
 		.max_entries = shim.max_entries,
 		.ops = &ops,
+		.on_invalidate = on_invalidate,
 	};
 	struct regcache_stats st = { .size = sizeof(st) };
 	struct regcache_cache *c = NULL;
@@ -318,19 +333,32 @@ static int wrap(struct shim_mr *w, struct regcache_cache *c, struct ibv_pd *pd, 
 	return 0;
 }
 
+/* A pass-through registration; inside ucs_rcache_get, one UCX will cache unwatched. */
+static struct ibv_mr *passthrough_counted(struct ibv_pd *pd, void *addr, size_t length,
+					  uint64_t iova, unsigned int access, int ucx)
+{
+	struct ibv_mr *mr = passthrough(pd, addr, length, iova, access);
+
+	if (ucx && mr)
+		ucx_bridge_count_reg(0);
+	return mr;
+}
+
 static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
 			       unsigned int access)
 {
+	/* A registration UCX's rcache asked for (not libibverbs' inner call). */
+	int ucx = depth == 0 && ucx_bridge_in_get();
 	struct regcache_cache *c;
 	struct shim_mr *w;
 	int rc;
 
 	init();
 	if (!cacheable(pd, addr, length, iova, access))
-		return passthrough(pd, addr, length, iova, access);
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	c = pd_cache(pd);
 	if (!c)
-		return passthrough(pd, addr, length, iova, access);
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	w = calloc(1, sizeof(*w));
 	if (!w) {
 		errno = ENOMEM;
@@ -342,7 +370,7 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 	if (rc == -EINVAL || rc == -ECHILD || rc == -E2BIG) {
 		/* Not for the cache (e.g. a fork() child): let rdma-core decide. */
 		free(w);
-		return passthrough(pd, addr, length, iova, access);
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	}
 	if (rc) {
 		free(w);
@@ -356,6 +384,8 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 		return NULL;
 	}
 	__atomic_fetch_add(&shim.wrapped, 1, __ATOMIC_RELAXED);
+	if (ucx)
+		ucx_bridge_count_reg(1);
 	return &w->mr;
 }
 
@@ -491,6 +521,61 @@ SHIM_EXPORT int ibv_dealloc_pd(struct ibv_pd *pd)
 	return shim.dealloc_pd(pd);
 }
 
+/* ---- for ucx_bridge.c ---- */
+
+int shim_sync_all(void)
+{
+	struct shim_pd *sp;
+	int n = 0;
+
+	/* Under the lock: ibv_dealloc_pd destroys a cache under it. Nothing the drain calls
+	 * (on_invalidate -> ucm_vm_munmap -> UCX's trylock-or-queue callback) takes it. */
+	pthread_mutex_lock(&shim.lock);
+	for (sp = shim.pds; sp; sp = sp->next)
+		if (sp->cache && regcache_sync(sp->cache) > 0)
+			n++;
+	pthread_mutex_unlock(&shim.lock);
+	return n;
+}
+
+int shim_can_cache(void)
+{
+	struct regcache_attr attr = {
+		.size = sizeof(attr),
+		.monitor = REGCACHE_MONITOR_AUTO,
+		.registrar = REGCACHE_REGISTRAR_NOOP,
+	};
+	struct regcache_stats st = { .size = sizeof(st) };
+	struct regcache_cache *c = NULL;
+	int ok;
+
+	init();
+	if (!shim.enabled)
+		return 0;
+	/* The monitor the PD caches will get (REGCACHE_MONITOR), opened once to see it work;
+	 * without one, pd_cache() would disable the shim at the first registration: do it now. */
+	ok = regcache_create(&attr, &c) == 0 && regcache_stats(c, &st) == 0 &&
+	     (st.flags & REGCACHE_STATS_CACHING);
+	if (c)
+		regcache_destroy(c);
+	if (!ok) {
+		pthread_mutex_lock(&shim.lock);
+		if (shim.enabled)
+			shim_warn("cache disabled, passing every registration through: no working "
+				  "monitor (REGCACHE_MONITOR=%s)",
+				  getenv("REGCACHE_MONITOR") ? getenv("REGCACHE_MONITOR") : "auto");
+		shim.enabled = 0;
+		pthread_mutex_unlock(&shim.lock);
+	}
+	return ok;
+}
+
+int shim_is_verbose(void)
+{
+	init();
+	return shim.verbose;
+}
+
 SHIM_EXPORT int regcache_shim_counts(struct shim_counts *out)
 {
 	struct shim_pd *sp;
@@ -509,9 +594,12 @@ SHIM_EXPORT int regcache_shim_counts(struct shim_counts *out)
 
 static void summary(void)
 {
+	static const char *const states[] = { "unused", "active", "off" };
+	struct ucx_bridge_counts u;
 	struct shim_counts t;
 
 	regcache_shim_counts(&t);
+	ucx_bridge_get_counts(&u);
 	fflush(stdout);	/* keep the program's own last lines before ours */
 	fprintf(stderr,
 		"regcache_shim: pid %d %s hits=%" PRIu64 " misses=%" PRIu64 " uncacheable=%" PRIu64
@@ -521,4 +609,12 @@ static void summary(void)
 		(int)getpid(), t.enabled ? "enabled" : "disabled", t.hits, t.misses,
 		t.uncacheable, t.reregistrations, t.invalidated, t.evictions, t.registrations,
 		t.deregistrations, t.wrapped, t.passthrough);
+	if (u.state != UCX_BRIDGE_UNUSED || u.gets)
+		fprintf(stderr,
+			"regcache_shim: pid %d ucx bridge %s (UCX %u.%u.%u) rcaches=%" PRIu64
+			" rcache_gets=%" PRIu64 " drained_before_get=%" PRIu64 " forwarded=%" PRIu64
+			" registered_in_get=%" PRIu64 " unwatched=%" PRIu64 "\n",
+			(int)getpid(), u.state >= 0 && u.state <= 2 ? states[u.state] : "?",
+			u.version[0], u.version[1], u.version[2], u.rcaches, u.gets, u.syncs,
+			u.forwarded, u.get_regs, u.unwatched);
 }
