@@ -86,7 +86,8 @@ struct shim_mr {
 };
 
 static struct {
-	pthread_once_t once;
+	pthread_once_t once;		/* environment */
+	pthread_once_t verbs_once;	/* the real libibverbs functions */
 	int enabled;
 	int verbose;
 	uint64_t max_bytes;
@@ -102,6 +103,7 @@ static struct {
 	uint64_t wrapped;		/* registrations served through the cache */
 } shim = {
 	.once = PTHREAD_ONCE_INIT,
+	.verbs_once = PTHREAD_ONCE_INIT,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -141,9 +143,21 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 static void *next_sym(const char *name, const char *version)
 {
 	void *p = dlvsym(RTLD_NEXT, name, version);
+	void *h;
 
 	if (!p)
 		p = dlsym(RTLD_NEXT, name);
+	if (!p) {
+		/* libibverbs loaded by a dlopen()ed library (UCX's libuct_ib, RTLD_LOCAL) is not in
+		 * the global scope that RTLD_NEXT searches: ask the loaded library itself (its own
+		 * definition, not ours). The handle is kept: the library must stay. */
+		h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_NOLOAD);
+		if (h) {
+			p = dlvsym(h, name, version);
+			if (!p)
+				p = dlsym(h, name);
+		}
+	}
 	return p;
 }
 
@@ -151,27 +165,39 @@ static void summary(void);
 
 static void shim_init(void)
 {
-	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
-	shim.dereg = (dereg_fn)next_sym("ibv_dereg_mr", "IBVERBS_1.1");
-	shim.rereg = (rereg_fn)next_sym("ibv_rereg_mr", "IBVERBS_1.1");
-	shim.dealloc_pd = (dealloc_pd_fn)next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
 	shim.enabled = env_u64("REGCACHE_SHIM_ENABLE", 1) != 0;
 	shim.verbose = env_u64("REGCACHE_SHIM_VERBOSE", 0) != 0;
 	shim.max_bytes = env_u64("REGCACHE_SHIM_MAX_BYTES", 0);
 	shim.max_entries = env_u64("REGCACHE_SHIM_MAX_ENTRIES", 0);
-	if (!shim.reg_iova2 || !shim.dereg || !shim.rereg || !shim.dealloc_pd) {
-		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
-		shim.enabled = 0;
-	}
 	if (shim.enabled && getenv("REGCACHE_METRICS_ADDR"))
 		shim_warn("REGCACHE_METRICS_ADDR ignored: the metrics exporter has no C interface yet; use REGCACHE_SHIM_VERBOSE=1");
 	if (shim.verbose)
 		atexit(summary);
 }
 
+/* The environment only: also called by the UCX bridge, possibly before libibverbs is loaded. */
 static void init(void)
 {
 	pthread_once(&shim.once, shim_init);
+}
+
+static void verbs_init(void)
+{
+	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
+	shim.dereg = (dereg_fn)next_sym("ibv_dereg_mr", "IBVERBS_1.1");
+	shim.rereg = (rereg_fn)next_sym("ibv_rereg_mr", "IBVERBS_1.1");
+	shim.dealloc_pd = (dealloc_pd_fn)next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
+	if (!shim.reg_iova2 || !shim.dereg || !shim.rereg || !shim.dealloc_pd) {
+		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
+		shim.enabled = 0;
+	}
+}
+
+/* From the verbs entry points: the caller has libibverbs loaded by now. */
+static void init_verbs(void)
+{
+	init();
+	pthread_once(&shim.verbs_once, verbs_init);
 }
 
 /* ---- the CUSTOM registrar: the real rdma-core calls in the program's PD ---- */
@@ -353,7 +379,7 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 	struct shim_mr *w;
 	int rc;
 
-	init();
+	init_verbs();
 	if (!cacheable(pd, addr, length, iova, access))
 		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	c = pd_cache(pd);
@@ -414,7 +440,7 @@ SHIM_EXPORT int ibv_dereg_mr(struct ibv_mr *mr)
 	struct shim_mr *w = (struct shim_mr *)mr;
 	int rc = 0;
 
-	init();
+	init_verbs();
 	if (!mr || !shim_set_remove(&wrappers, w)) {
 		if (!shim.dereg)
 			return ENOSYS;
@@ -450,7 +476,7 @@ SHIM_EXPORT int ibv_rereg_mr(struct ibv_mr *mr, int flags, struct ibv_pd *pd, vo
 	struct ibv_mr *real;
 	int rc = -1;
 
-	init();
+	init_verbs();
 	if (!mr || !shim_set_contains(&wrappers, w))
 		return shim.rereg ? shim.rereg(mr, flags, pd, addr, length, access) : ENOSYS;
 	if (flags & ~IBV_REREG_MR_FLAGS_SUPPORTED)
@@ -500,7 +526,7 @@ SHIM_EXPORT int ibv_dealloc_pd(struct ibv_pd *pd)
 {
 	struct shim_pd **pp, *sp = NULL;
 
-	init();
+	init_verbs();
 	pthread_mutex_lock(&shim.lock);
 	for (pp = &shim.pds; *pp; pp = &(*pp)->next) {
 		if ((*pp)->pd == pd) {
