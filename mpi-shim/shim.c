@@ -37,9 +37,9 @@
  *   REGCACHE_SHIM_UCX=0            no UCX bridge (ucx_bridge.c): UCX keeps its own memory hooks
  *
  * UCX: when the process uses UCX 1.13, ucx_bridge.c makes UCX's own registration cache rely on
- * this shim's monitor (ucm_set_external_event + ucm_vm_munmap) instead of UCX's memory hooks;
- * every cache below tells it what it drains (on_invalidate), and it drains before every
- * ucs_rcache_get (regcache_sync).
+ * this shim's monitor (ucm_set_external_event + ucm_vm_munmap) instead of UCX's memory hooks
+ * (with UCX_MEM_MMAP_HOOK_MODE=none; see there); every cache below tells it what it drains
+ * (on_invalidate), and it drains before every ucs_rcache_get (regcache_sync).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

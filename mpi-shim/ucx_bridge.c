@@ -8,13 +8,25 @@
  * does not make ucm_set_event_handler() install UCM's mmap/munmap/brk hooks (ucm/event/event.c:
  * the install is skipped when `events & ucm_external_events`); whoever declared it calls
  * ucm_vm_munmap(addr, len), which runs every UCM_EVENT_VM_UNMAPPED handler, among them each
- * rcache's ucs_rcache_unmapped_callback. Open MPI 4.1 does the same with its own hooks
- * (opal/mca/common/ucx: --mca opal_common_ucx_opal_mem_hooks 1).
+ * rcache's ucs_rcache_unmapped_callback.
+ *
+ * Who else feeds UCX (seen with UCX_MEM_LOG_LEVEL=debug in vmtest/test-ucx.sh):
+ * - UCX 1.13 itself, in its default UCX_MEM_MMAP_HOOK_MODE=bistro, patches mmap, munmap,
+ *   mremap, shmat, shmdt, sbrk, brk and madvise as soon as libucs loads ("mmap installed events
+ *   = 0x300ff"), whatever is external later, and those hooks keep calling the handlers. Only
+ *   UCX_MEM_MMAP_HOOK_MODE=none leaves the shim's monitor as UCX's only source.
+ * - Open MPI 4.1 (Debian's 4.1.4) declares the event external itself and feeds it from OPAL's
+ *   own patcher hooks (opal_common_ucx_opal_mem_hooks, default true); --mca
+ *   opal_common_ucx_opal_mem_hooks 0 turns that off.
+ * Several sources are correct, only redundant. With UCX_MEM_MMAP_HOOK_MODE=none and the bridge
+ * off (and Open MPI's hooks off), UCX cannot subscribe to VM_UNMAPPED, creates no rcache and
+ * registers per use: slower, still correct (the "off" run of vmtest/test-ucx.sh).
  *
  * What the bridge does
  * 1. It interposes ucs_rcache_create (libucs; libuct_ib and libucp call it through the PLT:
  *    R_X86_64_JUMP_SLOT in Debian 12's UCX 1.13.1). On the first call, before forwarding it,
- *    the rcache's ucm_set_event_handler(UCM_EVENT_VM_UNMAPPED...) has not run yet: if UCX is
+ *    no rcache has subscribed to UCM_EVENT_VM_UNMAPPED yet (UCP's and each IB memory domain's
+ *    rcache subscribe inside ucs_rcache_create): if UCX is
  *    1.13 (ucp_get_version), the shim can cache (a monitor works) and REGCACHE_SHIM_UCX is not
  *    0, it calls ucm_set_external_event(UCM_EVENT_VM_UNMAPPED). Libraries are found with
  *    dlopen(RTLD_NOLOAD): a process that has not loaded UCX never loads it because of us; the
@@ -169,7 +181,7 @@ static void activate(void)
 	int asked = getenv("REGCACHE_SHIM_UCX") != NULL;
 	ucp_version_fn version;
 	set_external_fn set_external;
-	const char *why = NULL;
+	const char *why = NULL, *hooks;
 
 	if (!env_flag("REGCACHE_SHIM_UCX", 1)) {
 		set_state(UCX_BRIDGE_OFF);
@@ -203,9 +215,12 @@ static void activate(void)
 	}
 	set_external(SHIM_UCM_EVENT_VM_UNMAPPED);
 	set_state(UCX_BRIDGE_ACTIVE);
+	hooks = getenv("UCX_MEM_MMAP_HOOK_MODE");
 	if (verbose)
 		bridge_warn("UCX %u.%u.%u: UCM_EVENT_VM_UNMAPPED is external, fed by the shim's "
-			    "monitor%s%s", ub.version[0], ub.version[1], ub.version[2],
+			    "monitor%s%s%s", ub.version[0], ub.version[1], ub.version[2],
+			    hooks && !strcmp(hooks, "none") ? "" :
+			    " (UCX's own mmap hooks still run too: UCX_MEM_MMAP_HOOK_MODE=none)",
 			    ub.no_forward ? " (DANGER: not forwarded)" : "",
 			    ub.no_sync ? " (DANGER: no sync before ucs_rcache_get)" : "");
 }

@@ -9,13 +9,14 @@
 # its own hooks), so the shim is the only one telling UCX. Runs:
 #   plain       Open MPI + UCX as installed (their own hooks), no shim, for reference
 #   bridge      the shim with the bridge, REGCACHE_MONITOR=ummunotify: every message intact
+#   off         the shim with REGCACHE_SHIM_UCX=0, hooks still off: UCX cannot cache, intact
 #   no_forward  negative control: external events declared, nothing forwarded: must corrupt
 #   no_sync     the bridge without the drain before ucs_rcache_get: must corrupt (why it exists)
 # Prints "N passed, M failed". Only 6.12 by default: on 6.1 rxe logs "Failed sending ACK" about
 # once a second and every run (with or without the shim) takes ~80 s instead of ~12 s; it
 # passes there too (--kernels "6.12 6.1").
 #   vmtest/test-ucx.sh [--kernels "6.12 6.1"] [--msgs N]
-#                      [--runs "plain bridge no_forward no_sync"]
+#                      [--runs "plain bridge off no_forward no_sync"]
 #                      [--keep]   (keep the logs, also when everything passed)
 #   vmtest/test-ucx.sh --guest MSGS RUNS     (inside guest-rxe.sh; used by the above)
 set -u
@@ -24,7 +25,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 B=$ROOT/mpi-shim/build
 kernels="6.12"
 msgs=64
-runs="plain bridge no_forward no_sync"
+runs="plain bridge off no_forward no_sync"
 keep=0
 
 pass=0 fail=0
@@ -78,6 +79,7 @@ guest() {
 
 	case " $RUNS " in *" plain "*) run_plain ;; esac
 	case " $RUNS " in *" bridge "*) run_bridge ;; esac
+	case " $RUNS " in *" off "*) run_off ;; esac
 	case " $RUNS " in *" no_forward "*) run_no_forward ;; esac
 	case " $RUNS " in *" no_sync "*) run_no_sync ;; esac
 	cp "$OUT"/*.log "$VMTEST_OUT"/ 2>/dev/null
@@ -151,6 +153,23 @@ run_bridge() {
 	fi
 }
 
+run_off() {
+	# REGCACHE_SHIM_UCX=0 with UCX's and Open MPI's hooks still off: nobody can feed UCX's
+	# cache, so UCX must not cache (it cannot subscribe to VM_UNMAPPED) and stay correct.
+	mpi off REGCACHE_SHIM_UCX=0 UCX_LOG_LEVEL=info UCX_MEM_LOG_LEVEL=debug
+	grep -E "UCX +(INFO|DEBUG|WARN)" "$OUT/off.log" |
+		grep -iE "external|hook|rcache|reg_methods|events" |
+		sed -E 's/^\[[0-9.]+\] \[[^]]*\] +//' | sort | uniq -c | sort -rn | head -8 |
+		sed 's/^/#   UCX: /'
+	read -r rc <"$OUT/off.rc"
+	if [ "$rc" = 0 ] && [ "$(bad_of off)" = 0 ] &&
+		[ "$(grep -c 'ucx bridge off' "$OUT/off.log")" = 2 ]; then
+		ok "off.every_message_intact"
+	else
+		nok "off.every_message_intact (exit $rc, bad=$(bad_of off))"
+	fi
+}
+
 run_no_forward() {
 	# Negative control: UCX relies on external events, nobody forwards them. The same test
 	# must see corrupted messages, or it would prove nothing.
@@ -175,7 +194,7 @@ run_no_sync() {
 }
 
 if [ "${1:-}" = --guest ]; then
-	guest "$2" "${3:-plain bridge no_forward no_sync}"
+	guest "$2" "${3:-plain bridge off no_forward no_sync}"
 	exit
 fi
 while [ $# -gt 0 ]; do
