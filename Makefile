@@ -27,7 +27,8 @@ unit: deps
 
 # Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, the
 # oracle and the demo with the ummunotify monitor, doctor, and the two-process RDMA test over
-# Soft-RoCE with both monitors and the negative control (vmtest/README.md).
+# Soft-RoCE with both monitors and the negative control, the shim, the libfabric and UCX
+# bridges (the UCX one with Open MPI, on 6.12 only: see vmtest/test-ucx.sh) (vmtest/README.md).
 vmtest: deps
 	vmtest/setup.sh
 	vmtest/test-kmod.sh
@@ -36,6 +37,7 @@ vmtest: deps
 	vmtest/test-rdma.sh
 	vmtest/test-shim.sh
 	vmtest/test-ofi.sh
+	vmtest/test-ucx.sh
 
 test: lint unit vmtest
 

@@ -40,10 +40,16 @@
  *                                  local rank is added to the port). Unset: the
  *                                  REGCACHE_METRICS_ADDR / _TEXTFILE_DIR / _INTERVAL variables.
  *                                  A bad value: one warning, the cache works without metrics.
+ *   REGCACHE_SHIM_UCX=0            no UCX bridge (ucx_bridge.c): UCX keeps its own memory hooks
  *
  * The exporter starts with the first interposed call (not at load: LD_PRELOAD also reaches
  * wrappers such as timeout(1), which must not take the port), and stops at exit after writing
  * the textfile a last time.
+ *
+ * UCX: when the process uses UCX 1.13, ucx_bridge.c makes UCX's own registration cache rely on
+ * this shim's monitor (ucm_set_external_event + ucm_vm_munmap) instead of UCX's memory hooks
+ * (with UCX_MEM_MMAP_HOOK_MODE=none; see there); every cache below tells it what it drains
+ * (on_invalidate), and it drains before every ucs_rcache_get (regcache_sync).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -61,6 +67,7 @@
 
 #include "regcache.h"
 #include "shim.h"
+#include "ucx_bridge.h"
 
 /* Access bits regcache_get() accepts; anything else is passed through. */
 #define SHIM_CACHEABLE_ACCESS (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | \
@@ -89,7 +96,8 @@ struct shim_mr {
 };
 
 static struct {
-	pthread_once_t once;
+	pthread_once_t once;		/* environment */
+	pthread_once_t verbs_once;	/* the real libibverbs functions */
 	int enabled;
 	int verbose;
 	uint64_t max_bytes;
@@ -106,6 +114,7 @@ static struct {
 	uint64_t wrapped;		/* registrations served through the cache */
 } shim = {
 	.once = PTHREAD_ONCE_INIT,
+	.verbs_once = PTHREAD_ONCE_INIT,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -145,9 +154,21 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 static void *next_sym(const char *name, const char *version)
 {
 	void *p = dlvsym(RTLD_NEXT, name, version);
+	void *h;
 
 	if (!p)
 		p = dlsym(RTLD_NEXT, name);
+	if (!p) {
+		/* libibverbs loaded by a dlopen()ed library (UCX's libuct_ib, RTLD_LOCAL) is not in
+		 * the global scope that RTLD_NEXT searches: ask the loaded library itself (its own
+		 * definition, not ours). The handle is kept: the library must stay. */
+		h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_NOLOAD);
+		if (h) {
+			p = dlvsym(h, name, version);
+			if (!p)
+				p = dlsym(h, name);
+		}
+	}
 	return p;
 }
 
@@ -193,18 +214,10 @@ static void start_metrics(void)
 
 static void shim_init(void)
 {
-	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
-	shim.dereg = (dereg_fn)next_sym("ibv_dereg_mr", "IBVERBS_1.1");
-	shim.rereg = (rereg_fn)next_sym("ibv_rereg_mr", "IBVERBS_1.1");
-	shim.dealloc_pd = (dealloc_pd_fn)next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
 	shim.enabled = env_u64("REGCACHE_SHIM_ENABLE", 1) != 0;
 	shim.verbose = env_u64("REGCACHE_SHIM_VERBOSE", 0) != 0;
 	shim.max_bytes = env_u64("REGCACHE_SHIM_MAX_BYTES", 0);
 	shim.max_entries = env_u64("REGCACHE_SHIM_MAX_ENTRIES", 0);
-	if (!shim.reg_iova2 || !shim.dereg || !shim.rereg || !shim.dealloc_pd) {
-		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
-		shim.enabled = 0;
-	}
 	if (shim.verbose)
 		atexit(summary);
 	/* After summary's atexit, so that the exporter stops (last textfile) before it prints. */
@@ -212,9 +225,29 @@ static void shim_init(void)
 		start_metrics();
 }
 
+/* The environment only: also called by the UCX bridge, possibly before libibverbs is loaded. */
 static void init(void)
 {
 	pthread_once(&shim.once, shim_init);
+}
+
+static void verbs_init(void)
+{
+	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
+	shim.dereg = (dereg_fn)next_sym("ibv_dereg_mr", "IBVERBS_1.1");
+	shim.rereg = (rereg_fn)next_sym("ibv_rereg_mr", "IBVERBS_1.1");
+	shim.dealloc_pd = (dealloc_pd_fn)next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
+	if (!shim.reg_iova2 || !shim.dereg || !shim.rereg || !shim.dealloc_pd) {
+		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
+		shim.enabled = 0;
+	}
+}
+
+/* From the verbs entry points: the caller has libibverbs loaded by now. */
+static void init_verbs(void)
+{
+	init();
+	pthread_once(&shim.verbs_once, verbs_init);
 }
 
 /* ---- the CUSTOM registrar: the real rdma-core calls in the program's PD ---- */
@@ -256,6 +289,13 @@ static const struct regcache_registrar_ops ops = {
 	.dereg = cb_dereg,
 };
 
+/* Every cache's on_invalidate: what the monitor drained, for UCX (ucx_bridge.c). */
+static void on_invalidate(void *arg, void *addr, size_t length)
+{
+	(void)arg;
+	ucx_bridge_invalidated(addr, length);
+}
+
 static void add_stats(struct shim_counts *t, struct regcache_cache *c)
 {
 	struct regcache_stats s = { .size = sizeof(s) };
@@ -274,6 +314,7 @@ static struct regcache_cache *pd_cache(struct ibv_pd *pd)
 		.max_bytes = shim.max_bytes,
 		.max_entries = shim.max_entries,
 		.ops = &ops,
+		.on_invalidate = on_invalidate,
 	};
 	struct regcache_stats st = { .size = sizeof(st) };
 	struct regcache_cache *c = NULL;
@@ -373,19 +414,32 @@ static int wrap(struct shim_mr *w, struct regcache_cache *c, struct ibv_pd *pd, 
 	return 0;
 }
 
+/* A pass-through registration; inside ucs_rcache_get, one UCX will cache unwatched. */
+static struct ibv_mr *passthrough_counted(struct ibv_pd *pd, void *addr, size_t length,
+					  uint64_t iova, unsigned int access, int ucx)
+{
+	struct ibv_mr *mr = passthrough(pd, addr, length, iova, access);
+
+	if (ucx && mr)
+		ucx_bridge_count_reg(0);
+	return mr;
+}
+
 static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
 			       unsigned int access)
 {
+	/* A registration UCX's rcache asked for (not libibverbs' inner call). */
+	int ucx = depth == 0 && ucx_bridge_in_get();
 	struct regcache_cache *c;
 	struct shim_mr *w;
 	int rc;
 
-	init();
+	init_verbs();
 	if (!cacheable(pd, addr, length, iova, access))
-		return passthrough(pd, addr, length, iova, access);
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	c = pd_cache(pd);
 	if (!c)
-		return passthrough(pd, addr, length, iova, access);
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	w = calloc(1, sizeof(*w));
 	if (!w) {
 		errno = ENOMEM;
@@ -397,7 +451,7 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 	if (rc == -EINVAL || rc == -ECHILD || rc == -E2BIG) {
 		/* Not for the cache (e.g. a fork() child): let rdma-core decide. */
 		free(w);
-		return passthrough(pd, addr, length, iova, access);
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	}
 	if (rc) {
 		free(w);
@@ -411,6 +465,8 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 		return NULL;
 	}
 	__atomic_fetch_add(&shim.wrapped, 1, __ATOMIC_RELAXED);
+	if (ucx)
+		ucx_bridge_count_reg(1);
 	return &w->mr;
 }
 
@@ -439,7 +495,7 @@ SHIM_EXPORT int ibv_dereg_mr(struct ibv_mr *mr)
 	struct shim_mr *w = (struct shim_mr *)mr;
 	int rc = 0;
 
-	init();
+	init_verbs();
 	if (!mr || !shim_set_remove(&wrappers, w)) {
 		if (!shim.dereg)
 			return ENOSYS;
@@ -475,7 +531,7 @@ SHIM_EXPORT int ibv_rereg_mr(struct ibv_mr *mr, int flags, struct ibv_pd *pd, vo
 	struct ibv_mr *real;
 	int rc = -1;
 
-	init();
+	init_verbs();
 	if (!mr || !shim_set_contains(&wrappers, w))
 		return shim.rereg ? shim.rereg(mr, flags, pd, addr, length, access) : ENOSYS;
 	if (flags & ~IBV_REREG_MR_FLAGS_SUPPORTED)
@@ -525,7 +581,7 @@ SHIM_EXPORT int ibv_dealloc_pd(struct ibv_pd *pd)
 {
 	struct shim_pd **pp, *sp = NULL;
 
-	init();
+	init_verbs();
 	pthread_mutex_lock(&shim.lock);
 	for (pp = &shim.pds; *pp; pp = &(*pp)->next) {
 		if ((*pp)->pd == pd) {
@@ -546,6 +602,61 @@ SHIM_EXPORT int ibv_dealloc_pd(struct ibv_pd *pd)
 	return shim.dealloc_pd(pd);
 }
 
+/* ---- for ucx_bridge.c ---- */
+
+int shim_sync_all(void)
+{
+	struct shim_pd *sp;
+	int n = 0;
+
+	/* Under the lock: ibv_dealloc_pd destroys a cache under it. Nothing the drain calls
+	 * (on_invalidate -> ucm_vm_munmap -> UCX's trylock-or-queue callback) takes it. */
+	pthread_mutex_lock(&shim.lock);
+	for (sp = shim.pds; sp; sp = sp->next)
+		if (sp->cache && regcache_sync(sp->cache) > 0)
+			n++;
+	pthread_mutex_unlock(&shim.lock);
+	return n;
+}
+
+int shim_can_cache(void)
+{
+	struct regcache_attr attr = {
+		.size = sizeof(attr),
+		.monitor = REGCACHE_MONITOR_AUTO,
+		.registrar = REGCACHE_REGISTRAR_NOOP,
+	};
+	struct regcache_stats st = { .size = sizeof(st) };
+	struct regcache_cache *c = NULL;
+	int ok;
+
+	init();
+	if (!shim.enabled)
+		return 0;
+	/* The monitor the PD caches will get (REGCACHE_MONITOR), opened once to see it work;
+	 * without one, pd_cache() would disable the shim at the first registration: do it now. */
+	ok = regcache_create(&attr, &c) == 0 && regcache_stats(c, &st) == 0 &&
+	     (st.flags & REGCACHE_STATS_CACHING);
+	if (c)
+		regcache_destroy(c);
+	if (!ok) {
+		pthread_mutex_lock(&shim.lock);
+		if (shim.enabled)
+			shim_warn("cache disabled, passing every registration through: no working "
+				  "monitor (REGCACHE_MONITOR=%s)",
+				  getenv("REGCACHE_MONITOR") ? getenv("REGCACHE_MONITOR") : "auto");
+		shim.enabled = 0;
+		pthread_mutex_unlock(&shim.lock);
+	}
+	return ok;
+}
+
+int shim_is_verbose(void)
+{
+	init();
+	return shim.verbose;
+}
+
 SHIM_EXPORT int regcache_shim_counts(struct shim_counts *out)
 {
 	struct shim_pd *sp;
@@ -564,9 +675,12 @@ SHIM_EXPORT int regcache_shim_counts(struct shim_counts *out)
 
 static void summary(void)
 {
+	static const char *const states[] = { "unused", "active", "off" };
+	struct ucx_bridge_counts u;
 	struct shim_counts t;
 
 	regcache_shim_counts(&t);
+	ucx_bridge_get_counts(&u);
 	fflush(stdout);	/* keep the program's own last lines before ours */
 	fprintf(stderr,
 		"regcache_shim: pid %d %s hits=%" PRIu64 " misses=%" PRIu64 " uncacheable=%" PRIu64
@@ -576,4 +690,12 @@ static void summary(void)
 		(int)getpid(), t.enabled ? "enabled" : "disabled", t.hits, t.misses,
 		t.uncacheable, t.reregistrations, t.invalidated, t.evictions, t.registrations,
 		t.deregistrations, t.wrapped, t.passthrough);
+	if (u.state != UCX_BRIDGE_UNUSED || u.gets)
+		fprintf(stderr,
+			"regcache_shim: pid %d ucx bridge %s (UCX %u.%u.%u) rcaches=%" PRIu64
+			" rcache_gets=%" PRIu64 " drained_before_get=%" PRIu64 " forwarded=%" PRIu64
+			" registered_in_get=%" PRIu64 " unwatched=%" PRIu64 "\n",
+			(int)getpid(), u.state >= 0 && u.state <= 2 ? states[u.state] : "?",
+			u.version[0], u.version[1], u.version[2], u.rcaches, u.gets, u.syncs,
+			u.forwarded, u.get_regs, u.unwatched);
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the host tests need (idempotent; Debian 12, root).
-# The VM tests install their own (vmtest/setup.sh).
+# The VM harness installs its own (vmtest/setup.sh); Open MPI and UCX for vmtest/test-ucx.sh
+# (the UCX bridge; the guest runs the host's binaries) are here.
 set -euo pipefail
-need=(build-essential pkg-config linux-libc-dev libucx-dev libibverbs-dev librdmacm-dev libclang-dev)
+need=(build-essential pkg-config linux-libc-dev libucx-dev libibverbs-dev librdmacm-dev libclang-dev
+    openmpi-bin libopenmpi-dev libucx0 ucx-utils)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

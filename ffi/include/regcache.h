@@ -22,8 +22,8 @@
  *   destroyed before it is stopped.
  * - Destroying a cache with registrations still in use is allowed: they stay valid, and the last
  *   regcache_release() frees the cache's remains. Using a handle after its end is undefined.
- * - The library keeps no pointer to caller structs after a call returns, except attr->pd and
- *   attr->ops_context, which it borrows for the cache's life.
+ * - The library keeps no pointer to caller structs after a call returns, except attr->pd,
+ *   attr->ops_context and attr->on_invalidate_arg, which it borrows for the cache's life.
  *
  * Threads and processes
  * - All functions are thread-safe; one registration may be used from several threads, but must
@@ -190,6 +190,23 @@ struct regcache_registrar_ops {
 };
 
 /**
+ * The invalidation callback of `regcache_attr.on_invalidate`: `[addr, addr + length)` changed
+ * (`addr` 0 and `length` SIZE_MAX: everything, after a monitor failure).
+ *
+ * When: every time the cache drains its monitor, once per reported range, before the drain's
+ * effects are visible to lookups: inside regcache_get() (a miss, or a hit after the monitor's
+ * counter moved) and regcache_sync(), on the calling thread. So once regcache_sync() returns,
+ * the callback has seen every change made before the call. Ranges may repeat, may be larger
+ * than what changed (whole registrations), and may no longer be cached.
+ *
+ * Rules: it runs under the cache's internal lock, so it must not call any regcache function
+ * on the same cache (deadlock), must not block on anything a regcache caller may hold, must
+ * not unwind (no C++ exception, no longjmp out), and should be quick. With several caches it
+ * may run on several threads at once. Never called in a fork() child of the creator.
+ */
+typedef void (*regcache_invalidate_fn)(void *arg, void *addr, size_t length);
+
+/**
  * How to build a cache (regcache_create). Zero-initialise it, set `size` to
  * `sizeof(struct regcache_attr)` and `registrar`; every other zero field means "default".
  * Fields that do not apply to the chosen registrar must stay zero (-EINVAL otherwise).
@@ -248,6 +265,18 @@ struct regcache_attr {
      * REGCACHE_REGISTRAR_CUSTOM: passed unchanged to every callback. Borrowed like `pd`.
      */
     void *ops_context;
+    /**
+     * Optional: told every range the cache's monitor reports changed (unmapped, remapped,
+     * madvise'd), to keep another cache coherent (UCX: `ucm_vm_munmap(addr, length)`). See
+     * `regcache_invalidate_fn` for when and on which thread it runs. NULL: no callback.
+     * (Appended: callers compiled against an older header, with a smaller `size`, get NULL.)
+     */
+    regcache_invalidate_fn on_invalidate;
+    /**
+     * Passed unchanged to `on_invalidate` (must be NULL when `on_invalidate` is). Borrowed
+     * like `pd`: it must stay valid until the cache is gone.
+     */
+    void *on_invalidate_arg;
 };
 
 /**
@@ -466,6 +495,20 @@ int regcache_mr_query(const struct regcache_mr *mr, struct regcache_mr_info *inf
  * `cache` is NULL or a live cache. `addr` is not dereferenced.
  */
 int regcache_invalidate(struct regcache_cache *cache, const void *addr, size_t length);
+
+/**
+ * Checks the cache's monitor and, if its counter moved, applies the pending invalidations now
+ * (calling `attr->on_invalidate` for each). Cheap when nothing changed: one load of the counter
+ * (plus one ioctl with the userfaultfd monitor). regcache_get() does this itself; call it
+ * before looking up another cache that `on_invalidate` keeps coherent, whose hits never reach
+ * regcache_get() (the LD_PRELOAD shim calls it before UCX's ucs_rcache_get). Returns 1 when it
+ * drained, 0 when nothing had changed (or the cache is not caching), -EINVAL for a NULL or
+ * invalid `cache`, -ECHILD in a fork() child of the cache's creator. Thread-safe.
+ *
+ * # Safety
+ * `cache` is NULL or a live cache.
+ */
+int regcache_sync(struct regcache_cache *cache);
 
 /**
  * Removes every cached registration (those in use are deregistered on release).

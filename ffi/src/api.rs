@@ -5,7 +5,7 @@ use crate::types::*;
 use regcache_core::monitor::select::{self, Choice};
 use regcache_core::registrar::noop::NoopRegistrar;
 use regcache_core::registrar::uring::{SoftNic, MAX_SLOTS};
-use regcache_core::{Access, Cache, Config, MonitorKind, Registrar};
+use regcache_core::{Access, Cache, Config, InvalidateHook, MonitorKind, Range, Registrar};
 use std::ffi::c_void;
 use std::os::raw::{c_char, c_int};
 use std::ptr::NonNull;
@@ -63,7 +63,40 @@ fn unused_fields_zero(a: &regcache_attr) -> Result<(), Fail> {
             "attr->ops is set but the registrar is not CUSTOM",
         ));
     }
+    if a.on_invalidate.is_none() && !a.on_invalidate_arg.is_null() {
+        return Err(Fail::inval(
+            "attr->on_invalidate_arg is set but attr->on_invalidate is NULL",
+        ));
+    }
     Ok(())
+}
+
+/// The caller's `on_invalidate` callback and its argument, as the core cache's hook.
+struct CallerHook {
+    f: unsafe extern "C" fn(*mut c_void, *mut c_void, usize),
+    arg: *mut c_void,
+}
+
+// SAFETY: the header (regcache_invalidate_fn) requires the callback and its argument to be
+// usable from any thread, concurrently.
+unsafe impl Send for CallerHook {}
+// SAFETY: as above; the hook only reads its two fields.
+unsafe impl Sync for CallerHook {}
+
+impl CallerHook {
+    fn call(&self, r: Range) {
+        // SAFETY: the caller's callback with its own argument, called as the header documents
+        // (the range is plain numbers; nothing of ours is lent to it).
+        unsafe { (self.f)(self.arg, r.start as *mut c_void, r.len()) }
+    }
+}
+
+fn invalidate_hook(a: &regcache_attr) -> Option<InvalidateHook> {
+    let hook = CallerHook {
+        f: a.on_invalidate?,
+        arg: a.on_invalidate_arg,
+    };
+    Some(InvalidateHook(Arc::new(move |r: Range| hook.call(r))))
 }
 
 type Registrars = (Arc<dyn Registrar>, Option<Arc<SoftNic>>);
@@ -159,7 +192,7 @@ pub unsafe extern "C" fn regcache_create(
             danger_ignore_invalidations: a.flags
                 & regcache_attr_flags::REGCACHE_ATTR_DANGER_IGNORE_INVALIDATIONS as u64
                 != 0,
-            on_invalidate: None,
+            on_invalidate: invalidate_hook(&a),
         };
         // SAFETY: forwarded contract on `attr->ops`.
         let (registrar, nic) = unsafe { make_registrar(&a) }?;
@@ -372,6 +405,25 @@ pub unsafe extern "C" fn regcache_invalidate(
         refuse_in_child(c)?;
         let n = c.cache.invalidate(addr as usize, length)?;
         Ok(c_int::try_from(n).unwrap_or(c_int::MAX))
+    })
+}
+
+/// Checks the cache's monitor and, if its counter moved, applies the pending invalidations now
+/// (calling `attr->on_invalidate` for each). Cheap when nothing changed: one load of the counter
+/// (plus one ioctl with the userfaultfd monitor). regcache_get() does this itself; call it
+/// before looking up another cache that `on_invalidate` keeps coherent, whose hits never reach
+/// regcache_get() (the LD_PRELOAD shim calls it before UCX's ucs_rcache_get). Returns 1 when it
+/// drained, 0 when nothing had changed (or the cache is not caching), -EINVAL for a NULL or
+/// invalid `cache`, -ECHILD in a fork() child of the cache's creator. Thread-safe.
+///
+/// # Safety
+/// `cache` is NULL or a live cache.
+#[no_mangle]
+pub unsafe extern "C" fn regcache_sync(cache: *mut regcache_cache) -> c_int {
+    guard("regcache_sync", || {
+        // SAFETY: forwarded contract.
+        let c = unsafe { cache_ref(cache) }?;
+        Ok(c_int::from(c.cache.sync()?))
     })
 }
 

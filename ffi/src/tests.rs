@@ -21,6 +21,8 @@ fn attr(registrar: regcache_registrar, monitor: regcache_monitor) -> regcache_at
         pd: null_mut(),
         ops: null(),
         ops_context: null_mut(),
+        on_invalidate: None,
+        on_invalidate_arg: null_mut(),
     }
 }
 
@@ -102,6 +104,99 @@ fn create_rejects_bad_attributes() {
     };
     bad.ops = &ops;
     assert_eq!(create(&bad), Err(EINVAL), "custom without callbacks");
+    let mut bad = noop_attr();
+    bad.on_invalidate_arg = 8 as *mut c_void;
+    assert_eq!(
+        create(&bad),
+        Err(EINVAL),
+        "callback argument without a callback"
+    );
+    assert!(last_error().contains("on_invalidate_arg"));
+}
+
+/// Ranges the invalidation callback was given, in order (the callback's argument).
+type Seen = std::sync::Mutex<Vec<(usize, usize)>>;
+
+unsafe extern "C" fn record(arg: *mut c_void, addr: *mut c_void, length: usize) {
+    // SAFETY: the tests pass a live `Seen` as the argument.
+    let seen = unsafe { &*arg.cast::<Seen>() };
+    seen.lock().unwrap().push((addr as usize, length));
+}
+
+fn sync(c: *mut regcache_cache) -> i32 {
+    // SAFETY: the tests pass live caches (or NULL, which must be reported).
+    unsafe { regcache_sync(c) }
+}
+
+fn destroy(c: *mut regcache_cache) {
+    // SAFETY: a live cache, not used again by the caller.
+    assert_eq!(unsafe { regcache_destroy(c) }, 0);
+}
+
+#[test]
+fn sync_drains_and_calls_the_invalidation_callback() {
+    assert_eq!(sync(null_mut()), EINVAL);
+    let c = create(&noop_attr()).unwrap();
+    assert_eq!(sync(c), 0, "no monitor: nothing to drain");
+    destroy(c);
+
+    let seen = Seen::default();
+    let mut a = attr(
+        regcache_registrar::REGCACHE_REGISTRAR_NOOP,
+        regcache_monitor::REGCACHE_MONITOR_AUTO,
+    );
+    a.on_invalidate = Some(record);
+    a.on_invalidate_arg = (&seen as *const Seen).cast_mut().cast();
+    let c = create(&a).unwrap();
+    let mut st = regcache_stats {
+        size: size_of::<regcache_stats>(),
+        ..Default::default()
+    };
+    // SAFETY: a live cache and a writable stats struct of its size.
+    assert_eq!(unsafe { regcache_stats(c, &mut st) }, 0);
+    if st.flags & regcache_stats_flags::REGCACHE_STATS_CACHING as u32 == 0 {
+        eprintln!("skipped: no working monitor here");
+        destroy(c);
+        return;
+    }
+    let len = 4 * 4096;
+    // SAFETY: a new anonymous mapping, owned by this test.
+    let p = unsafe {
+        libc::mmap(
+            null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let mut mr = null_mut();
+    // SAFETY: a live cache, a writable output pointer; the handle is released once.
+    unsafe {
+        assert_eq!(regcache_get(c, p, len, 1, &mut mr), 0);
+        assert_eq!(regcache_release(mr), 0);
+    }
+    assert_eq!(sync(c), 0, "nothing changed");
+    assert!(seen.lock().unwrap().is_empty());
+
+    let second = p as usize + 4096;
+    // SAFETY: one page of the test's own mapping, which nothing else uses.
+    assert_eq!(unsafe { libc::munmap(second as *mut c_void, 4096) }, 0);
+    assert_eq!(sync(c), 1, "the counter moved");
+    let got = seen.lock().unwrap().clone();
+    assert!(
+        !got.is_empty()
+            && got
+                .iter()
+                .all(|&(s, l)| s <= second && second + 4096 <= s + l),
+        "the callback saw the unmapped page: {got:x?}"
+    );
+    assert_eq!(sync(c), 0, "drained once");
+    destroy(c);
+    // SAFETY: the rest of the test's mapping (unmapping a hole again is harmless).
+    assert_eq!(unsafe { libc::munmap(p, len) }, 0);
 }
 
 #[test]

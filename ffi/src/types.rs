@@ -111,7 +111,31 @@ pub struct regcache_attr {
     pub ops: *const regcache_registrar_ops,
     /// REGCACHE_REGISTRAR_CUSTOM: passed unchanged to every callback. Borrowed like `pd`.
     pub ops_context: *mut c_void,
+    /// Optional: told every range the cache's monitor reports changed (unmapped, remapped,
+    /// madvise'd), to keep another cache coherent (UCX: `ucm_vm_munmap(addr, length)`). See
+    /// `regcache_invalidate_fn` for when and on which thread it runs. NULL: no callback.
+    /// (Appended: callers compiled against an older header, with a smaller `size`, get NULL.)
+    pub on_invalidate: regcache_invalidate_fn,
+    /// Passed unchanged to `on_invalidate` (must be NULL when `on_invalidate` is). Borrowed
+    /// like `pd`: it must stay valid until the cache is gone.
+    pub on_invalidate_arg: *mut c_void,
 }
+
+/// The invalidation callback of `regcache_attr.on_invalidate`: `[addr, addr + length)` changed
+/// (`addr` 0 and `length` SIZE_MAX: everything, after a monitor failure).
+///
+/// When: every time the cache drains its monitor, once per reported range, before the drain's
+/// effects are visible to lookups: inside regcache_get() (a miss, or a hit after the monitor's
+/// counter moved) and regcache_sync(), on the calling thread. So once regcache_sync() returns,
+/// the callback has seen every change made before the call. Ranges may repeat, may be larger
+/// than what changed (whole registrations), and may no longer be cached.
+///
+/// Rules: it runs under the cache's internal lock, so it must not call any regcache function
+/// on the same cache (deadlock), must not block on anything a regcache caller may hold, must
+/// not unwind (no C++ exception, no longjmp out), and should be quick. With several caches it
+/// may run on several threads at once. Never called in a fork() child of the creator.
+pub type regcache_invalidate_fn =
+    Option<unsafe extern "C" fn(arg: *mut c_void, addr: *mut c_void, length: usize)>;
 
 /// What a registration callback returns about one registered range (REGCACHE_REGISTRAR_CUSTOM).
 #[repr(C)]

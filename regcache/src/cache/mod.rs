@@ -945,6 +945,22 @@ impl Cache {
     pub fn cached_entries(&self) -> usize {
         self.index.read().len()
     }
+
+    /// Applies pending invalidations now if the monitor's counter moved (one acquire load when
+    /// nothing changed), so that `Config::on_invalidate` has seen every change made before the
+    /// call. For bridges that must tell another cache before its own lookup (UCX's
+    /// ucs_rcache_get hits never reach this cache). Returns whether it drained.
+    pub fn sync(&self) -> Result<bool> {
+        if fork::current() != self.fork_gen {
+            return Err(Error::ForkedChild);
+        }
+        if self.fresh() || !self.is_caching() {
+            return Ok(false);
+        }
+        let mut st = self.miss.lock();
+        self.drain(&mut st, None);
+        Ok(true)
+    }
 }
 
 impl Drop for Cache {

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * ucx_bridge.h - UCX's registration cache kept correct by the shim's monitor (issue 6, UCX
+ * bridge; see ucx_bridge.c). Internal to libregcache_shim.so and its tests.
+ */
+#ifndef REGCACHE_UCX_BRIDGE_H
+#define REGCACHE_UCX_BRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* UCM_EVENT_VM_UNMAPPED of <ucm/api/ucm.h> (UCS_BIT(17) in UCX 1.x; checked against the header
+ * by tests/ucx_fake_client.c when libucx-dev is installed). The shim builds without UCX. */
+#define SHIM_UCM_EVENT_VM_UNMAPPED (1 << 17)
+
+/* The bridge's state, as reported in the shim's summary. */
+enum ucx_bridge_state {
+	UCX_BRIDGE_UNUSED = 0,	/* the process has created no UCX rcache (yet) */
+	UCX_BRIDGE_ACTIVE,	/* UCX told VM_UNMAPPED is external; we forward invalidations */
+	UCX_BRIDGE_OFF,		/* not active (REGCACHE_SHIM_UCX=0, no monitor, other UCX) */
+};
+
+struct ucx_bridge_counts {
+	int state;		/* enum ucx_bridge_state */
+	unsigned version[3];	/* UCX major, minor, release (0 when unknown) */
+	uint64_t rcaches;	/* ucs_rcache_create calls seen */
+	uint64_t gets;		/* ucs_rcache_get calls seen */
+	uint64_t syncs;		/* gets before which the monitor had moved and was drained */
+	uint64_t forwarded;	/* ucm_vm_munmap calls made */
+	uint64_t get_regs;	/* registrations made inside ucs_rcache_get (UCX misses) */
+	uint64_t unwatched;	/* of those, passed through unwatched (UCX may go stale) */
+};
+
+/* The shim's on_invalidate: forwards [addr, addr+len) to ucm_vm_munmap when active. */
+void ucx_bridge_invalidated(void *addr, size_t len);
+/* Whether the calling thread is inside an interposed ucs_rcache_get. */
+int ucx_bridge_in_get(void);
+/* A registration was made inside ucs_rcache_get; `watched`: through a cache. */
+void ucx_bridge_count_reg(int watched);
+void ucx_bridge_get_counts(struct ucx_bridge_counts *out);
+
+/* Provided by shim.c for the bridge. */
+/* regcache_sync() on every protection domain's cache; returns how many drained. */
+int shim_sync_all(void);
+/* Whether the shim caches registrations here (enabled, libibverbs found, a monitor works). */
+int shim_can_cache(void);
+/* REGCACHE_SHIM_VERBOSE. */
+int shim_is_verbose(void);
+
+#endif /* REGCACHE_UCX_BRIDGE_H */
