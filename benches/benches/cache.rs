@@ -227,16 +227,24 @@ fn threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("threads");
     for &n in &SIZES {
         let w = Workload::new(n, SEED);
-        let start = |t: usize| t * (w.len() / 2) + t * 7919;
+        // Each sample continues where the last one stopped (as in `hit`): restarting every
+        // sample at the same point would replay one short prefix of the sequence, whose
+        // entries then stay in the CPU caches (at 100,000 entries that made 2 threads look
+        // twice as fast as 1).
+        let pos = std::cell::Cell::new(0usize);
+        let start = |base: usize, t: usize| base + t * (w.len() / 2) + t * 7919;
         {
             let (cache, _mon) = filled_cache(n);
             for threads in [1usize, 2] {
                 let id = BenchmarkId::new(format!("regcache-{threads}t"), n);
                 g.bench_with_input(id, &n, |b, _| {
                     b.iter_custom(|iters| {
-                        timed_threads(threads, iters, |t, iters| {
-                            regcache_hit_loop(&cache, &w, start(t), iters)
-                        })
+                        let base = pos.get();
+                        let d = timed_threads(threads, iters, |t, iters| {
+                            regcache_hit_loop(&cache, &w, start(base, t), iters)
+                        });
+                        pos.set(pos.get().wrapping_add(iters as usize));
+                        d
                     })
                 });
             }
@@ -253,9 +261,12 @@ fn threads(c: &mut Criterion) {
                 let id = BenchmarkId::new(format!("ucx-{threads}t"), n);
                 g.bench_with_input(id, &n, |b, _| {
                     b.iter_custom(|iters| {
-                        timed_threads(threads, iters, |t, iters| {
-                            ucx::hit_loop(&rc, &w, start(t), iters)
-                        })
+                        let base = pos.get();
+                        let d = timed_threads(threads, iters, |t, iters| {
+                            ucx::hit_loop(&rc, &w, start(base, t), iters)
+                        });
+                        pos.set(pos.get().wrapping_add(iters as usize));
+                        d
                     })
                 });
             }

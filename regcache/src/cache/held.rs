@@ -86,14 +86,22 @@ impl Held {
         let addr = e as *const Entry as usize;
         let mut held = false;
         self.each_cell(|c| {
-            // Acquire on failure: a cell already cleared by the releaser (Release swap) makes
-            // its use of the registration happen-before our deregistration. Relaxed on success:
-            // the holder that sees the tag synchronises through the cache's zombie lock.
-            held |= match c.compare_exchange(addr, addr | TAG, Ordering::Relaxed, Ordering::Acquire)
-            {
-                Ok(_) => true,
-                Err(now) => now == addr | TAG,
-            };
+            // A plain load first: most cells hold something else, and a failing CAS is still a
+            // locked instruction (one per cell made a drain of 100 entries 1.3x slower).
+            // Acquire (load, and CAS failure): a cell the releaser already cleared (Release
+            // store) makes its use of the registration happen-before our deregistration; the
+            // holder cannot re-take `e`, which is out of the index. Relaxed on CAS success: the
+            // holder that sees the tag synchronises through the cache's zombie lock.
+            let now = c.load(Ordering::Acquire);
+            if now & !TAG != addr {
+                return;
+            }
+            held |= now == addr | TAG
+                || match c.compare_exchange(addr, addr | TAG, Ordering::Relaxed, Ordering::Acquire)
+                {
+                    Ok(_) => true,
+                    Err(now) => now == addr | TAG,
+                };
         });
         held
     }
@@ -104,7 +112,7 @@ impl Held {
         let addr = e as *const Entry as usize;
         let mut held = false;
         self.each_cell(|c| {
-            // Acquire: a cleared cell's Release swap orders its holder's use before our
+            // Acquire: a cleared cell's Release store orders its holder's use before our
             // deregistration.
             held |= c.load(Ordering::Acquire) & !TAG == addr;
         });
