@@ -11,7 +11,8 @@
 //! - the retirer (invalidation, merge, flush), by `fetch_or(INVALID)` and tagging the cells
 //!   that still hold it;
 //! - the last counted releaser, by `fetch_sub(1)` returning `INVALID | 1`, and a cell holder
-//!   whose cell was tagged.
+//!   whose cell was tagged;
+//! - the sweep on the next slow path, for a release that erased its tag unseen (held.rs).
 //!
 //! References are taken only while the entry is in the index under the index read lock, and the
 //! entry is marked invalid only after it left the index under the write lock, so a new

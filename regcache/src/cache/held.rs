@@ -13,12 +13,13 @@
 //!   visible to whoever scans after that.
 //! - The retirer CASes each cell still holding the entry to `addr | TAG`. A release reads its
 //!   cell, then stores 0 with a plain store (while a cell holds an entry, only the handle's
-//!   releaser and a retirer's tag write it). If it read the tag, it asks the cache to reap now. If the tag landed
-//!   between its load and its store, the store erases it: nobody reaps at once, but nothing is
-//!   deregistered early either (a scanner deregisters only an entry whose cells it sees clear,
-//!   and the clearing store is a Release after the last use). The cache remembers which retired
-//!   entries had tagged cells and sweeps them on its next slow path (`Cache::sweep`), so the
-//!   lost race delays a deregistration, never skips it. The release has no locked instruction.
+//!   releaser and a retirer's tag write it). If it read the tag, it asks the cache to reap
+//!   now. If the tag landed between its load and its store, the store erases it: nobody reaps
+//!   at once, but nothing is deregistered early either (a scanner deregisters only an entry
+//!   whose cells it sees clear, and the clearing store is a Release after the last use). The
+//!   cache remembers which retired entries had tagged cells and sweeps them on its next slow
+//!   path (`Cache::sweep`), so the lost race delays a deregistration, never skips it. The
+//!   release has no locked instruction.
 //! - Threads beyond the exclusive slots (which share a slot) and a thread whose cells are all
 //!   full fall back to the entry's counted references (entry.rs).
 
