@@ -2,7 +2,7 @@
 #   ok NAME / nok NAME     one result line, counted in $pass / $fail
 #   run_pair TAG ARGS...   one server/client pair over the two rxe devices (in the guest)
 #   guest_summary          the guest's last line, and the counts for the host
-#   run_kernels NAME ARG   on the host: the script's guest part on each of $kernels
+#   run_kernels NAME ARGS...  on the host: the script's guest part on each of $kernels
 # The sourcing script sets HERE (vmtest/) and, in the guest, OUT (where run_pair writes).
 
 pass=0 fail=0
@@ -39,15 +39,17 @@ guest_summary() {
 	[ "$fail" = 0 ]
 }
 
-# On the host: runs `SCRIPT --guest ARG` (SCRIPT = $HERE/test-NAME.sh) inside guest-rxe.sh on
-# each kernel of $kernels, adds a kernel_log_clean check per kernel, prints the totals and
-# returns 0 when nothing failed. Logs of a failed guest are kept in /tmp/vmtest-NAME.*.
+# On the host: runs `SCRIPT --guest ARGS...` (SCRIPT = $HERE/test-NAME.sh) inside guest-rxe.sh
+# on each kernel of $kernels, adds a kernel_log_clean check per kernel, prints the totals and
+# returns 0 when nothing failed. Logs of a failed guest are kept in /tmp/vmtest-NAME.* (all
+# logs with KEEP_LOGS=1). The guest's time limit is RUN_TIMEOUT seconds (default 900).
 run_kernels() {
-	local name=$1 arg=$2 k out rc p f total_pass=0 total_fail=0
+	local name=$1 k out rc p f total_pass=0 total_fail=0
+	shift
 	for k in $kernels; do
 		out=$(mktemp -d /tmp/vmtest-$name.XXXXXX)
-		"$HERE/run.sh" --kernel "$k" --out "$out" --timeout 900 --quiet -- \
-			"$HERE/guest-rxe.sh" "$HERE/test-$name.sh" --guest "$arg"
+		"$HERE/run.sh" --kernel "$k" --out "$out" --timeout "${RUN_TIMEOUT:-900}" --quiet -- \
+			"$HERE/guest-rxe.sh" "$HERE/test-$name.sh" --guest "$@"
 		rc=$?
 		p=0 f=0
 		[ -s "$out/summary" ] && read -r p f <"$out/summary"
@@ -59,7 +61,11 @@ run_kernels() {
 		echo "# kernel $k: $p passed, $f failed"
 		total_pass=$((total_pass + p))
 		total_fail=$((total_fail + f))
-		[ "$rc" -le 1 ] && rm -rf "$out"
+		if [ "$rc" -le 1 ] && [ "$f" = 0 ] && [ "${KEEP_LOGS:-0}" = 0 ]; then
+			rm -rf "$out"
+		else
+			echo "# logs: $out"
+		fi
 	done
 	echo "$total_pass passed, $total_fail failed"
 	[ "$total_fail" = 0 ]

@@ -28,9 +28,8 @@ msgs=64
 runs="plain bridge off no_forward no_sync"
 keep=0
 
-pass=0 fail=0
-ok() { echo "ok $*"; pass=$((pass + 1)); }
-nok() { echo "not ok $*"; fail=$((fail + 1)); }
+# shellcheck source=vmtest/pairtest.sh
+. "$HERE/pairtest.sh"
 
 # One two-rank run. $1: tag, rest: NAME=VALUE for the ranks. Output in $OUT/$1.log, exit
 # status in $OUT/$1.rc, seconds in $OUT/$1.time. Tag "plain": Open MPI and UCX as installed
@@ -83,9 +82,7 @@ guest() {
 	case " $RUNS " in *" no_forward "*) run_no_forward ;; esac
 	case " $RUNS " in *" no_sync "*) run_no_sync ;; esac
 	cp "$OUT"/*.log "$VMTEST_OUT"/ 2>/dev/null
-	echo "$pass $fail" >"$VMTEST_OUT/summary"
-	echo "$pass passed, $fail failed"
-	[ "$fail" = 0 ]
+	guest_summary
 }
 
 run_plain() {
@@ -214,27 +211,4 @@ for tool in mpicc mpirun ucx_info; do
 done
 { make -s -C "$ROOT/mpi-shim" && make -s -C "$ROOT/mpi-shim" ucx; } ||
 	{ echo "0 passed, 1 failed"; exit 1; }
-total_pass=0 total_fail=0
-for k in $kernels; do
-	out=$(mktemp -d /tmp/vmtest-ucx.XXXXXX)
-	"$HERE/run.sh" --kernel "$k" --out "$out" --timeout 1500 --quiet -- \
-		"$HERE/guest-rxe.sh" "$HERE/test-ucx.sh" --guest "$msgs" "$runs"
-	rc=$?
-	p=0 f=0
-	[ -s "$out/summary" ] && read -r p f <"$out/summary"
-	case $rc in
-	0|1) p=$((p + 1)); echo "ok kernel_log_clean.$k" ;;
-	*) f=$((f + 1)); echo "not ok kernel_log_clean.$k (run.sh exit $rc; logs in $out)" ;;
-	esac
-	[ "$rc" = 1 ] && [ "$f" = 0 ] && f=1
-	echo "# kernel $k: $p passed, $f failed"
-	total_pass=$((total_pass + p))
-	total_fail=$((total_fail + f))
-	if [ "$rc" -le 1 ] && [ "$f" = 0 ] && [ "$keep" = 0 ]; then
-		rm -rf "$out"
-	else
-		echo "# logs: $out"
-	fi
-done
-echo "$total_pass passed, $total_fail failed"
-[ "$total_fail" = 0 ]
+RUN_TIMEOUT=1500 KEEP_LOGS=$keep run_kernels ucx "$msgs" "$runs"

@@ -14,22 +14,9 @@
 #include <infiniband/verbs.h>
 
 #include "shim.h"
+#include "tap.h"
 
 extern int fake_regs, fake_deregs, fake_live;
-
-static int passed, failed;
-
-#define CHECK(cond, ...) do { \
-	if (cond) { \
-		passed++; \
-		printf("ok   "); \
-	} else { \
-		failed++; \
-		printf("FAIL "); \
-	} \
-	printf(__VA_ARGS__); \
-	printf("\n"); \
-} while (0)
 
 #define LEN (1 << 20)
 #define RW (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ)

@@ -29,19 +29,10 @@
 #include <infiniband/verbs.h>
 
 #include "shim.h"
+#include "tap.h"
 
 #define LEN (256 * 1024)
 #define ROUNDS 50
-
-static int passed, failed;
-
-#define CHECK(cond, ...) do { \
-	int ok_ = (cond); \
-	ok_ ? passed++ : failed++; \
-	printf("%s", ok_ ? "ok   " : "FAIL "); \
-	printf(__VA_ARGS__); \
-	printf("\n"); \
-} while (0)
 
 #define DIE(...) do { \
 	fprintf(stderr, __VA_ARGS__); \

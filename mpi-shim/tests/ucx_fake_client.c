@@ -23,6 +23,7 @@
 
 #include "shim.h"
 #include "ucx_bridge.h"
+#include "tap.h"
 
 #if defined(__has_include)
 #if __has_include(<ucm/api/ucm.h>)
@@ -47,20 +48,6 @@ extern uintptr_t fakeucm_last_addr;
 extern size_t fakeucm_last_size;
 extern int fakeucs_hits, fakeucs_misses, fakeucs_deregs;
 extern int fake_regs;
-
-static int passed, failed;
-
-#define CHECK(cond, ...) do { \
-	if (cond) { \
-		passed++; \
-		printf("ok   "); \
-	} else { \
-		failed++; \
-		printf("FAIL "); \
-	} \
-	printf(__VA_ARGS__); \
-	printf("\n"); \
-} while (0)
 
 #define LEN (1 << 20)
 
