@@ -41,6 +41,8 @@
  *                                  REGCACHE_METRICS_ADDR / _TEXTFILE_DIR / _INTERVAL variables.
  *                                  A bad value: one warning, the cache works without metrics.
  *   REGCACHE_SHIM_UCX=0            no UCX bridge (ucx_bridge.c): UCX keeps its own memory hooks
+ *   REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1   TEST ONLY, the negative control: the caches
+ *                                  never check the monitor, so stale registrations are reused
  *
  * The exporter starts with the first interposed call (not at load: LD_PRELOAD also reaches
  * wrappers such as timeout(1), which must not take the port), and stops at exit after writing
@@ -102,6 +104,7 @@ static struct {
 	int verbose;
 	uint64_t max_bytes;
 	uint64_t max_entries;
+	uint32_t attr_flags;	/* REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS */
 	reg_iova2_fn reg_iova2;
 	dereg_fn dereg;
 	rereg_fn rereg;
@@ -218,6 +221,10 @@ static void shim_init(void)
 	shim.verbose = env_u64("REGCACHE_SHIM_VERBOSE", 0) != 0;
 	shim.max_bytes = env_u64("REGCACHE_SHIM_MAX_BYTES", 0);
 	shim.max_entries = env_u64("REGCACHE_SHIM_MAX_ENTRIES", 0);
+	if (env_u64("REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS", 0)) {
+		shim.attr_flags = REGCACHE_ATTR_DANGER_IGNORE_INVALIDATIONS;
+		shim_warn("REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS: TEST ONLY, stale registrations will be used");
+	}
 	if (shim.verbose)
 		atexit(summary);
 	/* After summary's atexit, so that the exporter stops (last textfile) before it prints. */
@@ -313,6 +320,7 @@ static struct regcache_cache *pd_cache(struct ibv_pd *pd)
 		.registrar = REGCACHE_REGISTRAR_CUSTOM,
 		.max_bytes = shim.max_bytes,
 		.max_entries = shim.max_entries,
+		.flags = shim.attr_flags,
 		.ops = &ops,
 		.on_invalidate = on_invalidate,
 	};

@@ -8,9 +8,12 @@
 # (REGCACHE_SHIM_METRICS=textfile=DIR): they must agree with the shim's own
 # summary line of the same pid, and shim_rdma_test's must show hits > 0.
 # perftest registers each buffer once per process, so its metrics show misses
-# and no hits; the output says so. Prints "N passed, M failed".
+# and no hits; the output says so. Also regcache-rdmatest (the two-process verbs test,
+# churned buffers) with its own cache off, so the shim's cache keeps it correct, with hits,
+# and its negative control (REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1 must corrupt).
+# Prints "N passed, M failed".
 #   vmtest/test-shim.sh [--kernels "6.12 6.1"] [--tests "write_bw read_bw send_lat"]
-#   vmtest/test-shim.sh --guest TESTS     (inside guest-rxe.sh; used by the above)
+#   vmtest/test-shim.sh --guest TESTS RDMATEST   (inside guest-rxe.sh; used by the above)
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -119,6 +122,44 @@ guest() {
 		nok "shim_rdma_test.pair.metrics_hits (${MHITS:-0} hits in the metrics)"
 	fi
 
+	# The verbs issue's two-process test (regcache-rdmatest: churned buffers, forks, every
+	# transfer checked byte for byte) with its own cache off (--monitor none: ibv_reg_mr and
+	# ibv_dereg_mr around every transfer), so the shim's cache is the one that must stay
+	# correct, under the buffers' unmaps and remaps at the same addresses.
+	mkdir "$OUT/rdmatest.metrics"
+	REGCACHE_MONITOR=ummunotify REGCACHE_SHIM_VERBOSE=1 \
+		REGCACHE_SHIM_METRICS=textfile=$OUT/rdmatest.metrics LD_PRELOAD=$SHIM \
+		"$HERE/guest-rdma.sh" pair "$2" 7480 --monitor none --transfers 2000 \
+		>"$OUT/rdmatest.shim" 2>&1
+	rc=$?
+	grep -E '^(RESULT|server: [0-9]+ transfers|regcache_shim: pid)' "$OUT/rdmatest.shim" |
+		sed 's/^/#   rdmatest: /'
+	if [ "$rc" = 0 ]; then
+		ok "rdmatest.under_shim (2,000 churned transfers verified)"
+	else
+		nok "rdmatest.under_shim (exit $rc)"
+		tail -20 "$OUT/rdmatest.shim" | sed 's/^/#   /'
+	fi
+	if metrics_of rdmatest 2 "$OUT/rdmatest.shim" && [ "$MHITS" -gt 0 ]; then
+		ok "rdmatest.metrics_hits ($MHITS hits in the two processes' metrics textfiles)"
+	else
+		nok "rdmatest.metrics_hits (${MHITS:-0} hits in the metrics)"
+	fi
+	# Negative control: the same with the shim's caches told never to check the monitor must
+	# see corrupted transfers (or remote access errors) — proof the run above could fail.
+	REGCACHE_MONITOR=ummunotify REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1 LD_PRELOAD=$SHIM \
+		timeout 300 "$HERE/guest-rdma.sh" pair "$2" 7481 --monitor none --transfers 1000 \
+		--fork-every 0 >"$OUT/rdmatest.negative" 2>&1
+	rc=$?
+	grep -E '^RESULT' "$OUT/rdmatest.negative" | sed 's/^/#   rdmatest negative: /'
+	if [ "$rc" != 0 ] && grep -qE '^RESULT .*(corruptions=[1-9]|remote_errors=[1-9])' \
+		"$OUT/rdmatest.negative"; then
+		ok "rdmatest.negative_control (stale registrations detected, exit $rc)"
+	else
+		nok "rdmatest.negative_control (exit $rc: no corruption detected)"
+		tail -20 "$OUT/rdmatest.negative" | sed 's/^/#   /'
+	fi
+
 	for t in $1; do
 		case $t in
 		write_bw) tool=ib_write_bw args="-n 200 -s 65536" col=4 ;;
@@ -188,7 +229,7 @@ guest() {
 }
 
 if [ "${1:-}" = --guest ]; then
-	guest "$2"
+	guest "$2" "$3"
 	exit
 fi
 while [ $# -gt 0 ]; do
@@ -200,4 +241,7 @@ while [ $# -gt 0 ]; do
 done
 
 make -s -C "$ROOT/mpi-shim" || { echo "0 passed, 1 failed"; exit 1; }
-run_kernels shim "$tests"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p regcache-rdmatest) ||
+	{ echo "0 passed, 1 failed"; exit 1; }
+run_kernels shim "$tests" "$TARGET/release/regcache-rdmatest"
