@@ -69,7 +69,7 @@ impl CacheSet {
             return false;
         };
         let gone = s.caches.swap_remove(i);
-        add_counters(&mut s.retired, &gone.stats());
+        s.retired.add_counters(&gone.stats());
         // The last reference may be ours: drop the cache (monitor, registrar callbacks) after
         // the lock, so a scrape never waits for it.
         drop(s);
@@ -82,7 +82,7 @@ impl CacheSet {
         let mut s = self.lock();
         let gone = std::mem::take(&mut s.caches);
         for c in &gone {
-            add_counters(&mut s.retired, &c.stats());
+            s.retired.add_counters(&c.stats());
         }
         drop(s);
         drop(gone);
@@ -108,7 +108,7 @@ impl CacheSet {
         let mut kinds = Vec::new();
         for c in &s.caches {
             let one = c.stats();
-            add_counters(&mut stats, &one);
+            stats.add_counters(&one);
             stats.registered_bytes += one.registered_bytes;
             stats.registered_entries += one.registered_entries;
             let kind = (c.monitor_kind().name(), c.registrar_name());
@@ -129,37 +129,6 @@ impl fmt::Debug for CacheSet {
         f.debug_struct("CacheSet")
             .field("caches", &self.len())
             .finish()
-    }
-}
-
-/// Adds the counters of `s` to `t` (not the gauges `registered_bytes` and `registered_entries`).
-/// StatsSnapshot is `non_exhaustive`: a counter added to it must be added here too.
-fn add_counters(t: &mut StatsSnapshot, s: &StatsSnapshot) {
-    t.hits += s.hits;
-    t.misses += s.misses;
-    t.uncacheable += s.uncacheable;
-    t.reregistrations += s.reregistrations;
-    t.invalidated += s.invalidated;
-    t.false_positives += s.false_positives;
-    t.drains += s.drains;
-    t.evictions += s.evictions;
-    t.registration_failures += s.registration_failures;
-    t.registrations += s.registrations;
-    t.registration_ns += s.registration_ns;
-    t.deregistrations += s.deregistrations;
-    for (a, b) in t
-        .registration_latency
-        .iter_mut()
-        .zip(s.registration_latency)
-    {
-        *a += b;
-    }
-    for (a, b) in t
-        .registration_failures_by_class
-        .iter_mut()
-        .zip(s.registration_failures_by_class)
-    {
-        *a += b;
     }
 }
 

@@ -192,6 +192,56 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
+    /// Adds the counters of `other` (everything but the gauges `registered_bytes` and
+    /// `registered_entries`), for totals over several caches. The destructuring is exhaustive
+    /// on purpose: a field added to this struct does not compile until it is handled here.
+    pub fn add_counters(&mut self, other: &StatsSnapshot) {
+        let StatsSnapshot {
+            hits,
+            misses,
+            uncacheable,
+            reregistrations,
+            invalidated,
+            false_positives,
+            drains,
+            evictions,
+            registration_failures,
+            registered_bytes: _,
+            registered_entries: _,
+            registrations,
+            registration_ns,
+            deregistrations,
+            registration_latency,
+            registration_failures_by_class,
+        } = *other;
+        self.hits += hits;
+        self.misses += misses;
+        self.uncacheable += uncacheable;
+        self.reregistrations += reregistrations;
+        self.invalidated += invalidated;
+        self.false_positives += false_positives;
+        self.drains += drains;
+        self.evictions += evictions;
+        self.registration_failures += registration_failures;
+        self.registrations += registrations;
+        self.registration_ns += registration_ns;
+        self.deregistrations += deregistrations;
+        for (a, b) in self
+            .registration_latency
+            .iter_mut()
+            .zip(registration_latency)
+        {
+            *a += b;
+        }
+        for (a, b) in self
+            .registration_failures_by_class
+            .iter_mut()
+            .zip(registration_failures_by_class)
+        {
+            *a += b;
+        }
+    }
+
     /// Upper bounds in nanoseconds of `registration_latency`'s buckets but the last.
     pub const LATENCY_BOUNDS_NS: [u64; 13] = LATENCY_BOUNDS_NS;
 
@@ -245,6 +295,29 @@ mod tests {
         assert_eq!(
             StatsSnapshot::FAILURE_CLASSES,
             ["resources", "invalid", "other"]
+        );
+    }
+
+    #[test]
+    fn add_counters_sums_counters_and_leaves_gauges() {
+        let one = StatsSnapshot {
+            hits: 3,
+            misses: 2,
+            drains: 1,
+            registered_bytes: 4096,
+            registered_entries: 1,
+            registration_latency: [1; LATENCY_BUCKETS],
+            registration_failures_by_class: [1, 0, 2],
+            ..Default::default()
+        };
+        let mut total = one;
+        total.add_counters(&one);
+        assert_eq!((total.hits, total.misses, total.drains), (6, 4, 2));
+        assert_eq!(total.registration_latency, [2; LATENCY_BUCKETS]);
+        assert_eq!(total.registration_failures_by_class, [2, 0, 4]);
+        assert_eq!(
+            (total.registered_bytes, total.registered_entries),
+            (4096, 1)
         );
     }
 }
