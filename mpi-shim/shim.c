@@ -124,9 +124,8 @@ static struct {
 static struct shim_set wrappers = SHIM_SET_INIT;
 static __thread int depth;
 
-static void shim_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void shim_warn(const char *fmt, ...)
+/* One line on stderr, "regcache_shim: ..." (also the UCX bridge's, see ucx_bridge.h). */
+void shim_warn(const char *fmt, ...)
 {
 	char buf[512];
 	va_list ap;

@@ -75,8 +75,6 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -125,18 +123,8 @@ static struct {
 
 static __thread int in_get;
 
-static void bridge_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void bridge_warn(const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "regcache_shim: UCX bridge: %s\n", buf);
-}
+/* The shim's warning line, with the bridge named (every format is a literal). */
+#define bridge_warn(fmt, ...) shim_warn("UCX bridge: " fmt, ##__VA_ARGS__)
 
 static int env_flag(const char *name, int dflt)
 {

@@ -41,6 +41,7 @@ void ucx_bridge_get_counts(struct ucx_bridge_counts *out);
 
 /* Provided by shim.c for the bridge. */
 /* regcache_sync() on every protection domain's cache; returns how many drained. */
+void shim_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int shim_sync_all(void);
 /* Whether the shim caches registrations here (enabled, libibverbs found, a monitor works). */
 int shim_can_cache(void);
