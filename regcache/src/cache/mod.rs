@@ -186,7 +186,7 @@ pub struct Handle<'c> {
 
 // SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
 // the last handle is released (see entry.rs), so the pointer may move between threads. The
-// cell is an atomic in the cache, cleared with an atomic swap from whichever thread drops.
+// cell is an atomic in the cache, cleared by an atomic store from whichever thread drops.
 unsafe impl Send for Handle<'_> {}
 // SAFETY: as above; &Handle only reads immutable fields.
 unsafe impl Sync for Handle<'_> {}
@@ -694,7 +694,7 @@ impl Cache {
         let Some(e) = zombies.entries.get(&id) else {
             return;
         };
-        if e.counted() != 0 || self.held.holds(e) {
+        if !self.unreferenced(e) {
             return; // the remaining holder reaps
         }
         let e = zombies.entries.remove(&id);
@@ -717,7 +717,7 @@ impl Cache {
         tagged.retain(|id| {
             let unused = match entries.get(id) {
                 None => return false, // reaped already
-                Some(e) => e.counted() == 0 && !self.held.holds(e),
+                Some(e) => self.unreferenced(e),
             };
             if unused {
                 free.extend(entries.remove(id));
@@ -728,6 +728,12 @@ impl Cache {
         for e in free {
             self.bury(&e);
         }
+    }
+
+    /// Whether a retired entry has no counted reference and no cell holds it (under the zombie
+    /// lock: see entry.rs for why that settles it).
+    fn unreferenced(&self, e: &Entry) -> bool {
+        e.counted() == 0 && !self.held.holds(e)
     }
 
     /// Deregisters a retired, unreferenced entry (the caller then frees it).
