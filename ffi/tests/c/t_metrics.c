@@ -69,8 +69,8 @@ static void hits(struct regcache_cache *c, char *buf, int times) {
     }
 }
 
-/* A free loopback TCP port (closed again: another process could take it meanwhile). */
-static int free_port(void) {
+/* A TCP socket bound to a loopback port the kernel picked; the port in *port. */
+static int bind_loopback(int *port) {
     struct sockaddr_in sa;
     socklen_t sl = sizeof sa;
     memset(&sa, 0, sizeof sa);
@@ -79,8 +79,15 @@ static int free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
     CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
-    close(fd);
-    return ntohs(sa.sin_port);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* A free loopback TCP port (closed again: another process could take it meanwhile). */
+static int free_port(void) {
+    int port;
+    close(bind_loopback(&port));
+    return port;
 }
 
 static char page[1 << 16];
@@ -216,15 +223,10 @@ int main(void) {
     CHECK_RC(regcache_metrics_start(c, "textfile=/nonexistent/regcache", &m), -ENOENT);
     CHECK(m == NULL);
     /* A port in use. */
-    struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 1) == 0);
-    CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
-    snprintf(spec, sizeof spec, "127.0.0.1:%d", ntohs(sa.sin_port));
+    int busy;
+    int fd = bind_loopback(&busy);
+    CHECK(listen(fd, 1) == 0);
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", busy);
     CHECK_RC(regcache_metrics_start(c, spec, &m), -EADDRINUSE);
     CHECK(m == NULL);
     close(fd);
