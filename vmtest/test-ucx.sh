@@ -85,13 +85,18 @@ guest() {
 	guest_summary
 }
 
+# What UCX itself logged in run TAG about FILTER (a regex), counted, the LINES most frequent;
+# an optional sed expression further normalises the lines.
+ucx_excerpt() {
+	grep -E "UCX +(INFO|DEBUG|WARN)" "$OUT/$1.log" | grep -iE "$2" |
+		sed -E "s/^\[[0-9.]+\] \[[^]]*\] +//${4:+; $4}" | sort | uniq -c | sort -rn |
+		head -"$3" | sed 's/^/#   UCX: /'
+}
+
 run_plain() {
 	# Reference: no shim, UCX's and Open MPI's own hooks keep UCX's cache correct.
 	mpi plain UCX_MEM_LOG_LEVEL=debug
-	grep -E "UCX +(INFO|DEBUG|WARN)" "$OUT/plain.log" |
-		grep -iE "external|installed events|installing" |
-		sed -E 's/^\[[0-9.]+\] \[[^]]*\] +//; s/= 0x[0-9a-f]+ for/for/' |
-		sort | uniq -c | sort -rn | head -12 | sed 's/^/#   UCX: /'
+	ucx_excerpt plain "external|installed events|installing" 12 's/= 0x[0-9a-f]+ for/for/'
 	read -r rc <"$OUT/plain.rc"
 	if [ "$rc" = 0 ] && [ "$(bad_of plain)" = 0 ]; then
 		ok "plain.every_message_intact"
@@ -103,10 +108,7 @@ run_plain() {
 run_bridge() {
 	# The bridge, with what UCX says about its memory events and transports.
 	mpi bridge UCX_LOG_LEVEL=info UCX_MEM_LOG_LEVEL=debug
-	grep -E "UCX +(INFO|DEBUG|WARN)" "$OUT/bridge.log" |
-		grep -iE "external|hook|handler|events|rcache|ep_cfg|VM_UNMAP" |
-		sed -E 's/^\[[0-9.]+\] \[[^]]*\] +//' | sort | uniq -c | sort -rn | head -25 |
-		sed 's/^/#   UCX: /'
+	ucx_excerpt bridge "external|hook|handler|events|rcache|ep_cfg|VM_UNMAP" 25
 	grep -iE "warn|error|unable" "$OUT/bridge.log" | grep -v "^regcache_shim" | sort -u |
 		head -10 | sed 's/^/#   warning: /'
 	read -r rc <"$OUT/bridge.rc"
@@ -154,10 +156,7 @@ run_off() {
 	# REGCACHE_SHIM_UCX=0 with UCX's and Open MPI's hooks still off: nobody can feed UCX's
 	# cache, so UCX must not cache (it cannot subscribe to VM_UNMAPPED) and stay correct.
 	mpi off REGCACHE_SHIM_UCX=0 UCX_LOG_LEVEL=info UCX_MEM_LOG_LEVEL=debug
-	grep -E "UCX +(INFO|DEBUG|WARN)" "$OUT/off.log" |
-		grep -iE "external|hook|rcache|reg_methods|events" |
-		sed -E 's/^\[[0-9.]+\] \[[^]]*\] +//' | sort | uniq -c | sort -rn | head -8 |
-		sed 's/^/#   UCX: /'
+	ucx_excerpt off "external|hook|rcache|reg_methods|events" 8
 	read -r rc <"$OUT/off.rc"
 	if [ "$rc" = 0 ] && [ "$(bad_of off)" = 0 ] &&
 		[ "$(grep -c 'ucx bridge off' "$OUT/off.log")" = 2 ]; then
@@ -167,28 +166,22 @@ run_off() {
 	fi
 }
 
-run_no_forward() {
-	# Negative control: UCX relies on external events, nobody forwards them. The same test
-	# must see corrupted messages, or it would prove nothing.
-	mpi no_forward REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1
-	bad=$(bad_of no_forward)
+# A negative control: TAG run with the test-only switch VAR=1 must see corrupted messages,
+# or the runs above would prove nothing.
+run_stale() {
+	mpi "$1" "$2=1"
+	bad=$(bad_of "$1")
 	if [ -n "$bad" ] && [ "$bad" -gt 0 ]; then
-		ok "no_forward.stale_detected (bad=$bad)"
+		ok "$1.stale_detected (bad=$bad)"
 	else
-		nok "no_forward.stale_detected (bad=${bad:-?})"
+		nok "$1.stale_detected (bad=${bad:-?})"
 	fi
 }
 
-run_no_sync() {
-	# The drain before ucs_rcache_get is what makes UCX hits safe: without it, stale.
-	mpi no_sync REGCACHE_SHIM_UCX_DANGER_NO_SYNC=1
-	bad=$(bad_of no_sync)
-	if [ -n "$bad" ] && [ "$bad" -gt 0 ]; then
-		ok "no_sync.stale_detected (bad=$bad)"
-	else
-		nok "no_sync.stale_detected (bad=${bad:-?})"
-	fi
-}
+# UCX relies on external events, nobody forwards them.
+run_no_forward() { run_stale no_forward REGCACHE_SHIM_UCX_DANGER_NO_FORWARD; }
+# The drain before ucs_rcache_get is what makes UCX hits safe: without it, stale.
+run_no_sync() { run_stale no_sync REGCACHE_SHIM_UCX_DANGER_NO_SYNC; }
 
 if [ "${1:-}" = --guest ]; then
 	guest "$2" "${3:-plain bridge off no_forward no_sync}"
