@@ -701,8 +701,10 @@ static void summary(void)
 		fprintf(stderr,
 			"regcache_shim: pid %d ucx bridge %s (UCX %u.%u.%u) rcaches=%" PRIu64
 			" rcache_gets=%" PRIu64 " drained_before_get=%" PRIu64 " forwarded=%" PRIu64
-			" registered_in_get=%" PRIu64 " unwatched=%" PRIu64 "\n",
+			" registered_in_get=%" PRIu64 " unwatched=%" PRIu64 " ucp_lookups=%" PRIu64
+			" ucp_hits=%" PRIu64 " ucp_refused=%" PRIu64 "\n",
 			(int)getpid(), u.state >= 0 && u.state <= 2 ? states[u.state] : "?",
 			u.version[0], u.version[1], u.version[2], u.rcaches, u.gets, u.syncs,
-			u.forwarded, u.get_regs, u.unwatched);
+			u.forwarded, u.get_regs, u.unwatched, u.ucp_lookups, ucx_bridge_ucp_hits(&u),
+			u.ucp_refused);
 }

@@ -29,7 +29,17 @@ struct ucx_bridge_counts {
 	uint64_t forwarded;	/* ucm_vm_munmap calls made */
 	uint64_t get_regs;	/* registrations made inside ucs_rcache_get (UCX misses) */
 	uint64_t unwatched;	/* of those, passed through unwatched (UCX may go stale) */
+	/* UCX 1.18-1.22 (UCP's inline lookup): */
+	uint64_t ucp_lookups;	/* ucs_pgtable_lookup calls from libucp (UCP cache lookups) */
+	uint64_t ucp_refused;	/* of those, answered "not found" after a forward */
+	uint64_t ucp_gets;	/* ucs_rcache_get calls from libucp (UCP cache misses) */
 };
+
+/* UCP cache hits of a MODE_LOOKUP UCX: lookups that did not go on to ucs_rcache_get. */
+static inline uint64_t ucx_bridge_ucp_hits(const struct ucx_bridge_counts *c)
+{
+	return c->ucp_lookups > c->ucp_gets ? c->ucp_lookups - c->ucp_gets : 0;
+}
 
 /* The shim's on_invalidate: forwards [addr, addr+len) to ucm_vm_munmap when active. */
 void ucx_bridge_invalidated(void *addr, size_t len);

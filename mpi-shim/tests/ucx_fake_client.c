@@ -10,8 +10,14 @@
  *   nothing is external, so UCX would install its own hooks.
  * MODE stale: the negative controls (REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1 or ..._NO_SYNC=1):
  *   the same churn gets the old region back, which shows the bridge mode would catch staleness.
+ * With FAKEUCX_VERSION=1.18 or later, UCP's hits are its inline ucs_pgtable_lookup (see
+ * fakeucx.c), and MODE bridge adds a second churn in which another thread drains (and queues
+ * the range at UCX) between UCP's queue check and its lookup: the lookup must still miss.
+ * MODE race-stale (with REGCACHE_SHIM_UCX_DANGER_NO_SEQ=1): that race returns the old region
+ * when the lookup only trusts its own drain, which shows why the bridge counts forwards.
  * Prints one line per check and `N passed, M failed`.
  */
+#include <pthread.h>
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
@@ -39,8 +45,8 @@ struct fake_rcache_params {
 	struct ibv_pd *pd;
 };
 int ucs_rcache_create(const void *params, const char *name, void *stats, void **rcache_p);
-int ucs_rcache_get(void *rcache, void *address, size_t length, int prot, void *arg,
-		   void **region_p);
+int fakeucp_memh_get(void *rcache, void *address, size_t length, void **region_p);
+extern void (*fakeucp_between_hook)(void);
 void ucs_rcache_region_put(void *rcache, void *region);
 uint32_t fakeucs_region_lkey(void *region);
 extern int fakeucm_hooks_installed, fakeucm_external_at_subscribe, fakeucm_vm_munmap_calls;
@@ -51,17 +57,62 @@ extern int fake_regs;
 
 #define LEN (1 << 20)
 
-/* ucs_rcache_get + the region's lkey, then put. */
+/* UCP's get of the region (the modelled version's lookup) + its lkey, then put. */
 static uint32_t get_put(void *rc, void *buf)
 {
 	void *region = NULL;
 	uint32_t lkey;
 
-	if (ucs_rcache_get(rc, buf, LEN, 3, NULL, &region) != 0 || !region)
+	if (fakeucp_memh_get(rc, buf, LEN, &region) != 0 || !region)
 		return 0;
 	lkey = fakeucs_region_lkey(region);
 	ucs_rcache_region_put(rc, region);
 	return lkey;
+}
+
+/* The race: another thread's registration through the shim (whose miss drains and forwards
+ * the range to UCX's queue) inside our lookup's window. */
+static struct ibv_pd *race_pd;
+static void *race_other;
+
+static void *race_thread(void *arg)
+{
+	struct ibv_mr *mr = ibv_reg_mr(race_pd, race_other, LEN, IBV_ACCESS_LOCAL_WRITE);
+
+	(void)arg;
+	if (mr)
+		ibv_dereg_mr(mr);
+	return NULL;
+}
+
+static void race_hook(void)
+{
+	pthread_t t;
+
+	fakeucp_between_hook = NULL;
+	if (pthread_create(&t, NULL, race_thread, NULL) == 0)
+		pthread_join(t, NULL);
+}
+
+static int lookup_mode(void)
+{
+	const char *v = getenv("FAKEUCX_VERSION");
+	unsigned major = 1, minor = 13;
+
+	if (v)
+		sscanf(v, "%u.%u", &major, &minor);
+	return minor >= 18;
+}
+
+/* munmap + mmap at the same address, new contents; 0 when the address was taken. */
+static int remap(char *buf, int fill)
+{
+	munmap(buf, LEN);
+	if (mmap(buf, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+		 -1, 0) != buf)
+		return 0;
+	memset(buf, fill, LEN);
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -111,14 +162,11 @@ int main(int argc, char **argv)
 	      fakeucm_vm_munmap_calls == calls, "second get is a UCX hit; nothing forwarded");
 
 	/* The bug: unmap, map again at the same address, get. */
-	munmap(buf, LEN);
-	buf2 = mmap(buf, LEN, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	if (buf2 != buf) {
+	buf2 = buf;
+	if (!remap(buf2, 2)) {
 		printf("SKIP could not map the same address again\n");
 		goto out;
 	}
-	memset(buf2, 2, LEN);
 	regs = fake_regs;
 	key3 = get_put(rc, buf2);
 	if (!strcmp(mode, "stale")) {
@@ -126,18 +174,46 @@ int main(int argc, char **argv)
 		      "negative control: UCX hands out the stale region (lkey %u again)", key3);
 		goto out;
 	}
-	CHECK(fakeucm_vm_munmap_calls > calls && fakeucm_last_addr <= (uintptr_t)buf &&
-	      (uintptr_t)buf < fakeucm_last_addr + fakeucm_last_size,
-	      "the drain before ucs_rcache_get fed ucm_vm_munmap (%d call(s), last %#lx+%zu)",
-	      fakeucm_vm_munmap_calls - calls, (unsigned long)fakeucm_last_addr,
-	      fakeucm_last_size);
-	CHECK(key3 && key3 != key1 && fake_regs == regs + 1 && fakeucs_misses == 2,
-	      "munmap + mmap at the same address: UCX misses and registers anew (lkey %u -> %u)",
-	      key1, key3);
-	CHECK(fakeucs_deregs == 1, "the old region is deregistered (once)");
-	calls = fakeucm_vm_munmap_calls;
-	CHECK(get_put(rc, buf2) == key3 && fakeucm_vm_munmap_calls == calls,
-	      "the new region is a hit again");
+	if (strcmp(mode, "race-stale")) {
+		CHECK(fakeucm_vm_munmap_calls > calls && fakeucm_last_addr <= (uintptr_t)buf &&
+		      (uintptr_t)buf < fakeucm_last_addr + fakeucm_last_size,
+		      "the drain before UCX's lookup fed ucm_vm_munmap (%d call(s), last %#lx+%zu)",
+		      fakeucm_vm_munmap_calls - calls, (unsigned long)fakeucm_last_addr,
+		      fakeucm_last_size);
+		CHECK(key3 && key3 != key1 && fake_regs == regs + 1 && fakeucs_misses == 2,
+		      "munmap + mmap at the same address: UCX misses and registers anew (lkey %u -> %u)",
+		      key1, key3);
+		CHECK(fakeucs_deregs == 1, "the old region is deregistered (once)");
+		calls = fakeucm_vm_munmap_calls;
+		CHECK(get_put(rc, buf2) == key3 && fakeucm_vm_munmap_calls == calls,
+		      "the new region is a hit again");
+	}
+	if (lookup_mode()) {
+		/* Again, but another thread drains inside our lookup's window. */
+		race_pd = &pd;
+		race_other = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				  -1, 0);
+		key1 = get_put(rc, buf2);
+		if (race_other == MAP_FAILED || !remap(buf2, 3)) {
+			printf("SKIP could not map the same address again\n");
+			goto out;
+		}
+		regs = fake_regs;
+		fakeucp_between_hook = race_hook;
+		key3 = get_put(rc, buf2);
+		if (!strcmp(mode, "race-stale")) {
+			CHECK(key3 == key1,
+			      "negative control: a drain by another thread inside UCP's lookup window "
+			      "hands out the stale region when only the own drain counts (lkey %u)",
+			      key3);
+			goto out;
+		}
+		CHECK(key3 && key3 != key1 && fake_regs == regs + 2,
+		      "another thread drained inside UCP's lookup window: still a miss, registered "
+		      "anew (lkey %u -> %u; %d registrations, the other thread's included)", key1,
+		      key3, fake_regs - regs);
+		munmap(race_other, LEN);
+	}
 	munmap(buf2, LEN);
 out:
 	counts(&t);
