@@ -8,6 +8,10 @@
  * the bridge (ummunotify only queues a record and bumps the counter), so the helper may take
  * libfabric's locks without the free()-hangs-in-the-monitor deadlock of userfaultfd monitors.
  *
+ * Built twice: into libregcache_ofi.so (regcache_ofi_import() calls libfabric's fi_open) and,
+ * with -DOFI_BRIDGE_IN_SHIM, into libregcache_shim.so (ofi_attach.c passes the fi_open of the
+ * libfabric the process loaded; nothing here links against libfabric then).
+ *
  * Subscriptions. Each subscribe(addr, len) registers its own ummunotify range (page-aligned
  * outward) whose cookie is the address of its `struct sub`; an INVAL record marks that sub
  * stale. valid(addr, len) is false when no sub for exactly [addr, addr+len) exists or any of
@@ -334,22 +338,36 @@ static int open_device(void)
 	return 0;
 }
 
-int regcache_ofi_import(void)
+static void close_device(void)
 {
+	munmap((void *)b.counter, PAGE);
+	close(b.fd);
+	close(b.wake);
+	b.fd = b.wake = -1;
+	b.counter = NULL;
+}
+
+int ofi_bridge_import(ofi_open_fn open_fn)
+{
+	struct fid *cache_fid;
 	int ret;
 
 	if (b.imported)
 		return 0;
 	ret = open_device();
-	if (ret) {
-		fprintf(stderr, "regcache_ofi: /dev/ummunotify: %s\n", strerror(-ret));
+	if (ret)
 		return ret;
-	}
 	b.mon.fid.fclass = FI_CLASS_MEM_MONITOR;
 	b.mon.export_ops = &export_ops;
-	ret = fi_import(FI_VERSION(1, 13), "mr_cache", NULL, 0, 0, &b.mon.fid, NULL);
+	/* fi_import() of fi_ext.h, with libfabric's fi_open passed in (the shim finds it at run
+	 * time); fi_import_fid and fi_close are inline calls through the fid's ops. */
+	ret = open_fn(FI_VERSION(1, 13), "mr_cache", NULL, 0, 0, &cache_fid, NULL);
+	if (!ret) {
+		ret = fi_import_fid(cache_fid, &b.mon.fid, 0);
+		fi_close(cache_fid);
+	}
 	if (ret) {
-		fprintf(stderr, "regcache_ofi: fi_import(mr_cache): %s\n", fi_strerror(-ret));
+		close_device();
 		return ret;
 	}
 	no_helper = getenv("REGCACHE_OFI_NO_HELPER") && *getenv("REGCACHE_OFI_NO_HELPER") == '1';
@@ -363,6 +381,19 @@ int regcache_ofi_import(void)
 	b.imported = true;
 	return 0;
 }
+
+#ifndef OFI_BRIDGE_IN_SHIM
+int regcache_ofi_import(void)
+{
+	int ret = ofi_bridge_import(fi_open);
+
+	if (ret == -ENOENT || ret == -EACCES || ret == -ENODEV)
+		fprintf(stderr, "regcache_ofi: /dev/ummunotify: %s\n", strerror(-ret));
+	else if (ret)
+		fprintf(stderr, "regcache_ofi: fi_import(mr_cache): %s\n", fi_strerror(-ret));
+	return ret;
+}
+#endif
 
 int regcache_ofi_stats(struct regcache_ofi_stats *out)
 {
@@ -379,6 +410,7 @@ void regcache_ofi_danger_ignore_invalidations(int on)
 	__atomic_store_n(&b.danger, on, __ATOMIC_RELAXED);
 }
 
+#ifndef OFI_BRIDGE_IN_SHIM
 __attribute__((constructor)) static void auto_import(void)
 {
 	const char *e = getenv("REGCACHE_OFI_IMPORT");
@@ -401,3 +433,4 @@ __attribute__((destructor)) static void report(void)
 		(unsigned long long)s.drains, (unsigned long long)s.invalidations,
 		(unsigned long long)s.notifies, (unsigned long long)s.live);
 }
+#endif /* !OFI_BRIDGE_IN_SHIM */

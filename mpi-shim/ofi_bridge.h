@@ -25,7 +25,10 @@
 #ifndef REGCACHE_OFI_BRIDGE_H
 #define REGCACHE_OFI_BRIDGE_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+struct fid;
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,6 +51,13 @@ int regcache_ofi_import(void);
 int regcache_ofi_stats(struct regcache_ofi_stats *out);
 /* TEST ONLY (negative control): valid() answers "valid" without checking. */
 void regcache_ofi_danger_ignore_invalidations(int on);
+
+/* Internal (libregcache_ofi.so and the shim's ofi_attach.c): opens /dev/ummunotify and imports
+ * it through `open_fn`, libfabric's fi_open. 0, a negative errno (the device), or a negative
+ * FI_* code (-FI_EBUSY: another monitor was imported or is in use); nothing left open on error. */
+typedef int (*ofi_open_fn)(uint32_t version, const char *name, void *attr, size_t attr_len,
+			   uint64_t flags, struct fid **fid, void *context);
+int ofi_bridge_import(ofi_open_fn open_fn);
 
 #ifdef __cplusplus
 }

@@ -66,9 +66,11 @@
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
+#include <rdma/fabric.h>
 
 #include "regcache.h"
 #include "shim.h"
+#include "ofi_attach.h"
 #include "ucx_bridge.h"
 
 /* Access bits regcache_get() accepts; anything else is passed through. */
@@ -124,7 +126,7 @@ static struct {
 static struct shim_set wrappers = SHIM_SET_INIT;
 static __thread int depth;
 
-/* One line on stderr, "regcache_shim: ..." (also the UCX bridge's, see ucx_bridge.h). */
+/* One line on stderr, "regcache_shim: ..." (also the bridges', see shim.h). */
 void shim_warn(const char *fmt, ...)
 {
 	char buf[512];
@@ -153,7 +155,7 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 	return v;
 }
 
-static void *next_sym(const char *name, const char *version)
+void *shim_next_sym(const char *name, const char *version)
 {
 	void *p = dlvsym(RTLD_NEXT, name, version);
 	void *h;
@@ -239,10 +241,10 @@ static void init(void)
 
 static void verbs_init(void)
 {
-	shim.reg_iova2 = (reg_iova2_fn)next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
-	shim.dereg = (dereg_fn)next_sym("ibv_dereg_mr", "IBVERBS_1.1");
-	shim.rereg = (rereg_fn)next_sym("ibv_rereg_mr", "IBVERBS_1.1");
-	shim.dealloc_pd = (dealloc_pd_fn)next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
+	shim.reg_iova2 = (reg_iova2_fn)shim_next_sym("ibv_reg_mr_iova2", "IBVERBS_1.8");
+	shim.dereg = (dereg_fn)shim_next_sym("ibv_dereg_mr", "IBVERBS_1.1");
+	shim.rereg = (rereg_fn)shim_next_sym("ibv_rereg_mr", "IBVERBS_1.1");
+	shim.dealloc_pd = (dealloc_pd_fn)shim_next_sym("ibv_dealloc_pd", "IBVERBS_1.1");
 	if (!shim.reg_iova2 || !shim.dereg || !shim.rereg || !shim.dealloc_pd) {
 		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
 		shim.enabled = 0;
@@ -683,6 +685,9 @@ SHIM_EXPORT int regcache_shim_counts(struct shim_counts *out)
 static void summary(void)
 {
 	static const char *const states[] = { "unused", "active", "off" };
+	static const char *const ofi_states[] = { "unused", "active",
+		"busy (the program's own monitor kept)", "off" };
+	struct ofi_attach_counts o;
 	struct ucx_bridge_counts u;
 	struct shim_counts t;
 
@@ -697,6 +702,16 @@ static void summary(void)
 		(int)getpid(), t.enabled ? "enabled" : "disabled", t.hits, t.misses,
 		t.uncacheable, t.reregistrations, t.invalidated, t.evictions, t.registrations,
 		t.deregistrations, t.wrapped, t.passthrough);
+	ofi_attach_get_counts(&o);
+	if (o.state != OFI_ATTACH_UNUSED)
+		fprintf(stderr,
+			"regcache_shim: pid %d ofi bridge %s (libfabric %u.%u) at=%s cache_hits=%" PRIu64
+			" lookups=%" PRIu64 " stale=%" PRIu64 " subscribes=%" PRIu64
+			" invalidations=%" PRIu64 " notifies=%" PRIu64 " live=%" PRIu64 "%s%s\n",
+			(int)getpid(), o.state >= 0 && o.state <= 3 ? ofi_states[o.state] : "?",
+			FI_MAJOR(o.version), FI_MINOR(o.version), o.trigger ? o.trigger : "-",
+			ofi_attach_hits(&o), o.lookups, o.stale, o.subscribes, o.invalidations,
+			o.notifies, o.live, o.why ? ": " : "", o.why ? o.why : "");
 	if (u.state != UCX_BRIDGE_UNUSED || u.gets)
 		fprintf(stderr,
 			"regcache_shim: pid %d ucx bridge %s (UCX %u.%u.%u) rcaches=%" PRIu64

@@ -45,6 +45,19 @@ int shim_set_remove(struct shim_set *s, void *p);	/* 1 if it was there */
 int shim_set_contains(struct shim_set *s, void *p);
 size_t shim_set_size(struct shim_set *s);
 
+/* Provided by shim.c for the bridges (ucx_bridge.c, ofi_attach.c). */
+/* One line on stderr, "regcache_shim: ...". */
+void shim_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* regcache_sync() on every protection domain's cache; returns how many drained. */
+int shim_sync_all(void);
+/* Whether the shim caches registrations here (enabled, libibverbs found, a monitor works). */
+int shim_can_cache(void);
+/* REGCACHE_SHIM_VERBOSE. */
+int shim_is_verbose(void);
+/* The next definition of a libibverbs function: `version` first, then any; also from a
+ * libibverbs loaded privately by a dlopen()ed library. NULL when not loaded. */
+void *shim_next_sym(const char *name, const char *version);
+
 /* Exported by the shim for tests: the process's counters. Returns 0. */
 int regcache_shim_counts(struct shim_counts *out);
 

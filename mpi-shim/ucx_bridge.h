@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shim.h"
+
 /* UCM_EVENT_VM_UNMAPPED of <ucm/api/ucm.h> (UCS_BIT(17) in UCX 1.x; checked against the header
  * by tests/ucx_fake_client.c when libucx-dev is installed). The shim builds without UCX. */
 #define SHIM_UCM_EVENT_VM_UNMAPPED (1 << 17)
@@ -48,14 +50,5 @@ int ucx_bridge_in_get(void);
 /* A registration was made inside ucs_rcache_get; `watched`: through a cache. */
 void ucx_bridge_count_reg(int watched);
 void ucx_bridge_get_counts(struct ucx_bridge_counts *out);
-
-/* Provided by shim.c for the bridge. */
-/* regcache_sync() on every protection domain's cache; returns how many drained. */
-void shim_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int shim_sync_all(void);
-/* Whether the shim caches registrations here (enabled, libibverbs found, a monitor works). */
-int shim_can_cache(void);
-/* REGCACHE_SHIM_VERBOSE. */
-int shim_is_verbose(void);
 
 #endif /* REGCACHE_UCX_BRIDGE_H */

@@ -3,7 +3,7 @@
 # The VM harness installs its own (vmtest/setup.sh); Open MPI and UCX for vmtest/test-ucx.sh
 # (the UCX bridge; the guest runs the host's binaries) are here.
 set -euo pipefail
-need=(build-essential pkg-config linux-libc-dev libucx-dev libibverbs-dev librdmacm-dev libclang-dev
+need=(build-essential pkg-config linux-libc-dev libucx-dev libfabric-dev libibverbs-dev librdmacm-dev libclang-dev
     openmpi-bin libopenmpi-dev libucx0 ucx-utils)
 missing=()
 for p in "${need[@]}"; do
