@@ -22,10 +22,12 @@
 pub mod config;
 pub mod parse;
 
+mod app;
 mod collector;
 mod server;
 mod textfile;
 
+pub use app::{AddError, AppMetrics, MetricKind, ReadFn, MAX_HELP, MAX_NAME};
 pub use collector::CacheSet;
 pub use config::{Config, ConfigError};
 pub use prometheus_client;
@@ -93,6 +95,8 @@ impl From<ConfigError> for Error {
 pub struct Exporter {
     registry: Registry,
     cfg: Config,
+    /// Application metrics, which can also be added while it runs ([`Handle::app_metrics`]).
+    apps: AppMetrics,
 }
 
 impl Exporter {
@@ -112,13 +116,45 @@ impl Exporter {
             .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())));
         let mut registry = Registry::with_labels(labels);
         registry.register_collector(Box::new(collector::CacheCollector::new(set.clone())));
-        Exporter { registry, cfg }
+        let apps = AppMetrics::new();
+        registry.register_collector(Box::new(app::AppCollector::new(apps.clone())));
+        Exporter {
+            registry,
+            cfg,
+            apps,
+        }
     }
 
     /// The registry, to add application metrics (same labels, served alongside). Names should
     /// start with `regcache_` or the application's own prefix; counters without `_total`.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// Adds an application metric read by `read` at every scrape and textfile write (see
+    /// [`AppMetrics::add`]); a name the registry serves already, the cache's or one registered
+    /// through [`registry_mut`](Self::registry_mut), is refused. Once running, add through
+    /// [`Handle::app_metrics`].
+    pub fn add_metric(
+        &self,
+        name: &str,
+        help: &str,
+        kind: MetricKind,
+        read: ReadFn,
+    ) -> Result<(), AddError> {
+        self.reserve_served_names();
+        self.apps.add(name, help, kind, read)
+    }
+
+    /// The application metrics added so far.
+    pub fn app_metrics(&self) -> &AppMetrics {
+        &self.apps
+    }
+
+    /// Tells the application metrics which names the registry serves.
+    fn reserve_served_names(&self) {
+        self.apps
+            .set_reserved(app::exposed_names(&encode(&self.registry)));
     }
 
     /// The exposition now (Prometheus text format 0.0.4).
@@ -130,7 +166,13 @@ impl Exporter {
     /// before returning, so every configuration problem is reported here; on error nothing
     /// keeps running.
     pub fn start(self) -> Result<Handle, Error> {
-        server::start(self.registry, self.cfg)
+        // The registry is the thread's from now on: its names are final.
+        self.reserve_served_names();
+        let inner = server::start(self.registry, self.cfg)?;
+        Ok(Handle {
+            inner,
+            apps: self.apps,
+        })
     }
 }
 
@@ -145,6 +187,7 @@ fn encode(registry: &Registry) -> String {
 /// A running exporter. Dropping it stops the thread, after a last textfile write.
 pub struct Handle {
     inner: server::Running,
+    apps: AppMetrics,
 }
 
 impl Handle {
@@ -156,6 +199,12 @@ impl Handle {
     /// The textfile written, if any.
     pub fn textfile(&self) -> Option<&std::path::Path> {
         self.inner.textfile.as_deref()
+    }
+
+    /// The application metrics: [`AppMetrics::add`] adds one to the running exporter, served
+    /// from the next scrape or textfile write on (the names it serves already are refused).
+    pub fn app_metrics(&self) -> &AppMetrics {
+        &self.apps
     }
 
     /// Stops now (same as dropping).

@@ -3,7 +3,7 @@
 //! end of a socket pair it also polls.
 
 use crate::config::Config;
-use crate::{encode, textfile, Error, Handle, CONTENT_TYPE};
+use crate::{encode, textfile, Error, CONTENT_TYPE};
 use prometheus_client::registry::Registry;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,7 +43,7 @@ impl Drop for Running {
     }
 }
 
-pub(crate) fn start(registry: Registry, cfg: Config) -> Result<Handle, Error> {
+pub(crate) fn start(registry: Registry, cfg: Config) -> Result<Running, Error> {
     let listener = match cfg.listen {
         None => None,
         Some(addr) => {
@@ -78,14 +78,12 @@ pub(crate) fn start(registry: Registry, cfg: Config) -> Result<Handle, Error> {
         .stack_size(256 * 1024)
         .spawn(move || job.run())
         .map_err(Error::Thread)?;
-    Ok(Handle {
-        inner: Running {
-            local_addr,
-            textfile,
-            stop: Some(stop),
-            thread: Some(thread),
-            pid: std::process::id(),
-        },
+    Ok(Running {
+        local_addr,
+        textfile,
+        stop: Some(stop),
+        thread: Some(thread),
+        pid: std::process::id(),
     })
 }
 

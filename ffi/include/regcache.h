@@ -23,7 +23,8 @@
  * - Destroying a cache with registrations still in use is allowed: they stay valid, and the last
  *   regcache_release() frees the cache's remains. Using a handle after its end is undefined.
  * - The library keeps no pointer to caller structs after a call returns, except attr->pd,
- *   attr->ops_context and attr->on_invalidate_arg, which it borrows for the cache's life.
+ *   attr->ops_context and attr->on_invalidate_arg, which it borrows for the cache's life, and
+ *   regcache_metrics_add_metric()'s read and ctx, borrowed until regcache_metrics_stop().
  *
  * Threads and processes
  * - All functions are thread-safe; one registration may be used from several threads, but must
@@ -40,6 +41,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * `kind` of regcache_metrics_add_metric(): a counter, which only goes up (exposed as
+ * `NAME_total`, as the cache's own counters are).
+ */
+#define REGCACHE_METRIC_COUNTER 0
+
+/**
+ * `kind` of regcache_metrics_add_metric(): a gauge, which goes up and down (exposed as `NAME`).
+ */
+#define REGCACHE_METRIC_GAUGE 1
 
 /**
  * Values of `regcache_attr.monitor`: how the cache learns that registered memory changed.
@@ -390,6 +402,15 @@ struct regcache_stats {
     uint32_t flags;
 };
 
+/**
+ * Reads an application metric's current value (regcache_metrics_add_metric()), `ctx` being the
+ * pointer given with it. Called on the exporter's thread at every scrape and textfile write
+ * (never in a fork() child of the process that started the exporter): it must be thread-safe,
+ * must not block, should be quick (a relaxed atomic load), must not unwind (no C++ exception,
+ * no longjmp out), and must not call regcache_metrics_stop() on its own exporter.
+ */
+typedef uint64_t (*regcache_metric_fn)(void *ctx);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -617,6 +638,37 @@ int regcache_metrics_address(const struct regcache_metrics *metrics, char *buf, 
  * As for regcache_metrics_address().
  */
 int regcache_metrics_textfile(const struct regcache_metrics *metrics, char *buf, size_t len);
+
+/**
+ * Adds an application metric to a running exporter: served on the same `/metrics` page and in
+ * the same textfile as the caches' counters, with the same labels (rank, local_rank, job_id),
+ * from the next scrape or textfile write on, until regcache_metrics_stop(). `read(ctx)` gives
+ * its value each time (see regcache_metric_fn).
+ *
+ * `name`: `[a-zA-Z_:][a-zA-Z0-9_:]*`, at most 128 bytes, not a name the exporter already serves
+ * (the caches' `regcache_*` series, earlier application metrics). `kind`:
+ * REGCACHE_METRIC_COUNTER, exposed as `NAME_total` (so `name` must not end in `_total`; a
+ * counter `x` also takes the name `x_total`), or REGCACHE_METRIC_GAUGE, exposed as `NAME`.
+ * `help`: one line of text (no newline, at most 1024 bytes), or NULL for a generic one. `name`
+ * and `help` are copied; `read` is required, `ctx` may be NULL.
+ *
+ * Returns 0, -EINVAL (NULL or invalid `metrics`, NULL `name` or `read`, a bad name, help or
+ * kind: regcache_last_error() says which), or -EEXIST (the name, or its `_total` form, is
+ * served already). Thread-safe. There is no removal: a library that unloads or frees `ctx`
+ * must stop the exporter first.
+ *
+ * # Safety
+ * `metrics` is NULL or a running exporter; `name` is NULL or a NUL-terminated string; `help`
+ * is NULL or a NUL-terminated string; `read` is NULL or a function that can be called as
+ * regcache_metric_fn says with `ctx`, from another thread, until regcache_metrics_stop()
+ * returns (as must `ctx` stay valid).
+ */
+int regcache_metrics_add_metric(struct regcache_metrics *metrics,
+                                const char *name,
+                                const char *help,
+                                uint32_t kind,
+                                regcache_metric_fn read,
+                                void *ctx);
 
 /**
  * The software NIC writes `length` bytes from `src` to `[addr, addr + length)` through `mr`,

@@ -1,12 +1,12 @@
-//! The Prometheus exporter over the C ABI: regcache_metrics_start() / _add() / _stop(), and
-//! where it serves (_address(), _textfile()). The configuration is the exporter crate's own
-//! (its spec string or the REGCACHE_METRICS_* environment, the launcher's rank offset and
-//! labels); nothing of it is parsed here.
+//! The Prometheus exporter over the C ABI: regcache_metrics_start() / _add() / _stop(), where it
+//! serves (_address(), _textfile()), and the application's own metrics (_add_metric()). The
+//! configuration is the exporter crate's own (its spec string or the REGCACHE_METRICS_*
+//! environment, the launcher's rank offset and labels); nothing of it is parsed here.
 
 use crate::guard::{cache_ref, check_out, copy_str, guard, metrics_ref, out_buf, Fail};
 use crate::types::{regcache_cache, regcache_metrics, DEAD_MAGIC, METRICS_MAGIC};
-use regcache_exporter::{CacheSet, Config, Exporter};
-use std::ffi::CStr;
+use regcache_exporter::{AddError, CacheSet, Config, Exporter, MetricKind};
+use std::ffi::{c_void, CStr};
 use std::os::raw::{c_char, c_int};
 use std::sync::PoisonError;
 
@@ -245,5 +245,128 @@ pub unsafe extern "C" fn regcache_metrics_textfile(
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(c_int::try_from(copy_str(&path, out)).unwrap_or(c_int::MAX))
+    })
+}
+
+/// `kind` of regcache_metrics_add_metric(): a counter, which only goes up (exposed as
+/// `NAME_total`, as the cache's own counters are).
+pub const REGCACHE_METRIC_COUNTER: u32 = 0;
+/// `kind` of regcache_metrics_add_metric(): a gauge, which goes up and down (exposed as `NAME`).
+pub const REGCACHE_METRIC_GAUGE: u32 = 1;
+
+/// Reads an application metric's current value (regcache_metrics_add_metric()), `ctx` being the
+/// pointer given with it. Called on the exporter's thread at every scrape and textfile write
+/// (never in a fork() child of the process that started the exporter): it must be thread-safe,
+/// must not block, should be quick (a relaxed atomic load), must not unwind (no C++ exception,
+/// no longjmp out), and must not call regcache_metrics_stop() on its own exporter.
+#[allow(non_camel_case_types)]
+pub type regcache_metric_fn = Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>;
+
+/// A C read function and its context, called from the exporter's thread.
+struct CRead {
+    read: unsafe extern "C" fn(ctx: *mut c_void) -> u64,
+    ctx: *mut c_void,
+}
+
+// SAFETY: the caller of regcache_metrics_add_metric() guarantees that `read` may be called with
+// `ctx` from any thread, concurrently (the function's contract); the library never touches `ctx`.
+unsafe impl Send for CRead {}
+// SAFETY: as above: shared access only calls `read(ctx)`, which is thread-safe by contract.
+unsafe impl Sync for CRead {}
+
+impl CRead {
+    fn call(&self) -> u64 {
+        // SAFETY: `read` and `ctx` stay valid until regcache_metrics_stop(), which joins the
+        // exporter thread before returning, so no call outlives them; `read` is thread-safe and
+        // does not unwind (the contract of regcache_metrics_add_metric()).
+        unsafe { (self.read)(self.ctx) }
+    }
+}
+
+/// A NUL-terminated argument as a string, at most `max` bytes.
+///
+/// # Safety
+/// `p` is non-null and NUL-terminated, readable up to its NUL or `max + 1` bytes.
+unsafe fn c_str<'a>(p: *const c_char, what: &str, max: usize) -> Result<&'a str, Fail> {
+    // SAFETY: non-null; strnlen reads at most max + 1 bytes, up to the NUL (contract).
+    let n = unsafe { libc::strnlen(p, max + 1) };
+    if n > max {
+        return Err(Fail::inval(&format!("{what} is longer than {max} bytes")));
+    }
+    // SAFETY: a NUL at `n` (found by strnlen), the bytes before it readable.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map_err(|_| Fail::inval(&format!("{what} is not UTF-8")))
+}
+
+/// Adds an application metric to a running exporter: served on the same `/metrics` page and in
+/// the same textfile as the caches' counters, with the same labels (rank, local_rank, job_id),
+/// from the next scrape or textfile write on, until regcache_metrics_stop(). `read(ctx)` gives
+/// its value each time (see regcache_metric_fn).
+///
+/// `name`: `[a-zA-Z_:][a-zA-Z0-9_:]*`, at most 128 bytes, not a name the exporter already serves
+/// (the caches' `regcache_*` series, earlier application metrics). `kind`:
+/// REGCACHE_METRIC_COUNTER, exposed as `NAME_total` (so `name` must not end in `_total`; a
+/// counter `x` also takes the name `x_total`), or REGCACHE_METRIC_GAUGE, exposed as `NAME`.
+/// `help`: one line of text (no newline, at most 1024 bytes), or NULL for a generic one. `name`
+/// and `help` are copied; `read` is required, `ctx` may be NULL.
+///
+/// Returns 0, -EINVAL (NULL or invalid `metrics`, NULL `name` or `read`, a bad name, help or
+/// kind: regcache_last_error() says which), or -EEXIST (the name, or its `_total` form, is
+/// served already). Thread-safe. There is no removal: a library that unloads or frees `ctx`
+/// must stop the exporter first.
+///
+/// # Safety
+/// `metrics` is NULL or a running exporter; `name` is NULL or a NUL-terminated string; `help`
+/// is NULL or a NUL-terminated string; `read` is NULL or a function that can be called as
+/// regcache_metric_fn says with `ctx`, from another thread, until regcache_metrics_stop()
+/// returns (as must `ctx` stay valid).
+#[no_mangle]
+pub unsafe extern "C" fn regcache_metrics_add_metric(
+    metrics: *mut regcache_metrics,
+    name: *const c_char,
+    help: *const c_char,
+    kind: u32,
+    read: regcache_metric_fn,
+    ctx: *mut c_void,
+) -> c_int {
+    guard("regcache_metrics_add_metric", || {
+        // SAFETY: forwarded contract.
+        let m = unsafe { metrics_ref(metrics) }?;
+        if name.is_null() {
+            return Err(Fail::inval("name is NULL"));
+        }
+        // SAFETY: non-null, NUL-terminated per the contract.
+        let name = unsafe { c_str(name, "name", regcache_exporter::MAX_NAME) }?;
+        let help = if help.is_null() {
+            ""
+        } else {
+            // SAFETY: non-null, NUL-terminated per the contract.
+            unsafe { c_str(help, "help", regcache_exporter::MAX_HELP) }?
+        };
+        let kind = match kind {
+            REGCACHE_METRIC_COUNTER => MetricKind::Counter,
+            REGCACHE_METRIC_GAUGE => MetricKind::Gauge,
+            k => {
+                return Err(Fail::inval(&format!(
+                    "kind is {k}; use REGCACHE_METRIC_COUNTER or REGCACHE_METRIC_GAUGE"
+                )))
+            }
+        };
+        let Some(read) = read else {
+            return Err(Fail::inval("read is NULL"));
+        };
+        let Some(handle) = m.handle.as_ref() else {
+            return Err(Fail::inval("metrics is being stopped"));
+        };
+        let r = CRead { read, ctx };
+        handle
+            .app_metrics()
+            .add(name, help, kind, Box::new(move || r.call()))
+            .map_err(|e| match e {
+                AddError::Exists(_) => Fail::new(libc::EEXIST, e.to_string()),
+                AddError::Name(_) | AddError::Help(_) => Fail::inval(&e.to_string()),
+            })?;
+        Ok(0)
     })
 }
