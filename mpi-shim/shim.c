@@ -187,6 +187,89 @@ static void stop_metrics(void)
 		regcache_metrics_stop(m);
 }
 
+/* ---- the shim's and the bridges' own counters, served beside the caches' ---- */
+
+static uint64_t m_wrapped(void *ctx)
+{
+	(void)ctx;
+	return __atomic_load_n(&shim.wrapped, __ATOMIC_RELAXED);
+}
+
+static uint64_t m_passthrough(void *ctx)
+{
+	(void)ctx;
+	return __atomic_load_n(&shim.passthrough, __ATOMIC_RELAXED);
+}
+
+/* ctx selects the field: the callbacks are tiny and read the bridges' atomics. */
+enum { M_UCX_STATE, M_UCX_HITS, M_UCX_FORWARDED, M_UCX_UNWATCHED, M_OFI_STATE, M_OFI_HITS,
+       M_OFI_INVALIDATIONS };
+
+static uint64_t m_bridge(void *ctx)
+{
+	struct ucx_bridge_counts u;
+	struct ofi_attach_counts o;
+
+	switch ((uintptr_t)ctx) {
+	case M_UCX_STATE:
+	case M_UCX_HITS:
+	case M_UCX_FORWARDED:
+	case M_UCX_UNWATCHED:
+		ucx_bridge_get_counts(&u);
+		return (uintptr_t)ctx == M_UCX_STATE ? (uint64_t)u.state :
+		       (uintptr_t)ctx == M_UCX_HITS ? ucx_bridge_hits(&u) :
+		       (uintptr_t)ctx == M_UCX_FORWARDED ? u.forwarded : u.unwatched;
+	default:
+		ofi_attach_get_counts(&o);
+		return (uintptr_t)ctx == M_OFI_STATE ? (uint64_t)o.state :
+		       (uintptr_t)ctx == M_OFI_HITS ? ofi_attach_hits(&o) : o.invalidations;
+	}
+}
+
+static void add_shim_metrics(struct regcache_metrics *m)
+{
+	static const struct {
+		const char *name, *help;
+		uint32_t kind;
+		regcache_metric_fn read;
+		uintptr_t ctx;
+	} ms[] = {
+		{ "regcache_shim_wrapped", "Registrations the program got through the shim's caches",
+		  REGCACHE_METRIC_COUNTER, m_wrapped, 0 },
+		{ "regcache_shim_passthrough", "Registrations the shim handed to rdma-core unchanged",
+		  REGCACHE_METRIC_COUNTER, m_passthrough, 0 },
+		{ "regcache_shim_ucx_bridge_state",
+		  "UCX bridge: 0 UCX not used (yet), 1 active (ummunotify feeds UCX's cache), 2 off",
+		  REGCACHE_METRIC_GAUGE, m_bridge, M_UCX_STATE },
+		{ "regcache_shim_ucx_cache_hits",
+		  "Hits in UCX's own registration cache (they never reach ibv_reg_mr)",
+		  REGCACHE_METRIC_COUNTER, m_bridge, M_UCX_HITS },
+		{ "regcache_shim_ucx_forwarded", "Invalidated ranges forwarded to UCX (ucm_vm_munmap)",
+		  REGCACHE_METRIC_COUNTER, m_bridge, M_UCX_FORWARDED },
+		{ "regcache_shim_ucx_unwatched",
+		  "Registrations UCX caches that the shim passed through unwatched (must stay 0)",
+		  REGCACHE_METRIC_COUNTER, m_bridge, M_UCX_UNWATCHED },
+		{ "regcache_shim_ofi_bridge_state",
+		  "libfabric bridge: 0 libfabric not used (yet), 1 active (ummunotify is its MR cache's "
+		  "monitor), 2 busy (the program imported its own monitor), 3 off",
+		  REGCACHE_METRIC_GAUGE, m_bridge, M_OFI_STATE },
+		{ "regcache_shim_ofi_cache_hits",
+		  "Hits in libfabric's MR cache confirmed valid by ummunotify",
+		  REGCACHE_METRIC_COUNTER, m_bridge, M_OFI_HITS },
+		{ "regcache_shim_ofi_invalidations", "Invalidations ummunotify reported to libfabric",
+		  REGCACHE_METRIC_COUNTER, m_bridge, M_OFI_INVALIDATIONS },
+	};
+	char msg[256];
+
+	for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+		if (regcache_metrics_add_metric(m, ms[i].name, ms[i].help, ms[i].kind, ms[i].read,
+						(void *)ms[i].ctx)) {
+			regcache_last_error(msg, sizeof(msg));
+			shim_warn("metric %s not served: %s", ms[i].name, msg);
+		}
+	}
+}
+
 /* Starts the exporter the environment asks for; a bad value is one warning, no exporter. */
 static void start_metrics(void)
 {
@@ -207,6 +290,7 @@ static void start_metrics(void)
 	}
 	if (!shim.metrics)
 		return;
+	add_shim_metrics(shim.metrics);
 	atexit(stop_metrics);
 	if (!shim.verbose)
 		return;
@@ -714,12 +798,12 @@ static void summary(void)
 			o.notifies, o.live, o.why ? ": " : "", o.why ? o.why : "");
 	if (u.state != UCX_BRIDGE_UNUSED || u.gets)
 		fprintf(stderr,
-			"regcache_shim: pid %d ucx bridge %s (UCX %u.%u.%u) rcaches=%" PRIu64
-			" rcache_gets=%" PRIu64 " drained_before_get=%" PRIu64 " forwarded=%" PRIu64
-			" registered_in_get=%" PRIu64 " unwatched=%" PRIu64 " ucp_lookups=%" PRIu64
-			" ucp_hits=%" PRIu64 " ucp_refused=%" PRIu64 "\n",
+			"regcache_shim: pid %d ucx bridge %s (UCX %u.%u.%u) cache_hits=%" PRIu64
+			" rcaches=%" PRIu64 " rcache_gets=%" PRIu64 " drained_before_get=%" PRIu64
+			" forwarded=%" PRIu64 " registered_in_get=%" PRIu64 " unwatched=%" PRIu64
+			" ucp_lookups=%" PRIu64 " ucp_refused=%" PRIu64 "\n",
 			(int)getpid(), u.state >= 0 && u.state <= 2 ? states[u.state] : "?",
-			u.version[0], u.version[1], u.version[2], u.rcaches, u.gets, u.syncs,
-			u.forwarded, u.get_regs, u.unwatched, u.ucp_lookups, ucx_bridge_ucp_hits(&u),
+			u.version[0], u.version[1], u.version[2], ucx_bridge_hits(&u), u.rcaches,
+			u.gets, u.syncs, u.forwarded, u.get_regs, u.unwatched, u.ucp_lookups,
 			u.ucp_refused);
 }

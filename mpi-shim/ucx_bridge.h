@@ -37,10 +37,14 @@ struct ucx_bridge_counts {
 	uint64_t ucp_gets;	/* ucs_rcache_get calls from libucp (UCP cache misses) */
 };
 
-/* UCP cache hits of a MODE_LOOKUP UCX: lookups that did not go on to ucs_rcache_get. */
-static inline uint64_t ucx_bridge_ucp_hits(const struct ucx_bridge_counts *c)
+/* UCX registration-cache hits: gets that registered nothing, plus UCP's inline lookups (1.18+)
+ * that did not go on to ucs_rcache_get. */
+static inline uint64_t ucx_bridge_hits(const struct ucx_bridge_counts *c)
 {
-	return c->ucp_lookups > c->ucp_gets ? c->ucp_lookups - c->ucp_gets : 0;
+	uint64_t get_hits = c->gets > c->get_regs ? c->gets - c->get_regs : 0;
+	uint64_t inline_hits = c->ucp_lookups > c->ucp_gets ? c->ucp_lookups - c->ucp_gets : 0;
+
+	return get_hits + inline_hits;
 }
 
 /* The shim's on_invalidate: forwards [addr, addr+len) to ucm_vm_munmap when active. */

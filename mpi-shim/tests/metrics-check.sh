@@ -41,6 +41,32 @@ else
 fi
 [ "$(ls -A "$tmp/tf" | wc -l)" = 1 ] && ok "one file, no temporaries left" ||
 	nok "files left: $(ls -A "$tmp/tf")"
+# The shim's own counters and the bridges' state are served beside the caches'.
+w=$([ -n "$prom" ] && value "$prom" regcache_shim_wrapped_total)
+u=$([ -n "$prom" ] && value "$prom" regcache_shim_ucx_bridge_state)
+o=$([ -n "$prom" ] && value "$prom" regcache_shim_ofi_bridge_state)
+if [ -n "$w" ] && [ "$w" -gt 0 ] && [ "$u" = 0 ] && [ "$o" = 0 ]; then
+	ok "textfile: regcache_shim_wrapped_total $w, both bridges unused (state 0)"
+else
+	nok "textfile: wrapped=${w:-none} ucx_state=${u:-none} ofi_state=${o:-none}"
+fi
+
+# 1b. The UCX bridge's counters in the textfile (fake UCX 1.20: hits are UCP's inline lookups).
+mkdir "$tmp/ucx"
+FAKEUCX_VERSION=1.20.1 REGCACHE_SHIM_METRICS="textfile=$tmp/ucx" LD_PRELOAD=$SHIM \
+	"$B/ucx_fake_client" bridge >"$tmp/ucx.out" 2>&1
+rc=$?
+prom=$(ls "$tmp"/ucx/regcache-pid*.prom 2>/dev/null | head -1)
+u=$([ -n "$prom" ] && value "$prom" regcache_shim_ucx_bridge_state)
+h=$([ -n "$prom" ] && value "$prom" regcache_shim_ucx_cache_hits_total)
+f=$([ -n "$prom" ] && value "$prom" regcache_shim_ucx_forwarded_total)
+fake_hits=$(sed -n 's/^mode bridge: hits=\([0-9]*\) .*/\1/p' "$tmp/ucx.out")
+if [ "$rc" = 0 ] && [ "$u" = 1 ] && [ -n "$h" ] && [ "$h" = "$fake_hits" ] && [ "${f:-0}" -gt 0 ]; then
+	ok "textfile: UCX bridge active (state 1), regcache_shim_ucx_cache_hits_total $h = UCX's own count, forwarded $f"
+else
+	nok "UCX bridge metrics: exit $rc state=${u:-none} hits=${h:-none} (UCX counted ${fake_hits:-?}) forwarded=${f:-none}"
+	cat "$tmp/ucx.out"
+fi
 
 # 2. HTTP: the program scrapes its own /metrics (served by the shim's exporter thread).
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
