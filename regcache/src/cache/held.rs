@@ -17,7 +17,7 @@
 //!   now. If the tag landed between its load and its store, the store erases it: nobody reaps
 //!   at once, but nothing is deregistered early either (a scanner deregisters only an entry
 //!   whose cells it sees clear, and the clearing store is a Release after the last use). The
-//!   cache remembers which retired entries had tagged cells and sweeps them on its next slow
+//!   cache lists every retired entry for a re-check and sweeps the list on its next slow
 //!   path (`Cache::sweep`), so the lost race delays a deregistration, never skips it. The
 //!   release has no locked instruction.
 //! - Threads beyond the exclusive slots (which share a slot) and a thread whose cells are all

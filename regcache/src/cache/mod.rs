@@ -58,6 +58,14 @@ pub struct Config {
     /// Called with every range the monitor reports changed (for bridges that keep another
     /// cache coherent, e.g. UCX's ucm_vm_munmap). Runs on the thread that drains, under the
     /// cache's miss lock: it must not call back into this cache.
+    ///
+    /// It should not panic. If it does, the panic propagates out of the call that drained
+    /// (`get`, `sync`...) after the cache has put its own state in order: the invalidated
+    /// entries have already left the index and been retired (none is freed or deregistered
+    /// while a handle holds it, none leaks), and the cache keeps working. What is lost is the
+    /// hook's own view: the ranges of that drain after the one that panicked are not passed to
+    /// it, so the cache it keeps coherent may be stale. (The C ABI's callbacks are C functions,
+    /// which cannot unwind; every C entry point catches panics.)
     pub on_invalidate: Option<InvalidateHook>,
 }
 
@@ -134,9 +142,11 @@ const RACE_RETRIES: usize = 3;
 #[derive(Default)]
 struct Zombies {
     entries: HashMap<u64, Box<Entry>>,
-    /// Ids of entries that hold cells still held when retired. A release racing with the tag
-    /// can erase it (held.rs), so `Cache::sweep` re-checks these on the next slow path.
-    tagged: Vec<u64>,
+    /// Ids of retired entries that `Cache::sweep` re-checks on the next slow path: every entry
+    /// is listed when it is retired, before any callout (a release racing with the tag can
+    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
+    /// already reaped are dropped by the next sweep.
+    recheck: Vec<u64>,
 }
 
 /// A registration cache over one monitor and one registrar.
@@ -537,17 +547,17 @@ impl Cache {
             out
         };
         st.lru.insert((stamp, start));
-        for old in displaced {
-            self.retire(st, old);
-        }
-        self.enforce_limits(st);
-        Handle {
+        // The handle first: should a callout below unwind, dropping it releases the reference.
+        let h = Handle {
             cache: self,
             entry: ptr,
             cell: None,
             lkey,
             rkey,
-        }
+        };
+        self.retire(st, displaced);
+        self.enforce_limits(st);
+        h
     }
 
     /// Registers for this use only (not cached, deregistered when the handle drops).
@@ -647,24 +657,36 @@ impl Cache {
         s.registered_entries.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Takes an entry that left the index: stop watching it and deregister it now if unused,
-    /// else when its last handle is released.
-    fn retire(&self, st: &mut MissState, e: Box<Entry>) {
-        st.lru
-            .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
-        self.monitor.unwatch(e.range, e.id);
-        let mut zombies = self.zombies.lock();
-        let uncounted = e.invalidate();
-        let held = self.held.tag(&e);
-        if uncounted && !held {
-            drop(zombies);
-            self.deregister(&e.reg, e.range);
-        } else {
-            // Inserted under the zombies lock, which a releaser that must reap takes first.
-            if held {
-                zombies.tagged.push(e.id);
+    /// Takes entries that left the index: stops watching them and deregisters each now if
+    /// unused, else when its last handle is released.
+    ///
+    /// Every entry is handed to the zombie list (and its recheck list) before the first
+    /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
+    /// drops an entry a handle still holds: what it leaves undone, the next sweep does.
+    fn retire(&self, st: &mut MissState, removed: Vec<Box<Entry>>) {
+        if removed.is_empty() {
+            return;
+        }
+        let mut callouts = Vec::with_capacity(removed.len());
+        {
+            // Under the zombies lock, which a releaser that must reap takes first. Nothing
+            // here calls out of the cache.
+            let mut zombies = self.zombies.lock();
+            for e in removed {
+                st.lru
+                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
+                e.invalidate();
+                self.held.tag(&e);
+                callouts.push((e.id, e.range));
+                zombies.recheck.push(e.id);
+                zombies.entries.insert(e.id, e);
             }
-            zombies.entries.insert(e.id, e);
+        }
+        // From here on the entries are the zombie list's: only their ids and ranges are used
+        // (a releaser may free one at any time).
+        for (id, range) in callouts {
+            self.monitor.unwatch(range, id);
+            self.reap(id);
         }
     }
 
@@ -709,12 +731,12 @@ impl Cache {
     /// use by at most one miss, drain, invalidate or flush.
     fn sweep(&self) {
         let mut zombies = self.zombies.lock();
-        if zombies.tagged.is_empty() {
+        if zombies.recheck.is_empty() {
             return;
         }
-        let Zombies { entries, tagged } = &mut *zombies;
+        let Zombies { entries, recheck } = &mut *zombies;
         let mut free = Vec::new();
-        tagged.retain(|id| {
+        recheck.retain(|id| {
             let unused = match entries.get(id) {
                 None => return false, // reaped already
                 Some(e) => self.unreferenced(e),
@@ -725,6 +747,8 @@ impl Cache {
             !unused
         });
         drop(zombies);
+        // Unreferenced and out of every list: if a deregistration unwinds, dropping the rest
+        // frees entries nothing can reach (their registrations are then lost, not misused).
         for e in free {
             self.bury(&e);
         }
@@ -795,6 +819,18 @@ impl Cache {
             }
             victims.into_iter().filter_map(|s| idx.remove(s)).collect()
         };
+        if removed.is_empty() && !pending_hit {
+            self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .invalidated
+            .fetch_add(removed.len() as u64, Ordering::Relaxed);
+        for e in &removed {
+            self.remember_invalidated(st, e.range);
+        }
+        // Retired before the hook runs: a hook that unwinds must find no entry owned by a
+        // local (see `Config::on_invalidate`).
+        self.retire(st, removed);
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
@@ -810,16 +846,6 @@ impl Cache {
         if !self.broken.load(Ordering::Relaxed) {
             // Release: publishes the removals above to hit paths that observe this value.
             self.drained.store(generation, Ordering::Release);
-        }
-        if removed.is_empty() && !pending_hit {
-            self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
-        }
-        self.stats
-            .invalidated
-            .fetch_add(removed.len() as u64, Ordering::Relaxed);
-        for e in removed {
-            self.remember_invalidated(st, e.range);
-            self.retire(st, e);
         }
         st.scratch = events;
         pending_hit
@@ -864,11 +890,16 @@ impl Cache {
     /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
     /// says so or nothing evictable is left.
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
-        let mut busy = Vec::new();
-        while let Some((stamp, start)) = st.lru.pop_first() {
+        // Entries in use keep their record where it is and the walk moves past them (a list of
+        // them put back at the end would be lost if a callout below unwound).
+        let mut from = (0, 0);
+        while let Some(&(stamp, start)) = st.lru.range(from..).next() {
+            // Page-aligned starts never reach usize::MAX: the successor of this key.
+            from = (stamp, start + 1);
             let victim = {
                 let mut idx = self.index.write();
                 let Some(slot) = idx.slot(start) else {
+                    st.lru.remove(&(stamp, start));
                     continue;
                 };
                 let e = &*slot.entry;
@@ -877,17 +908,20 @@ impl Cache {
                 if now != stamp {
                     // Used since it was filed: file it again under its newer stamp.
                     e.lru_key.store(now, Ordering::Relaxed);
+                    st.lru.remove(&(stamp, start));
                     st.lru.insert((now, start));
                     continue;
                 }
                 // No new hold can appear under the write lock, so an entry no cell holds and
                 // nothing counts is unused for good.
                 if self.held.holds(e) || !e.try_evict() {
-                    busy.push((stamp, start));
                     continue;
                 }
+                st.lru.remove(&(stamp, start));
                 idx.remove(start)
             };
+            // Unreferenced and out of the index and the LRU: owning it across the callouts is
+            // safe (an unwind frees an entry nothing can reach).
             if let Some(e) = victim {
                 self.stats.evictions.fetch_add(1, Ordering::Relaxed);
                 self.monitor.unwatch(e.range, e.id);
@@ -897,7 +931,6 @@ impl Cache {
                 }
             }
         }
-        st.lru.extend(busy);
     }
 
     /// Removes every cached entry overlapping `[addr, addr+len)`: for invalidations learned
@@ -920,10 +953,10 @@ impl Cache {
         self.stats
             .invalidated
             .fetch_add(n as u64, Ordering::Relaxed);
-        for e in removed {
+        for e in &removed {
             self.remember_invalidated(&mut st, e.range);
-            self.retire(&mut st, e);
         }
+        self.retire(&mut st, removed);
         Ok(n)
     }
 
@@ -942,9 +975,7 @@ impl Cache {
                 .filter_map(|s| idx.remove(s))
                 .collect()
         };
-        for e in all {
-            self.retire(&mut st, e);
-        }
+        self.retire(&mut st, all);
     }
 
     /// Entries currently cached (in the index).
