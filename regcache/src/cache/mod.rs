@@ -128,8 +128,12 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// (stamp, start) of every cached entry; stamps are refreshed lazily at eviction.
-    lru: BTreeSet<(u64, usize)>,
+    /// (stamp, start, id) of every cached entry; stamps are refreshed lazily at eviction. The
+    /// id makes keys unique: a hit stamps an entry with the clock's current value, which the
+    /// next insert takes too, so (stamp, start) alone could be shared by an entry and the one
+    /// replacing it at the same start, and retiring the old one would remove the new one's
+    /// record (the new entry would then never be evicted).
+    lru: BTreeSet<(u64, usize, u64)>,
     /// Ranges recently invalidated, to count re-registrations (bounded).
     recent: BTreeMap<usize, usize>,
     scratch: Vec<Invalidation>,
@@ -535,7 +539,7 @@ impl Cache {
         entry.acquire();
         let ptr = NonNull::from(&*entry);
         let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
-        let (start, range) = (entry.range.start, entry.range);
+        let (start, range, id) = (entry.range.start, entry.range, entry.id);
         let displaced: Vec<Box<Entry>> = {
             let mut idx = self.index.write();
             let out = idx
@@ -546,7 +550,7 @@ impl Cache {
             idx.insert(entry, stamp);
             out
         };
-        st.lru.insert((stamp, start));
+        st.lru.insert((stamp, start, id));
         // The handle first: should a callout below unwind, dropping it releases the reference.
         let h = Handle {
             cache: self,
@@ -674,7 +678,7 @@ impl Cache {
             let mut zombies = self.zombies.lock();
             for e in removed {
                 st.lru
-                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
+                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start, e.id));
                 e.invalidate();
                 self.held.tag(&e);
                 callouts.push((e.id, e.range));
@@ -892,14 +896,16 @@ impl Cache {
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
         // Entries in use keep their record where it is and the walk moves past them (a list of
         // them put back at the end would be lost if a callout below unwound).
-        let mut from = (0, 0);
-        while let Some(&(stamp, start)) = st.lru.range(from..).next() {
-            // Page-aligned starts never reach usize::MAX: the successor of this key.
-            from = (stamp, start + 1);
+        let mut from = (0, 0, 0);
+        while let Some(&key) = st.lru.range(from..).next() {
+            let (stamp, start, id) = key;
+            // Ids never reach u64::MAX: the successor of this key.
+            from = (stamp, start, id + 1);
             let victim = {
                 let mut idx = self.index.write();
-                let Some(slot) = idx.slot(start) else {
-                    st.lru.remove(&(stamp, start));
+                let Some(slot) = idx.slot(start).filter(|s| s.entry.id == id) else {
+                    // Not expected (retire removes an entry's record): drop the stale record.
+                    st.lru.remove(&key);
                     continue;
                 };
                 let e = &*slot.entry;
@@ -908,8 +914,8 @@ impl Cache {
                 if now != stamp {
                     // Used since it was filed: file it again under its newer stamp.
                     e.lru_key.store(now, Ordering::Relaxed);
-                    st.lru.remove(&(stamp, start));
-                    st.lru.insert((now, start));
+                    st.lru.remove(&key);
+                    st.lru.insert((now, start, id));
                     continue;
                 }
                 // No new hold can appear under the write lock, so an entry no cell holds and
@@ -917,7 +923,7 @@ impl Cache {
                 if self.held.holds(e) || !e.try_evict() {
                     continue;
                 }
-                st.lru.remove(&(stamp, start));
+                st.lru.remove(&key);
                 idx.remove(start)
             };
             // Unreferenced and out of the index and the LRU: owning it across the callouts is

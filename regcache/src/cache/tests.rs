@@ -884,3 +884,56 @@ fn panicking_deregister_frees_no_held_entry() {
     assert!(r.live.lock().is_empty(), "a registration leaked");
     assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
 }
+
+/// A no-op registrar whose next registration fails with ENOMEM when `fail_next` is set.
+#[derive(Default)]
+struct FlakyRegistrar {
+    fail_next: AtomicBool,
+    inner: NoopRegistrar,
+}
+
+impl Registrar for FlakyRegistrar {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn register(&self, addr: usize, len: usize, access: Access) -> Result<Registration> {
+        if self.fail_next.swap(false, Ordering::Relaxed) {
+            return Err(Error::from_register_errno(libc::ENOMEM, "test memlock"));
+        }
+        self.inner.register(addr, len, access)
+    }
+    fn deregister(&self, reg: &Registration, addr: usize, len: usize) {
+        self.inner.deregister(reg, addr, len)
+    }
+}
+
+/// Issue 12 item 2: X at S is hit (stamp k), the registrar's ENOMEM makes `evict_lru` refile X
+/// under stamp k, then a merge inserts Y at S taking stamp k from the clock and retires X. Y's
+/// LRU record must survive X's retirement, or Y is never evicted.
+#[test]
+fn a_merge_replacing_a_refiled_entry_keeps_the_new_entry_evictable() {
+    let (c, _m, r) = setup_with::<FlakyRegistrar>(Config {
+        max_entries: 1,
+        ..Config::default()
+    });
+    let s = 0x300_0000;
+    drop(c.get(s, P, RW).unwrap()); // X, filed under stamp 1; the clock is now 2
+    let hx = c.get(s, P, RW).unwrap(); // a hit stamps X with 2 and keeps X busy
+    r.fail_next.store(true, Ordering::Relaxed);
+    // Y = X merged with the next page: ENOMEM -> evict_lru refiles X under 2 (busy, kept),
+    // retry succeeds, Y is inserted with stamp 2 and X retired.
+    let hy = c.get(s, 2 * P, RW).unwrap();
+    assert_eq!(hy.range().start, s);
+    assert_eq!(c.stats().evictions, 0);
+    drop((hx, hy));
+    for i in 1..=4 {
+        drop(c.get(s + i * 0x10_0000, P, RW).unwrap());
+    }
+    assert_eq!(c.cached_entries(), 1, "max_entries = 1");
+    drop(c.get(s, 2 * P, RW).unwrap());
+    assert_eq!(
+        c.stats().hits,
+        1,
+        "Y was evicted by the 4 newer inserts: only X's hit counts"
+    );
+}
