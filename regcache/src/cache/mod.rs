@@ -325,10 +325,19 @@ impl Cache {
         &self.cfg
     }
 
-    /// Whether requests are cached (a working monitor, not in a fork child).
+    /// Whether requests are cached: a monitor that can cache, not broken, and not in a fork
+    /// child of the process that built the cache.
     pub fn is_caching(&self) -> bool {
         // Relaxed: a status report; the paths that act on it re-check under the miss lock.
-        self.monitor.can_cache() && !self.broken.load(Ordering::Relaxed)
+        self.monitor.can_cache() && !self.broken.load(Ordering::Relaxed) && !self.in_fork_child()
+    }
+
+    /// Whether this process is a fork child of the one that built the cache. A child must
+    /// never take one of the cache's locks: another thread of the parent may have held it at
+    /// fork(), and that thread does not exist in the child to release it.
+    #[inline]
+    fn in_fork_child(&self) -> bool {
+        fork::current() != self.fork_gen
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -342,7 +351,7 @@ impl Cache {
     #[inline]
     pub fn get(&self, addr: usize, len: usize, access: Access) -> Result<Handle<'_>> {
         let req = Range::new(addr, len)?;
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return Err(Error::ForkedChild);
         }
         if self.fresh() {
@@ -648,7 +657,7 @@ impl Cache {
     }
 
     fn deregister(&self, reg: &Registration, r: Range) {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             // In a fork child every registration is the parent's: never undo one.
             return;
         }
@@ -708,8 +717,12 @@ impl Cache {
                 e().release().then_some(id)
             }
         };
+        // In a fork child nothing is deregistered (the registrations are the parent's) and the
+        // zombies lock may be held by a parent thread that does not exist here: never reap.
         if let Some(id) = reap {
-            self.reap(id);
+            if !self.in_fork_child() {
+                self.reap(id);
+            }
         }
     }
 
@@ -766,7 +779,7 @@ impl Cache {
 
     /// Deregisters a retired, unreferenced entry (the caller then frees it).
     fn bury(&self, e: &Entry) {
-        if fork::current() == self.fork_gen {
+        if !self.in_fork_child() {
             self.deregister(&e.reg, e.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
@@ -943,7 +956,7 @@ impl Cache {
     /// elsewhere (the UCX and libfabric bridges). Entries in use are deregistered on release.
     pub fn invalidate(&self, addr: usize, len: usize) -> Result<usize> {
         let r = Range::new(addr, len)?;
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return Err(Error::ForkedChild);
         }
         let mut st = self.miss.lock();
@@ -969,7 +982,7 @@ impl Cache {
     /// Drops every cached entry (those in use are deregistered when released). Does nothing in
     /// a fork child.
     pub fn flush(&self) {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return; // a fork child's cache is disabled; the entries are the parent's
         }
         let mut st = self.miss.lock();
@@ -984,8 +997,12 @@ impl Cache {
         self.retire(&mut st, all);
     }
 
-    /// Entries currently cached (in the index).
+    /// Entries currently cached (in the index); 0 in a fork child, whose cache is disabled
+    /// (and which must not wait for an index writer that may not exist there).
     pub fn cached_entries(&self) -> usize {
+        if self.in_fork_child() {
+            return 0;
+        }
         self.index.read().len()
     }
 
@@ -994,7 +1011,7 @@ impl Cache {
     /// call. For bridges that must tell another cache before its own lookup (UCX's
     /// ucs_rcache_get hits never reach this cache). Returns whether it drained.
     pub fn sync(&self) -> Result<bool> {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return Err(Error::ForkedChild);
         }
         if self.fresh() || !self.is_caching() {
@@ -1008,7 +1025,7 @@ impl Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             // A fork child: the registrations are the parent's; free our memory only.
             return;
         }

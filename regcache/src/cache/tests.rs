@@ -937,3 +937,72 @@ fn a_merge_replacing_a_refiled_entry_keeps_the_new_entry_evictable() {
         "Y was evicted by the 4 newer inserts: only X's hit counts"
     );
 }
+
+/// Issue 12 item 6: in a fork child, dropping a handle (whose release would reap) and asking
+/// `cached_entries()` must take no lock another parent thread could have held at fork() (here:
+/// the zombies lock and the index write lock, held by another thread across the fork), and
+/// `is_caching()` must say false. The child must exit promptly; a hang fails the test.
+#[test]
+fn fork_child_takes_no_lock_a_parent_thread_held() {
+    let (c, m, _r) = strict_setup(Config::default());
+    drop(c.get(0x3100_0000, P, RW).unwrap());
+    let hit = c.get(0x3100_0000, P, RW).unwrap(); // a cell hold
+    let counted = c.get(0x3200_0000, P, RW).unwrap(); // a miss: a counted reference
+    m.fire(Invalidation::All);
+    drop(c.get(0x3300_0000, P, RW).unwrap()); // drains: both retired while held
+    let locked = std::sync::Barrier::new(2);
+    let forked = std::sync::Barrier::new(2);
+    let pid = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _w = c.index.write();
+            let _z = c.zombies.lock();
+            locked.wait();
+            forked.wait();
+        });
+        locked.wait();
+        // SAFETY: the child only runs the cache code under test (which must take no lock) and
+        // _exits; the parent waits for it with a deadline.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut code = 0;
+            if c.is_caching() {
+                code |= 1;
+            }
+            drop(hit); // a tagged cell: would reap
+            drop(counted); // the last counted reference of a retired entry: would reap
+            if c.cached_entries() != 0 {
+                code |= 2;
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        forked.wait();
+        pid
+    });
+    assert!(pid > 0);
+    let t = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(5) {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("the fork child deadlocked on a lock a parent thread held at fork()");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    let code = libc::WEXITSTATUS(status);
+    assert_eq!(code & 1, 0, "is_caching() said true in a fork child");
+    assert_eq!(
+        code & 2,
+        0,
+        "cached_entries() in a fork child must be 0 (disabled)"
+    );
+}
