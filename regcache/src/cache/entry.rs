@@ -20,7 +20,11 @@
 
 use crate::range::Range;
 use crate::registrar::{Access, Registration};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::AtomicU64;
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 pub(crate) const INVALID: u64 = 1 << 63;
 

@@ -26,12 +26,20 @@
 use super::entry::Entry;
 use super::slot::{Slot, SLOTS};
 use crossbeam_utils::CachePadded;
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, AtomicUsize};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// Cells per thread: 16 words fill one 128-byte padded line. A thread holding more handles at
 /// once falls back to the counted path for the rest.
+#[cfg(not(loom))]
 pub(crate) const CELLS: usize = 16;
+/// Under the loom model (loom_model.rs) one cell per slot: every scan is a model step.
+#[cfg(loom)]
+pub(crate) const CELLS: usize = 1;
 
 /// Low bit of a cell: the entry was retired while this cell held it (entries are 8-aligned).
 const TAG: usize = 1;
@@ -70,11 +78,19 @@ impl Held {
             self.touched.fetch_or(bit, Ordering::Relaxed);
         }
         for c in self.cells[slot.index].iter() {
-            // Relaxed (both): only the owning thread fills its cells, and others only clear
-            // them, so a 0 seen here stays 0 until our store. The store is published by the
-            // read lock's Release exit, before any writer can retire the entry.
-            if c.load(Ordering::Relaxed) == 0 {
-                c.store(e as *const Entry as usize, Ordering::Relaxed);
+            // Only the owning thread fills its cells and others only clear them, so a 0 seen
+            // here stays 0 until our store. Acquire (load) and Release (store): the cell was
+            // cleared by the previous holder's releaser, maybe on another thread, with a
+            // Release store after its last use of that entry. A scanner that reads OUR value
+            // with Acquire concludes that entry is no longer held here and may deregister it;
+            // it synchronizes only with the store it read, and a later Relaxed store by another
+            // thread is not part of the releaser's release sequence (C++20 [intro.races]: only
+            // read-modify-writes continue one). So the chain must be carried explicitly:
+            // releaser Release -> our Acquire load -> our Release store -> scanner Acquire.
+            // Both are plain moves on x86 (no locked instruction on the hit path). The read
+            // lock's exit publishes the new hold itself (module comment).
+            if c.load(Ordering::Acquire) == 0 {
+                c.store(e as *const Entry as usize, Ordering::Release);
                 return Some(NonNull::from(c));
             }
         }
@@ -151,7 +167,7 @@ pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>, id: impl FnOnce() -> u6
     retired
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::range::Range;
