@@ -32,7 +32,7 @@ use crate::range::Range;
 use crate::registrar::{Access, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::Entry;
+use entry::{Entry, EntryPtr};
 use held::Held;
 use index::Index;
 use parking_lot::Mutex;
@@ -145,7 +145,7 @@ const RACE_RETRIES: usize = 3;
 /// Retired entries that may still be referenced.
 #[derive(Default)]
 struct Zombies {
-    entries: HashMap<u64, Box<Entry>>,
+    entries: HashMap<u64, EntryPtr>,
     /// Ids of retired entries that `Cache::sweep` re-checks on the next slow path: every entry
     /// is listed when it is retired, before any callout (a release racing with the tag can
     /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
@@ -540,16 +540,16 @@ impl Cache {
     }
 
     fn insert(&self, st: &mut MissState, entry: Entry) -> Handle<'_> {
-        let entry = Box::new(entry);
+        let entry = EntryPtr::new(entry);
         // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
         // takes the current tick and moves the clock on, so later hits rank above it.
         let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
         entry.lru_key.store(stamp, Ordering::Relaxed);
         entry.acquire();
-        let ptr = NonNull::from(&*entry);
+        let ptr = entry.as_non_null();
         let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
         let (start, range, id) = (entry.range.start, entry.range, entry.id);
-        let displaced: Vec<Box<Entry>> = {
+        let displaced: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             let out = idx
                 .overlapping(range)
@@ -598,8 +598,8 @@ impl Cache {
     fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (lkey, rkey) = (reg.lkey, reg.rkey);
-        let e = Box::new(Entry::one_use(id, range, access, reg));
-        let ptr = NonNull::from(&*e);
+        let e = EntryPtr::new(Entry::one_use(id, range, access, reg));
+        let ptr = e.as_non_null();
         self.zombies.lock().entries.insert(id, e);
         Handle {
             cache: self,
@@ -676,7 +676,7 @@ impl Cache {
     /// Every entry is handed to the zombie list (and its recheck list) before the first
     /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
     /// drops an entry a handle still holds: what it leaves undone, the next sweep does.
-    fn retire(&self, st: &mut MissState, removed: Vec<Box<Entry>>) {
+    fn retire(&self, st: &mut MissState, removed: Vec<EntryPtr>) {
         if removed.is_empty() {
             return;
         }
@@ -739,7 +739,7 @@ impl Cache {
         let e = zombies.entries.remove(&id);
         drop(zombies);
         if let Some(e) = e {
-            self.bury(&e);
+            self.bury(e);
         }
     }
 
@@ -764,10 +764,10 @@ impl Cache {
             !unused
         });
         drop(zombies);
-        // Unreferenced and out of every list: if a deregistration unwinds, dropping the rest
-        // frees entries nothing can reach (their registrations are then lost, not misused).
+        // Unreferenced and out of every list: if a deregistration unwinds, the rest leak
+        // (EntryPtr has no Drop), which is safe.
         for e in free {
-            self.bury(&e);
+            self.bury(e);
         }
     }
 
@@ -777,12 +777,16 @@ impl Cache {
         e.counted() == 0 && !self.held.holds(e)
     }
 
-    /// Deregisters a retired, unreferenced entry (the caller then frees it).
-    fn bury(&self, e: &Entry) {
+    /// Deregisters and frees a retired entry that the caller found unreferenced (under the
+    /// zombies lock) and took out of the zombie list.
+    fn bury(&self, e: EntryPtr) {
         if !self.in_fork_child() {
             self.deregister(&e.reg, e.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
+        // SAFETY: out of the index and the zombie list, and unreferenced (the caller's check:
+        // no count, no cell, and none can appear for an entry out of the index).
+        unsafe { e.free() };
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
@@ -811,7 +815,7 @@ impl Cache {
             }
         };
         let mut pending_hit = false;
-        let removed: Vec<Box<Entry>> = {
+        let removed: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             let mut victims = Vec::new();
             for inv in &events {
@@ -945,7 +949,11 @@ impl Cache {
                 self.stats.evictions.fetch_add(1, Ordering::Relaxed);
                 self.monitor.unwatch(e.range, e.id);
                 self.deregister(&e.reg, e.range);
-                if enough(e.range.len() as u64) {
+                let freed = e.range.len() as u64;
+                // SAFETY: claimed by try_evict with no cell holding it under the write lock, and
+                // out of the index and the LRU: nothing references it.
+                unsafe { e.free() };
+                if enough(freed) {
                     break;
                 }
             }
@@ -961,7 +969,7 @@ impl Cache {
         }
         let mut st = self.miss.lock();
         self.sweep();
-        let removed: Vec<Box<Entry>> = {
+        let removed: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
                 .into_iter()
@@ -987,7 +995,7 @@ impl Cache {
         }
         let mut st = self.miss.lock();
         self.sweep();
-        let all: Vec<Box<Entry>> = {
+        let all: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             idx.starts()
                 .into_iter()
@@ -1026,13 +1034,14 @@ impl Cache {
 impl Drop for Cache {
     fn drop(&mut self) {
         if self.in_fork_child() {
-            // A fork child: the registrations are the parent's; free our memory only.
+            // A fork child: the registrations are the parent's and the zombies lock may be a
+            // parent thread's; the entries are left to the child's exit (EntryPtr has no Drop).
             return;
         }
         self.flush();
         // Handles borrow the cache, so none is alive unless one was leaked with mem::forget;
         // its registration is released here.
-        let leaked: Vec<Box<Entry>> = self
+        let leaked: Vec<EntryPtr> = self
             .zombies
             .lock()
             .entries
@@ -1041,6 +1050,8 @@ impl Drop for Cache {
             .collect();
         for e in leaked {
             self.deregister(&e.reg, e.range);
+            // SAFETY: no handle can be dereferenced any more (see above).
+            unsafe { e.free() };
         }
     }
 }
