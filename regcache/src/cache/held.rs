@@ -137,8 +137,12 @@ impl Held {
     }
 
     fn each_cell(&self, mut f: impl FnMut(&AtomicUsize)) {
-        // Relaxed: bits are set before the cells they cover are filled, inside the read lock,
-        // and every caller scans after taking the write lock (which acquires those exits).
+        // Relaxed: a bit is set before the first cell it covers is filled, by the slot's owner
+        // inside the read lock. Scanners that decide whether an entry is unused (tag in retire,
+        // holds in evict_lru) run after the entry left the index under the write lock, which
+        // acquires every reader's exit; reap and sweep do not take it, but run after such a
+        // retire (under the zombies lock, which orders them after it), and a hold of the entry
+        // can only have been taken before it left the index.
         let mut touched = self.touched.load(Ordering::Relaxed);
         while touched != 0 {
             let i = touched.trailing_zeros() as usize;
