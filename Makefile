@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps lint unit vmtest torture-soak bench bench-rdma clean
+.PHONY: demo test deps lint unit loom vmtest torture-soak bench bench-rdma clean
 
 demo: deps
 	$(CARGO) run --release -q -p regcache-cli -- demo
@@ -24,6 +24,11 @@ unit: deps
 	ffi/tests/run-c-tests.sh
 	exporter/tests/prometheus-e2e.sh
 	$(MAKE) -C mpi-shim check
+
+# The loom models of the hold-cell protocol (regcache/src/cache/loom_model.rs); its own target
+# dir, since --cfg loom rebuilds every dependency.
+loom: deps
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p regcache --release --lib loom_model
 
 # Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, the
 # oracle and the demo with the ummunotify monitor, doctor, and the two-process RDMA test over

@@ -85,6 +85,11 @@ unsafe impl Sync for CallerHook {}
 
 impl CallerHook {
     fn call(&self, r: Range) {
+        // No catch_unwind is needed here: `f` is a C function, which cannot unwind into us (an
+        // unwind out of an `extern "C"` function aborts), and nothing else here can panic. The
+        // core cache runs this hook only inside calls made by our entry points, each of which
+        // runs under `guard::guard`'s catch_unwind, so no Rust panic reaches C either; the
+        // core keeps its state consistent when a hook unwinds (Config::on_invalidate).
         // SAFETY: the caller's callback with its own argument, called as the header documents
         // (the range is plain numbers; nothing of ours is lent to it).
         unsafe { (self.f)(self.arg, r.start as *mut c_void, r.len()) }

@@ -20,7 +20,12 @@
 
 use crate::range::Range;
 use crate::registrar::{Access, Registration};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::AtomicU64;
+use std::ptr::NonNull;
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 
 pub(crate) const INVALID: u64 = 1 << 63;
 
@@ -103,5 +108,48 @@ impl Entry {
         self.state
             .compare_exchange(0, INVALID, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
+    }
+}
+
+/// An entry while it is shared: allocated by `Box::into_raw` and kept as a raw pointer by
+/// the list that owns it (the index, then the zombie list), while handles and hold cells reach
+/// it through `NonNull` copies. Never a `Box` while shared: moving a `Box` asserts unique
+/// ownership, which the handles' pointers contradict (undefined under Stacked Borrows). It has
+/// no `Drop`: an `EntryPtr` dropped without `free` (an unwind) leaks the entry, never frees
+/// one that a handle may still read.
+pub(crate) struct EntryPtr(NonNull<Entry>);
+
+// SAFETY: an Entry is Send + Sync (immutable fields and atomics); the pointer is an owning one.
+unsafe impl Send for EntryPtr {}
+// SAFETY: as above; shared access only reads the entry.
+unsafe impl Sync for EntryPtr {}
+
+impl EntryPtr {
+    pub fn new(e: Entry) -> Self {
+        EntryPtr(NonNull::from(Box::leak(Box::new(e))))
+    }
+
+    /// The pointer handles keep.
+    pub fn as_non_null(&self) -> NonNull<Entry> {
+        self.0
+    }
+
+    /// Frees the entry.
+    ///
+    /// # Safety
+    /// Nothing references it any more: it is out of the index and the zombie list, and no
+    /// handle or hold cell holds it (or none can be dereferenced again).
+    pub unsafe fn free(self) {
+        // SAFETY: allocated by Box in `new`, freed once (this consumes the only owner), and
+        // unreferenced per the contract.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+impl std::ops::Deref for EntryPtr {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        // SAFETY: the entry lives until `free` consumes its owner, which this borrows.
+        unsafe { self.0.as_ref() }
     }
 }

@@ -17,7 +17,7 @@
 //!   now. If the tag landed between its load and its store, the store erases it: nobody reaps
 //!   at once, but nothing is deregistered early either (a scanner deregisters only an entry
 //!   whose cells it sees clear, and the clearing store is a Release after the last use). The
-//!   cache remembers which retired entries had tagged cells and sweeps them on its next slow
+//!   cache lists every retired entry for a re-check and sweeps the list on its next slow
 //!   path (`Cache::sweep`), so the lost race delays a deregistration, never skips it. The
 //!   release has no locked instruction.
 //! - Threads beyond the exclusive slots (which share a slot) and a thread whose cells are all
@@ -26,12 +26,20 @@
 use super::entry::Entry;
 use super::slot::{Slot, SLOTS};
 use crossbeam_utils::CachePadded;
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, AtomicUsize};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// Cells per thread: 16 words fill one 128-byte padded line. A thread holding more handles at
 /// once falls back to the counted path for the rest.
+#[cfg(not(loom))]
 pub(crate) const CELLS: usize = 16;
+/// Under the loom model (loom_model.rs) one cell per slot: every scan is a model step.
+#[cfg(loom)]
+pub(crate) const CELLS: usize = 1;
 
 /// Low bit of a cell: the entry was retired while this cell held it (entries are 8-aligned).
 const TAG: usize = 1;
@@ -70,11 +78,19 @@ impl Held {
             self.touched.fetch_or(bit, Ordering::Relaxed);
         }
         for c in self.cells[slot.index].iter() {
-            // Relaxed (both): only the owning thread fills its cells, and others only clear
-            // them, so a 0 seen here stays 0 until our store. The store is published by the
-            // read lock's Release exit, before any writer can retire the entry.
-            if c.load(Ordering::Relaxed) == 0 {
-                c.store(e as *const Entry as usize, Ordering::Relaxed);
+            // Only the owning thread fills its cells and others only clear them, so a 0 seen
+            // here stays 0 until our store. Acquire (load) and Release (store): the cell was
+            // cleared by the previous holder's releaser, maybe on another thread, with a
+            // Release store after its last use of that entry. A scanner that reads OUR value
+            // with Acquire concludes that entry is no longer held here and may deregister it;
+            // it synchronizes only with the store it read, and a later Relaxed store by another
+            // thread is not part of the releaser's release sequence (C++20 [intro.races]: only
+            // read-modify-writes continue one). So the chain must be carried explicitly:
+            // releaser Release -> our Acquire load -> our Release store -> scanner Acquire.
+            // Both are plain moves on x86 (no locked instruction on the hit path). The read
+            // lock's exit publishes the new hold itself (module comment).
+            if c.load(Ordering::Acquire) == 0 {
+                c.store(e as *const Entry as usize, Ordering::Release);
                 return Some(NonNull::from(c));
             }
         }
@@ -121,8 +137,12 @@ impl Held {
     }
 
     fn each_cell(&self, mut f: impl FnMut(&AtomicUsize)) {
-        // Relaxed: bits are set before the cells they cover are filled, inside the read lock,
-        // and every caller scans after taking the write lock (which acquires those exits).
+        // Relaxed: a bit is set before the first cell it covers is filled, by the slot's owner
+        // inside the read lock. Scanners that decide whether an entry is unused (tag in retire,
+        // holds in evict_lru) run after the entry left the index under the write lock, which
+        // acquires every reader's exit; reap and sweep do not take it, but run after such a
+        // retire (under the zombies lock, which orders them after it), and a hold of the entry
+        // can only have been taken before it left the index.
         let mut touched = self.touched.load(Ordering::Relaxed);
         while touched != 0 {
             let i = touched.trailing_zeros() as usize;
@@ -151,7 +171,7 @@ pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>, id: impl FnOnce() -> u6
     retired
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::range::Range;

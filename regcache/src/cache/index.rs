@@ -6,13 +6,14 @@
 //! or before `a`. Most requests start on the first page of their entry (a buffer is sent from its
 //! start), so a hash map keyed by the entry's first page answers them with one probe and no
 //! data-dependent branching; the ordered set of starts answers the rest and the range queries
-//! of the slow paths. Entries are boxed so handles can point at them while the maps rehash.
+//! of the slow paths. Entries are heap-allocated (`EntryPtr`) so handles can point at them while
+//! the maps rehash.
 //!
 //! Each table slot also carries what a hit reads (range, rights, keys, LRU stamp), so a hit
 //! reads the table and never the boxed entry: with 100,000 entries that is one cache miss
 //! fewer per hit.
 
-use super::entry::Entry;
+use super::entry::{Entry, EntryPtr};
 use crate::range::{page_size, Range};
 use crate::registrar::Access;
 use std::collections::{BTreeSet, HashMap};
@@ -27,7 +28,7 @@ pub(crate) struct Slot {
     pub rkey: u32,
     /// LRU stamp: the cache clock at the last hit (coarse; ties are fine).
     pub last_use: AtomicU64,
-    pub entry: Box<Entry>,
+    pub entry: EntryPtr,
 }
 
 /// Fibonacci hashing of a page-aligned address: one multiply, good spread for sequential pages.
@@ -104,7 +105,7 @@ impl Index {
     }
 
     /// Inserts `e`, last used at `stamp`.
-    pub fn insert(&mut self, e: Box<Entry>, stamp: u64) {
+    pub fn insert(&mut self, e: EntryPtr, stamp: u64) {
         let start = e.range.start;
         self.starts.insert(start);
         let slot = Slot {
@@ -119,7 +120,7 @@ impl Index {
         debug_assert!(old.is_none(), "index entries must be disjoint");
     }
 
-    pub fn remove(&mut self, start: usize) -> Option<Box<Entry>> {
+    pub fn remove(&mut self, start: usize) -> Option<EntryPtr> {
         self.starts.remove(&start);
         self.by_start.remove(&start).map(|s| s.entry)
     }

@@ -32,7 +32,7 @@ use crate::range::Range;
 use crate::registrar::{Access, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::Entry;
+use entry::{Entry, EntryPtr};
 use held::Held;
 use index::Index;
 use parking_lot::Mutex;
@@ -58,6 +58,14 @@ pub struct Config {
     /// Called with every range the monitor reports changed (for bridges that keep another
     /// cache coherent, e.g. UCX's ucm_vm_munmap). Runs on the thread that drains, under the
     /// cache's miss lock: it must not call back into this cache.
+    ///
+    /// It should not panic. If it does, the panic propagates out of the call that drained
+    /// (`get`, `sync`...) after the cache has put its own state in order: the invalidated
+    /// entries have already left the index and been retired (none is freed or deregistered
+    /// while a handle holds it, none leaks), and the cache keeps working. What is lost is the
+    /// hook's own view: the ranges of that drain after the one that panicked are not passed to
+    /// it, so the cache it keeps coherent may be stale. (The C ABI's callbacks are C functions,
+    /// which cannot unwind; every C entry point catches panics.)
     pub on_invalidate: Option<InvalidateHook>,
 }
 
@@ -120,8 +128,12 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// (stamp, start) of every cached entry; stamps are refreshed lazily at eviction.
-    lru: BTreeSet<(u64, usize)>,
+    /// (stamp, start, id) of every cached entry; stamps are refreshed lazily at eviction. The
+    /// id makes keys unique: a hit stamps an entry with the clock's current value, which the
+    /// next insert takes too, so (stamp, start) alone could be shared by an entry and the one
+    /// replacing it at the same start, and retiring the old one would remove the new one's
+    /// record (the new entry would then never be evicted).
+    lru: BTreeSet<(u64, usize, u64)>,
     /// Ranges recently invalidated, to count re-registrations (bounded).
     recent: BTreeMap<usize, usize>,
     scratch: Vec<Invalidation>,
@@ -133,10 +145,12 @@ const RACE_RETRIES: usize = 3;
 /// Retired entries that may still be referenced.
 #[derive(Default)]
 struct Zombies {
-    entries: HashMap<u64, Box<Entry>>,
-    /// Ids of entries that hold cells still held when retired. A release racing with the tag
-    /// can erase it (held.rs), so `Cache::sweep` re-checks these on the next slow path.
-    tagged: Vec<u64>,
+    entries: HashMap<u64, EntryPtr>,
+    /// Ids of retired entries that `Cache::sweep` re-checks on the next slow path: every entry
+    /// is listed when it is retired, before any callout (a release racing with the tag can
+    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
+    /// already reaped are dropped by the next sweep.
+    recheck: Vec<u64>,
 }
 
 /// A registration cache over one monitor and one registrar.
@@ -311,10 +325,19 @@ impl Cache {
         &self.cfg
     }
 
-    /// Whether requests are cached (a working monitor, not in a fork child).
+    /// Whether requests are cached: a monitor that can cache, not broken, and not in a fork
+    /// child of the process that built the cache.
     pub fn is_caching(&self) -> bool {
         // Relaxed: a status report; the paths that act on it re-check under the miss lock.
-        self.monitor.can_cache() && !self.broken.load(Ordering::Relaxed)
+        self.monitor.can_cache() && !self.broken.load(Ordering::Relaxed) && !self.in_fork_child()
+    }
+
+    /// Whether this process is a fork child of the one that built the cache. A child must
+    /// never take one of the cache's locks: another thread of the parent may have held it at
+    /// fork(), and that thread does not exist in the child to release it.
+    #[inline]
+    fn in_fork_child(&self) -> bool {
+        fork::current() != self.fork_gen
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -328,7 +351,7 @@ impl Cache {
     #[inline]
     pub fn get(&self, addr: usize, len: usize, access: Access) -> Result<Handle<'_>> {
         let req = Range::new(addr, len)?;
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return Err(Error::ForkedChild);
         }
         if self.fresh() {
@@ -517,16 +540,16 @@ impl Cache {
     }
 
     fn insert(&self, st: &mut MissState, entry: Entry) -> Handle<'_> {
-        let entry = Box::new(entry);
+        let entry = EntryPtr::new(entry);
         // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
         // takes the current tick and moves the clock on, so later hits rank above it.
         let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
         entry.lru_key.store(stamp, Ordering::Relaxed);
         entry.acquire();
-        let ptr = NonNull::from(&*entry);
+        let ptr = entry.as_non_null();
         let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
-        let (start, range) = (entry.range.start, entry.range);
-        let displaced: Vec<Box<Entry>> = {
+        let (start, range, id) = (entry.range.start, entry.range, entry.id);
+        let displaced: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             let out = idx
                 .overlapping(range)
@@ -536,18 +559,18 @@ impl Cache {
             idx.insert(entry, stamp);
             out
         };
-        st.lru.insert((stamp, start));
-        for old in displaced {
-            self.retire(st, old);
-        }
-        self.enforce_limits(st);
-        Handle {
+        st.lru.insert((stamp, start, id));
+        // The handle first: should a callout below unwind, dropping it releases the reference.
+        let h = Handle {
             cache: self,
             entry: ptr,
             cell: None,
             lkey,
             rkey,
-        }
+        };
+        self.retire(st, displaced);
+        self.enforce_limits(st);
+        h
     }
 
     /// Registers for this use only (not cached, deregistered when the handle drops).
@@ -575,8 +598,8 @@ impl Cache {
     fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (lkey, rkey) = (reg.lkey, reg.rkey);
-        let e = Box::new(Entry::one_use(id, range, access, reg));
-        let ptr = NonNull::from(&*e);
+        let e = EntryPtr::new(Entry::one_use(id, range, access, reg));
+        let ptr = e.as_non_null();
         self.zombies.lock().entries.insert(id, e);
         Handle {
             cache: self,
@@ -634,7 +657,7 @@ impl Cache {
     }
 
     fn deregister(&self, reg: &Registration, r: Range) {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             // In a fork child every registration is the parent's: never undo one.
             return;
         }
@@ -647,24 +670,36 @@ impl Cache {
         s.registered_entries.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Takes an entry that left the index: stop watching it and deregister it now if unused,
-    /// else when its last handle is released.
-    fn retire(&self, st: &mut MissState, e: Box<Entry>) {
-        st.lru
-            .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start));
-        self.monitor.unwatch(e.range, e.id);
-        let mut zombies = self.zombies.lock();
-        let uncounted = e.invalidate();
-        let held = self.held.tag(&e);
-        if uncounted && !held {
-            drop(zombies);
-            self.deregister(&e.reg, e.range);
-        } else {
-            // Inserted under the zombies lock, which a releaser that must reap takes first.
-            if held {
-                zombies.tagged.push(e.id);
+    /// Takes entries that left the index: stops watching them and deregisters each now if
+    /// unused, else when its last handle is released.
+    ///
+    /// Every entry is handed to the zombie list (and its recheck list) before the first
+    /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
+    /// drops an entry a handle still holds: what it leaves undone, the next sweep does.
+    fn retire(&self, st: &mut MissState, removed: Vec<EntryPtr>) {
+        if removed.is_empty() {
+            return;
+        }
+        let mut callouts = Vec::with_capacity(removed.len());
+        {
+            // Under the zombies lock, which a releaser that must reap takes first. Nothing
+            // here calls out of the cache.
+            let mut zombies = self.zombies.lock();
+            for e in removed {
+                st.lru
+                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start, e.id));
+                e.invalidate();
+                self.held.tag(&e);
+                callouts.push((e.id, e.range));
+                zombies.recheck.push(e.id);
+                zombies.entries.insert(e.id, e);
             }
-            zombies.entries.insert(e.id, e);
+        }
+        // From here on the entries are the zombie list's: only their ids and ranges are used
+        // (a releaser may free one at any time).
+        for (id, range) in callouts {
+            self.monitor.unwatch(range, id);
+            self.reap(id);
         }
     }
 
@@ -682,8 +717,12 @@ impl Cache {
                 e().release().then_some(id)
             }
         };
+        // In a fork child nothing is deregistered (the registrations are the parent's) and the
+        // zombies lock may be held by a parent thread that does not exist here: never reap.
         if let Some(id) = reap {
-            self.reap(id);
+            if !self.in_fork_child() {
+                self.reap(id);
+            }
         }
     }
 
@@ -700,7 +739,7 @@ impl Cache {
         let e = zombies.entries.remove(&id);
         drop(zombies);
         if let Some(e) = e {
-            self.bury(&e);
+            self.bury(e);
         }
     }
 
@@ -709,12 +748,12 @@ impl Cache {
     /// use by at most one miss, drain, invalidate or flush.
     fn sweep(&self) {
         let mut zombies = self.zombies.lock();
-        if zombies.tagged.is_empty() {
+        if zombies.recheck.is_empty() {
             return;
         }
-        let Zombies { entries, tagged } = &mut *zombies;
+        let Zombies { entries, recheck } = &mut *zombies;
         let mut free = Vec::new();
-        tagged.retain(|id| {
+        recheck.retain(|id| {
             let unused = match entries.get(id) {
                 None => return false, // reaped already
                 Some(e) => self.unreferenced(e),
@@ -725,8 +764,10 @@ impl Cache {
             !unused
         });
         drop(zombies);
+        // Unreferenced and out of every list: if a deregistration unwinds, the rest leak
+        // (EntryPtr has no Drop), which is safe.
         for e in free {
-            self.bury(&e);
+            self.bury(e);
         }
     }
 
@@ -736,12 +777,16 @@ impl Cache {
         e.counted() == 0 && !self.held.holds(e)
     }
 
-    /// Deregisters a retired, unreferenced entry (the caller then frees it).
-    fn bury(&self, e: &Entry) {
-        if fork::current() == self.fork_gen {
+    /// Deregisters and frees a retired entry that the caller found unreferenced (under the
+    /// zombies lock) and took out of the zombie list.
+    fn bury(&self, e: EntryPtr) {
+        if !self.in_fork_child() {
             self.deregister(&e.reg, e.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
+        // SAFETY: out of the index and the zombie list, and unreferenced (the caller's check:
+        // no count, no cell, and none can appear for an entry out of the index).
+        unsafe { e.free() };
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
@@ -770,7 +815,7 @@ impl Cache {
             }
         };
         let mut pending_hit = false;
-        let removed: Vec<Box<Entry>> = {
+        let removed: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             let mut victims = Vec::new();
             for inv in &events {
@@ -795,6 +840,18 @@ impl Cache {
             }
             victims.into_iter().filter_map(|s| idx.remove(s)).collect()
         };
+        if removed.is_empty() && !pending_hit {
+            self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .invalidated
+            .fetch_add(removed.len() as u64, Ordering::Relaxed);
+        for e in &removed {
+            self.remember_invalidated(st, e.range);
+        }
+        // Retired before the hook runs: a hook that unwinds must find no entry owned by a
+        // local (see `Config::on_invalidate`).
+        self.retire(st, removed);
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
@@ -810,16 +867,6 @@ impl Cache {
         if !self.broken.load(Ordering::Relaxed) {
             // Release: publishes the removals above to hit paths that observe this value.
             self.drained.store(generation, Ordering::Release);
-        }
-        if removed.is_empty() && !pending_hit {
-            self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
-        }
-        self.stats
-            .invalidated
-            .fetch_add(removed.len() as u64, Ordering::Relaxed);
-        for e in removed {
-            self.remember_invalidated(st, e.range);
-            self.retire(st, e);
         }
         st.scratch = events;
         pending_hit
@@ -864,11 +911,18 @@ impl Cache {
     /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
     /// says so or nothing evictable is left.
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
-        let mut busy = Vec::new();
-        while let Some((stamp, start)) = st.lru.pop_first() {
+        // Entries in use keep their record where it is and the walk moves past them (a list of
+        // them put back at the end would be lost if a callout below unwound).
+        let mut from = (0, 0, 0);
+        while let Some(&key) = st.lru.range(from..).next() {
+            let (stamp, start, id) = key;
+            // Ids never reach u64::MAX: the successor of this key.
+            from = (stamp, start, id + 1);
             let victim = {
                 let mut idx = self.index.write();
-                let Some(slot) = idx.slot(start) else {
+                let Some(slot) = idx.slot(start).filter(|s| s.entry.id == id) else {
+                    // Not expected (retire removes an entry's record): drop the stale record.
+                    st.lru.remove(&key);
                     continue;
                 };
                 let e = &*slot.entry;
@@ -877,39 +931,45 @@ impl Cache {
                 if now != stamp {
                     // Used since it was filed: file it again under its newer stamp.
                     e.lru_key.store(now, Ordering::Relaxed);
-                    st.lru.insert((now, start));
+                    st.lru.remove(&key);
+                    st.lru.insert((now, start, id));
                     continue;
                 }
                 // No new hold can appear under the write lock, so an entry no cell holds and
                 // nothing counts is unused for good.
                 if self.held.holds(e) || !e.try_evict() {
-                    busy.push((stamp, start));
                     continue;
                 }
+                st.lru.remove(&key);
                 idx.remove(start)
             };
+            // Unreferenced and out of the index and the LRU: owning it across the callouts is
+            // safe (an unwind frees an entry nothing can reach).
             if let Some(e) = victim {
                 self.stats.evictions.fetch_add(1, Ordering::Relaxed);
                 self.monitor.unwatch(e.range, e.id);
                 self.deregister(&e.reg, e.range);
-                if enough(e.range.len() as u64) {
+                let freed = e.range.len() as u64;
+                // SAFETY: claimed by try_evict with no cell holding it under the write lock, and
+                // out of the index and the LRU: nothing references it.
+                unsafe { e.free() };
+                if enough(freed) {
                     break;
                 }
             }
         }
-        st.lru.extend(busy);
     }
 
     /// Removes every cached entry overlapping `[addr, addr+len)`: for invalidations learned
     /// elsewhere (the UCX and libfabric bridges). Entries in use are deregistered on release.
     pub fn invalidate(&self, addr: usize, len: usize) -> Result<usize> {
         let r = Range::new(addr, len)?;
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return Err(Error::ForkedChild);
         }
         let mut st = self.miss.lock();
         self.sweep();
-        let removed: Vec<Box<Entry>> = {
+        let removed: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
                 .into_iter()
@@ -920,35 +980,37 @@ impl Cache {
         self.stats
             .invalidated
             .fetch_add(n as u64, Ordering::Relaxed);
-        for e in removed {
+        for e in &removed {
             self.remember_invalidated(&mut st, e.range);
-            self.retire(&mut st, e);
         }
+        self.retire(&mut st, removed);
         Ok(n)
     }
 
     /// Drops every cached entry (those in use are deregistered when released). Does nothing in
     /// a fork child.
     pub fn flush(&self) {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return; // a fork child's cache is disabled; the entries are the parent's
         }
         let mut st = self.miss.lock();
         self.sweep();
-        let all: Vec<Box<Entry>> = {
+        let all: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             idx.starts()
                 .into_iter()
                 .filter_map(|s| idx.remove(s))
                 .collect()
         };
-        for e in all {
-            self.retire(&mut st, e);
-        }
+        self.retire(&mut st, all);
     }
 
-    /// Entries currently cached (in the index).
+    /// Entries currently cached (in the index); 0 in a fork child, whose cache is disabled
+    /// (and which must not wait for an index writer that may not exist there).
     pub fn cached_entries(&self) -> usize {
+        if self.in_fork_child() {
+            return 0;
+        }
         self.index.read().len()
     }
 
@@ -957,7 +1019,7 @@ impl Cache {
     /// call. For bridges that must tell another cache before its own lookup (UCX's
     /// ucs_rcache_get hits never reach this cache). Returns whether it drained.
     pub fn sync(&self) -> Result<bool> {
-        if fork::current() != self.fork_gen {
+        if self.in_fork_child() {
             return Err(Error::ForkedChild);
         }
         if self.fresh() || !self.is_caching() {
@@ -971,14 +1033,15 @@ impl Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        if fork::current() != self.fork_gen {
-            // A fork child: the registrations are the parent's; free our memory only.
+        if self.in_fork_child() {
+            // A fork child: the registrations are the parent's and the zombies lock may be a
+            // parent thread's; the entries are left to the child's exit (EntryPtr has no Drop).
             return;
         }
         self.flush();
         // Handles borrow the cache, so none is alive unless one was leaked with mem::forget;
         // its registration is released here.
-        let leaked: Vec<Box<Entry>> = self
+        let leaked: Vec<EntryPtr> = self
             .zombies
             .lock()
             .entries
@@ -987,9 +1050,13 @@ impl Drop for Cache {
             .collect();
         for e in leaked {
             self.deregister(&e.reg, e.range);
+            // SAFETY: no handle can be dereferenced any more (see above).
+            unsafe { e.free() };
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_model;
+#[cfg(all(test, not(loom)))]
 mod tests;

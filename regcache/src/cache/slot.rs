@@ -9,7 +9,11 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+#[cfg(not(loom))]
 pub(crate) const SLOTS: usize = 64;
+/// Under the loom model (loom_model.rs), a few slots: every scan is a model step.
+#[cfg(loom)]
+pub(crate) const SLOTS: usize = 2;
 /// Indexes `SLOTS..ALL` are shared by the threads that found every exclusive slot taken.
 pub(crate) const SHARED: usize = 8;
 /// Size of per-slot arrays.

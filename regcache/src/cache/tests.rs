@@ -12,6 +12,8 @@ struct ScriptedMonitor {
     queue: Mutex<Vec<Invalidation>>,
     watched: Mutex<HashMap<u64, Range>>,
     refuse: AtomicBool,
+    /// The next `unwatch` panics (a misbehaving monitor).
+    panic_unwatch: AtomicBool,
 }
 
 impl ScriptedMonitor {
@@ -39,6 +41,9 @@ impl Monitor for Arc<ScriptedMonitor> {
         Ok(())
     }
     fn unwatch(&self, _range: Range, cookie: u64) {
+        if self.panic_unwatch.swap(false, Ordering::Relaxed) {
+            panic!("test: unwatch panics");
+        }
         self.watched.lock().remove(&cookie);
     }
     fn drain(&self, out: &mut Vec<Invalidation>) -> Result<u64> {
@@ -520,6 +525,8 @@ struct StrictRegistrar {
     next: AtomicU64,
     live: Mutex<std::collections::HashSet<u64>>,
     double_deregistrations: AtomicU64,
+    /// The next `deregister` panics before doing anything (a misbehaving registrar).
+    panic_deregister: AtomicBool,
 }
 
 impl StrictRegistrar {
@@ -542,6 +549,9 @@ impl Registrar for StrictRegistrar {
         })
     }
     fn deregister(&self, reg: &Registration, _addr: usize, _len: usize) {
+        if self.panic_deregister.swap(false, Ordering::Relaxed) {
+            panic!("test: deregister panics");
+        }
         if !self.live.lock().remove(&reg.token) {
             self.double_deregistrations.fetch_add(1, Ordering::Relaxed);
         }
@@ -755,4 +765,244 @@ fn a_release_that_erased_its_tag_is_swept_on_the_next_slow_path() {
     drop(c.get(0xf0_0000, P, RW).unwrap()); // the next miss sweeps
     assert!(!r.is_live(token), "the sweep deregisters it");
     assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+/// Runs `f`, which must panic (a callback of the cache panics inside it), without printing the
+/// panic message of the expected panic.
+fn expect_panic(f: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    assert!(r.is_err(), "the callback was expected to panic");
+}
+
+/// Issue 12 item 1: a panicking `on_invalidate` hook. The held entry must survive the unwind
+/// (its handle still reads its own range and its registration stays live), be deregistered
+/// exactly once after its release, and nothing may leak.
+#[test]
+fn panicking_hook_frees_no_held_entry_and_leaks_nothing() {
+    let armed = Arc::new(AtomicBool::new(false));
+    let trip = armed.clone();
+    let hook = InvalidateHook(Arc::new(move |_r: Range| {
+        if trip.swap(false, Ordering::Relaxed) {
+            panic!("test: the invalidation hook panics");
+        }
+    }));
+    let (c, m, r) = strict_setup(Config {
+        on_invalidate: Some(hook),
+        ..Config::default()
+    });
+    let a = Range {
+        start: 0x110_0000,
+        end: 0x110_0000 + P,
+    };
+    drop(c.get(a.start, P, RW).unwrap());
+    let counted = c.get(a.start, P, RW).unwrap(); // a hit: a cell hold
+    let token = counted.registration().token;
+    drop(c.get(0x120_0000, P, RW).unwrap()); // unused, invalidated with it
+    m.fire(Invalidation::All);
+    armed.store(true, Ordering::Relaxed);
+    expect_panic(|| drop(c.get(0x130_0000, P, RW)));
+    // Reuse freed memory, if any was freed: new entries of the same size.
+    let others: Vec<_> = (0..8)
+        .map(|i| c.get(0x200_0000 + i * 0x10_0000, P, RW).unwrap())
+        .collect();
+    assert_eq!(counted.range(), a, "the held entry was freed by the unwind");
+    assert!(r.is_live(token), "held: must stay registered");
+    drop(counted);
+    drop(others);
+    drop(c.get(0x140_0000, P, RW).unwrap()); // a slow path: sweeps
+    assert!(!r.is_live(token), "released after retirement: deregistered");
+    c.flush();
+    assert!(r.live.lock().is_empty(), "a registration leaked");
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+/// Issue 12 item 1: `Monitor::unwatch` panicking in the middle of a retire loop must not drop
+/// the entries not yet retired (one of them held).
+#[test]
+fn panicking_unwatch_frees_no_held_entry_and_leaks_nothing() {
+    let (c, m, r) = strict_setup(Config::default());
+    let lo = Range {
+        start: 0x150_0000,
+        end: 0x150_0000 + P,
+    };
+    drop(c.get(lo.start, P, RW).unwrap());
+    drop(c.get(0x160_0000, P, RW).unwrap());
+    let held = c.get(0x160_0000, P, RW).unwrap(); // retired second
+    let lo_held = c.get(lo.start, P, RW).unwrap(); // retired first: its unwatch panics
+    let token = held.registration().token;
+    let range = held.range();
+    m.fire(Invalidation::All);
+    m.panic_unwatch.store(true, Ordering::Relaxed);
+    expect_panic(|| drop(c.get(0x170_0000, P, RW)));
+    let others: Vec<_> = (0..8)
+        .map(|i| c.get(0x200_0000 + i * 0x10_0000, P, RW).unwrap())
+        .collect();
+    assert_eq!(
+        held.range(),
+        range,
+        "the held entry was freed by the unwind"
+    );
+    assert_eq!(lo_held.range(), lo);
+    assert!(r.is_live(token));
+    drop((held, lo_held, others));
+    drop(c.get(0x180_0000, P, RW).unwrap());
+    assert!(!r.is_live(token), "released after retirement: deregistered");
+    c.flush();
+    assert!(r.live.lock().is_empty(), "a registration leaked");
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+/// Issue 12 item 1: `Registrar::deregister` panicking while a retire loop deregisters an
+/// unused entry must not free the held entries retired after it. (The registration whose
+/// deregistration panicked is the registrar's to account for: the cache does not retry it.)
+#[test]
+fn panicking_deregister_frees_no_held_entry() {
+    let (c, m, r) = strict_setup(Config::default());
+    drop(c.get(0x190_0000, P, RW).unwrap()); // unused: deregistered at once, panics
+    let lost = c.get(0x190_0000, 64, RW).unwrap().registration().token;
+    drop(c.get(0x1a0_0000, P, RW).unwrap());
+    let held = c.get(0x1a0_0000, P, RW).unwrap();
+    let token = held.registration().token;
+    let range = held.range();
+    m.fire(Invalidation::All);
+    r.panic_deregister.store(true, Ordering::Relaxed);
+    expect_panic(|| drop(c.get(0x1b0_0000, P, RW)));
+    let others: Vec<_> = (0..8)
+        .map(|i| c.get(0x200_0000 + i * 0x10_0000, P, RW).unwrap())
+        .collect();
+    assert_eq!(
+        held.range(),
+        range,
+        "the held entry was freed by the unwind"
+    );
+    assert!(r.is_live(token));
+    drop((held, others));
+    drop(c.get(0x1c0_0000, P, RW).unwrap());
+    assert!(!r.is_live(token), "released after retirement: deregistered");
+    c.flush();
+    r.live.lock().remove(&lost);
+    assert!(r.live.lock().is_empty(), "a registration leaked");
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
+/// A no-op registrar whose next registration fails with ENOMEM when `fail_next` is set.
+#[derive(Default)]
+struct FlakyRegistrar {
+    fail_next: AtomicBool,
+    inner: NoopRegistrar,
+}
+
+impl Registrar for FlakyRegistrar {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn register(&self, addr: usize, len: usize, access: Access) -> Result<Registration> {
+        if self.fail_next.swap(false, Ordering::Relaxed) {
+            return Err(Error::from_register_errno(libc::ENOMEM, "test memlock"));
+        }
+        self.inner.register(addr, len, access)
+    }
+    fn deregister(&self, reg: &Registration, addr: usize, len: usize) {
+        self.inner.deregister(reg, addr, len)
+    }
+}
+
+/// Issue 12 item 2: X at S is hit (stamp k), the registrar's ENOMEM makes `evict_lru` refile X
+/// under stamp k, then a merge inserts Y at S taking stamp k from the clock and retires X. Y's
+/// LRU record must survive X's retirement, or Y is never evicted.
+#[test]
+fn a_merge_replacing_a_refiled_entry_keeps_the_new_entry_evictable() {
+    let (c, _m, r) = setup_with::<FlakyRegistrar>(Config {
+        max_entries: 1,
+        ..Config::default()
+    });
+    let s = 0x300_0000;
+    drop(c.get(s, P, RW).unwrap()); // X, filed under stamp 1; the clock is now 2
+    let hx = c.get(s, P, RW).unwrap(); // a hit stamps X with 2 and keeps X busy
+    r.fail_next.store(true, Ordering::Relaxed);
+    // Y = X merged with the next page: ENOMEM -> evict_lru refiles X under 2 (busy, kept),
+    // retry succeeds, Y is inserted with stamp 2 and X retired.
+    let hy = c.get(s, 2 * P, RW).unwrap();
+    assert_eq!(hy.range().start, s);
+    assert_eq!(c.stats().evictions, 0);
+    drop((hx, hy));
+    for i in 1..=4 {
+        drop(c.get(s + i * 0x10_0000, P, RW).unwrap());
+    }
+    assert_eq!(c.cached_entries(), 1, "max_entries = 1");
+    drop(c.get(s, 2 * P, RW).unwrap());
+    assert_eq!(
+        c.stats().hits,
+        1,
+        "Y was evicted by the 4 newer inserts: only X's hit counts"
+    );
+}
+
+/// Issue 12 item 6: in a fork child, dropping a handle (whose release would reap) and asking
+/// `cached_entries()` must take no lock another parent thread could have held at fork() (here:
+/// the zombies lock and the index write lock, held by another thread across the fork), and
+/// `is_caching()` must say false. The child must exit promptly; a hang fails the test.
+#[test]
+fn fork_child_takes_no_lock_a_parent_thread_held() {
+    let (c, m, _r) = strict_setup(Config::default());
+    drop(c.get(0x3100_0000, P, RW).unwrap());
+    let hit = c.get(0x3100_0000, P, RW).unwrap(); // a cell hold
+    let counted = c.get(0x3200_0000, P, RW).unwrap(); // a miss: a counted reference
+    m.fire(Invalidation::All);
+    drop(c.get(0x3300_0000, P, RW).unwrap()); // drains: both retired while held
+    let locked = std::sync::Barrier::new(2);
+    let forked = std::sync::Barrier::new(2);
+    let pid = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _w = c.index.write();
+            let _z = c.zombies.lock();
+            locked.wait();
+            forked.wait();
+        });
+        locked.wait();
+        // SAFETY: the child only runs the cache code under test (which must take no lock) and
+        // _exits; the parent waits for it with a deadline.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut code = 0;
+            if c.is_caching() {
+                code |= 1;
+            }
+            drop(hit); // a tagged cell: would reap
+            drop(counted); // the last counted reference of a retired entry: would reap
+            if c.cached_entries() != 0 {
+                code |= 2;
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        forked.wait();
+        pid
+    });
+    assert!(pid > 0);
+    let t = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(5) {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: reaps it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("the fork child deadlocked on a lock a parent thread held at fork()");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    let code = libc::WEXITSTATUS(status);
+    assert_eq!(code & 1, 0, "is_caching() said true in a fork child");
+    assert_eq!(
+        code & 2,
+        0,
+        "cached_entries() in a fork child must be 0 (disabled)"
+    );
 }

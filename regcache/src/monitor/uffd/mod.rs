@@ -213,8 +213,35 @@ impl UffdMonitor {
         r
     }
 
+    /// Test builds only: makes the reader thread panic and waits until it has exited.
+    #[cfg(test)]
+    pub(crate) fn kill_reader_for_test(&self) {
+        self.shared.die.store(true, Ordering::Relaxed);
+        sys::eventfd_signal(self.wake);
+        let reader = self.reader.as_ref().expect("the reader runs");
+        while !reader.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn in_forked_child(&self) -> bool {
         getpid() != self.pid
+    }
+
+    /// Whether the reader thread has exited (it only does so on `Drop`, or by dying): its
+    /// userfaultfd is closed (the number may already name another file), no event will ever be
+    /// read again, and unmappers are no longer made to wait. The monitor is then broken: every
+    /// lookup is "not settled" and `drain` fails, so the cache flushes and stops caching.
+    #[inline]
+    fn reader_gone(&self) -> bool {
+        // SeqCst: pairs with the reader's store before it closes the fd (reader.rs).
+        self.shared.gone.load(Ordering::SeqCst)
+    }
+
+    fn reader_gone_error() -> Error {
+        Error::Io(io::Error::other(
+            "the userfaultfd reader thread has exited: invalidations can no longer be read",
+        ))
     }
 
     /// Maps a failed UFFDIO_REGISTER to a `WatchError`.
@@ -261,6 +288,10 @@ impl Monitor for UffdMonitor {
             // parent's memory, and there is no reader here.
             return Err(WatchError::Unwatchable(libc::ECHILD));
         }
+        if self.reader_gone() {
+            // The fd is closed (or another file's by now): never ioctl it.
+            return Err(WatchError::Failed(Self::reader_gone_error()));
+        }
         let r = range
             .page_aligned()
             .ok_or(WatchError::Unwatchable(libc::EINVAL))?;
@@ -298,7 +329,13 @@ impl Monitor for UffdMonitor {
     }
 
     fn settled(&self) -> bool {
-        // An error (not expected) is treated as "an event may be pending": safe, just slower.
+        // A dead reader: never settled (the lookup goes to the slow path, whose drain fails and
+        // breaks the cache). Checked first: its fd may be closed or reused.
+        if self.reader_gone() {
+            return false;
+        }
+        // Another error (not expected) is treated as "an event may be pending": safe, slower;
+        // `drain` tells the transient ones from a broken fd.
         !self.event_in_flight().unwrap_or(true)
     }
 
@@ -309,7 +346,19 @@ impl Monitor for UffdMonitor {
         // An unmap whose event the kernel has prepared but our reader not yet read must be in
         // this drain: wait for the reader (it never blocks on anything we hold).
         let mut spins = 0u32;
-        while !self.settled() {
+        loop {
+            if self.reader_gone() {
+                return Err(Self::reader_gone_error());
+            }
+            match self.event_in_flight() {
+                Ok(false) => break,
+                Ok(true) => {}
+                // Transient (not expected from this ioctl): ask again.
+                Err(Error::Io(e))
+                    if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ENOMEM)) => {}
+                // EBADF, ENOTTY...: the fd is not our userfaultfd any more. Never spin on it.
+                Err(e) => return Err(e),
+            }
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
@@ -317,7 +366,10 @@ impl Monitor for UffdMonitor {
                 std::thread::yield_now();
             }
         }
-        let g = self.shared.stable_generation();
+        let g = self
+            .shared
+            .stable_generation()
+            .ok_or_else(Self::reader_gone_error)?;
         while let Some(r) = self.shared.queue.pop() {
             out.push(Invalidation::Range(r));
         }

@@ -61,6 +61,14 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Set by the reader once it is in its loop (all startup allocations done).
     pub ready: AtomicBool,
+    /// Set by the reader on its way out (return or unwind), before it closes the userfaultfd:
+    /// from then on nothing will ever be read, the fd number may be reused, and the monitor is
+    /// broken (see `UffdMonitor::reader_gone`).
+    pub gone: AtomicBool,
+    /// Test builds only: makes the reader thread panic at the top of its loop (to test that a
+    /// dead reader breaks the monitor instead of hanging it).
+    #[cfg(test)]
+    pub die: AtomicBool,
 }
 
 impl Shared {
@@ -71,6 +79,9 @@ impl Shared {
             overflow: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            #[cfg(test)]
+            die: AtomicBool::new(false),
         }
     }
 
@@ -78,12 +89,17 @@ impl Shared {
     /// generation. Acquire: it synchronizes with the Release increment that produced it, and, as
     /// every later increment is a read-modify-write continuing that release sequence, with every
     /// earlier one; so every push made before the returned generation is visible to the caller.
-    pub fn stable_generation(&self) -> u64 {
+    /// `None` when the reader is gone (it may have died with the counter odd: never wait then).
+    pub fn stable_generation(&self) -> Option<u64> {
         let mut spins = 0u32;
         loop {
             let g = self.seq.load(Ordering::Acquire);
             if g & 1 == 0 {
-                return g;
+                return Some(g);
+            }
+            // SeqCst: see `gone`'s store in `ExitGuard`.
+            if self.gone.load(Ordering::SeqCst) {
+                return None;
             }
             // The reader holds `seq` odd for one read() and a few pushes: microseconds, unless
             // it was preempted; spin briefly, then give the CPU away.
@@ -97,19 +113,27 @@ impl Shared {
     }
 }
 
-/// Closes the userfaultfd when the reader returns (or unwinds), before the thread exits.
-struct CloseOnExit(RawFd);
+/// When the reader returns (or unwinds), before the thread exits: marks it gone, then closes
+/// the userfaultfd.
+struct ExitGuard<'a> {
+    uffd: RawFd,
+    sh: &'a Shared,
+}
 
-impl Drop for CloseOnExit {
+impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        sys::close(self.0);
+        // SeqCst, before the close: a thread whose ioctl on the fd failed because of the close
+        // (the kernel's fd table lock orders the two) then sees the flag, and a thread that
+        // loads it before its ioctl and finds it clear used the fd while it was still ours.
+        self.sh.gone.store(true, Ordering::SeqCst);
+        sys::close(self.uffd);
     }
 }
 
 /// The reader thread's body. Owns `uffd` and closes it before returning; `wake` (an eventfd that
 /// `Drop` signals after setting `stop`) stays owned by the monitor.
 pub fn run(uffd: RawFd, wake: RawFd, page: usize, sh: &Shared) {
-    let _close = CloseOnExit(uffd);
+    let _exit = ExitGuard { uffd, sh };
     let mut buf = [sys::UffdMsg::zeroed(); READ_BATCH];
     // Relaxed would do for the creator's spin, but Release/Acquire makes "the reader is running"
     // a proper happens-before edge for anyone who reasons about it.
@@ -117,6 +141,10 @@ pub fn run(uffd: RawFd, wake: RawFd, page: usize, sh: &Shared) {
     // Acquire pairs with the Release store in `Drop`; nothing is published through it, it is
     // just a flag, but there is no cost to being strict here.
     while !sh.stop.load(Ordering::Acquire) {
+        #[cfg(test)]
+        if sh.die.load(Ordering::Relaxed) {
+            panic!("test: the uffd reader thread dies");
+        }
         let revents = match sys::poll_in([uffd, wake], POLL_TIMEOUT_MS) {
             Ok(r) => r,
             Err(libc::EINTR) => continue, // a signal

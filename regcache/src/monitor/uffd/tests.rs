@@ -779,3 +779,49 @@ fn fork_child_does_not_keep_the_context_alive() {
         "parent munmap blocked {blocked:?}"
     );
 }
+
+/// Issue 12 item 5: when the reader thread dies (here: panics, which closes the userfaultfd),
+/// the monitor must go broken and the cache stop caching with an error, and no lookup or miss
+/// may hang (before: `settled()` took the ioctl's EBADF for "event in flight" and `drain` spun
+/// forever holding the miss lock).
+#[test]
+fn dead_reader_breaks_the_monitor_instead_of_hanging() {
+    use crate::cache::{Cache, Config};
+    use crate::registrar::{noop::NoopRegistrar, Access};
+    let m = UffdMonitor::new().unwrap();
+    let a = map(2);
+    let reg = Arc::new(NoopRegistrar::new());
+    m.kill_reader_for_test();
+    // The cache is built after the death, so its drained generation matches the counter and
+    // only the dead reader can keep it from trusting it.
+    let c = Cache::new(Box::new(m), reg.clone(), Config::default());
+    let (tx, rx) = mpsc::channel();
+    let c = Arc::new(c);
+    let worker = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                out.push(c.get(a, page(), Access::LOCAL_WRITE).map(|h| h.is_cached()));
+            }
+            let _ = tx.send(out);
+        })
+    };
+    let out = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => out,
+        Err(_) => {
+            eprintln!("a miss hung on the dead reader: aborting");
+            std::process::abort();
+        }
+    };
+    worker.join().unwrap();
+    for r in &out {
+        assert!(
+            matches!(r, Ok(false)),
+            "not cached, served per use: {out:?}"
+        );
+    }
+    assert!(!c.is_caching(), "the cache must stop caching");
+    assert_eq!(reg.registered(), reg.deregistered());
+    unmap(a, 2 * page());
+}
