@@ -44,7 +44,7 @@ vmtest: deps
 	vmtest/test-ofi.sh
 	vmtest/test-ucx.sh
 
-test: lint unit vmtest
+test: lint unit loom vmtest
 
 torture-soak: deps
 	$(CARGO) run --release -p regcache-cli -- torture --ops 1000000
