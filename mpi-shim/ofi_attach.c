@@ -19,6 +19,15 @@
  * The import itself only opens /dev/ummunotify and calls fi_open("mr_cache") + bind: it takes
  * no libfabric lock, so it is safe from inside fi_getinfo.
  *
+ * What an import reaches: only the providers built into libfabric.so.1. A provider built as a
+ * separate DSO (lib<name>-fi.so; the Open MPI 5, MPICH 5 and Intel MPI wheels ship verbs that
+ * way) links its own copy of libfabric's util code, monitors included, and its MR cache keeps
+ * the monitor FI_MR_CACHE_MONITOR names (memhooks by default) whatever was imported into the
+ * core (seen in libfabric's log: "setting imported memory monitor as default", then the verbs
+ * DSO "Starting memory monitor: memhooks"). When a verbs DSO is loaded the bridge says so
+ * (state "dso"): that cache is libfabric's own business, and FI_MR_CACHE_MONITOR=disabled
+ * leaves the caching to the shim's own caches (every registration then reaches ibv_reg_mr).
+ *
  * Versions: libfabric 1.17 (Debian 12), 2.4.0 (Intel MPI 2021.18) and 2.5.1 (the Open MPI 5 and
  * MPICH 5 wheels) were run; the import ABI (fi_ext.h, FI_VERSION(1, 13)) has not changed since
  * 1.13. Outside 1.17-2.5 the bridge stays off and says so; libfabric keeps its own monitor.
@@ -33,6 +42,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -80,6 +90,25 @@ static int env_on(const char *name)
 	const char *s = getenv(name);
 
 	return s && *s && strcmp(s, "0") != 0;
+}
+
+static int is_verbs_dso(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	const char *base = strrchr(info->dlpi_name, '/');
+	size_t n;
+
+	(void)size;
+	(void)arg;
+	base = base ? base + 1 : info->dlpi_name;
+	n = strlen(base);
+	/* libverbs-fi.so, libverbs-1.12-fi.so, ... */
+	return !strncmp(base, "libverbs", 8) && n > 9 && !strcmp(base + n - 9, "-fi.so");
+}
+
+/* Whether libfabric loaded its verbs provider as a DSO (its own monitor; see above). */
+static int verbs_provider_is_dso(void)
+{
+	return dl_iterate_phdr(is_verbs_dso, NULL) != 0;
 }
 
 /* libfabric.so.1 if the process has loaded it (the handle is kept: never unloaded under us). */
@@ -138,6 +167,15 @@ static void attach(void)
 		__atomic_store_n(&oa.state, OFI_ATTACH_OFF, __ATOMIC_RELEASE);
 		return;
 	}
+	if (verbs_provider_is_dso()) {
+		__atomic_store_n(&oa.state, OFI_ATTACH_DSO, __ATOMIC_RELEASE);
+		if (verbose)
+			attach_warn("libfabric %u.%u: imported (at %s), but its verbs provider is a "
+				    "separate DSO whose MR cache keeps its own monitor "
+				    "(FI_MR_CACHE_MONITOR; =disabled leaves caching to the shim)",
+				    major, minor, trigger);
+		return;
+	}
 	__atomic_store_n(&oa.state, OFI_ATTACH_ACTIVE, __ATOMIC_RELEASE);
 	if (verbose)
 		attach_warn("libfabric %u.%u: ummunotify imported as the MR cache's memory monitor "
@@ -189,7 +227,8 @@ void ofi_attach_get_counts(struct ofi_attach_counts *out)
 	out->trigger = oa.trigger;
 	out->why = oa.why;
 	out->err = oa.err;
-	if (out->state == OFI_ATTACH_ACTIVE && regcache_ofi_stats(&s) == 0) {
+	if ((out->state == OFI_ATTACH_ACTIVE || out->state == OFI_ATTACH_DSO) &&
+	    regcache_ofi_stats(&s) == 0) {
 		out->subscribes = s.subscribes;
 		out->lookups = s.valid_calls;
 		out->stale = s.valid_false;

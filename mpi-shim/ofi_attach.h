@@ -13,6 +13,7 @@ enum ofi_attach_state {
 	OFI_ATTACH_ACTIVE,	/* ummunotify is libfabric's memory monitor */
 	OFI_ATTACH_BUSY,	/* the program imported its own monitor first: left it */
 	OFI_ATTACH_OFF,		/* not attached (REGCACHE_SHIM_OFI=0, no device, other version) */
+	OFI_ATTACH_DSO,		/* imported, but the verbs provider is a DSO with its own monitor */
 };
 
 struct ofi_attach_counts {

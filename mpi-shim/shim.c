@@ -251,7 +251,8 @@ static void add_shim_metrics(struct regcache_metrics *m)
 		  REGCACHE_METRIC_COUNTER, m_bridge, M_UCX_UNWATCHED },
 		{ "regcache_shim_ofi_bridge_state",
 		  "libfabric bridge: 0 libfabric not used (yet), 1 active (ummunotify is its MR cache's "
-		  "monitor), 2 busy (the program imported its own monitor), 3 off",
+		  "monitor), 2 busy (the program imported its own monitor), 3 off, 4 dso (imported, "
+		  "but the verbs provider is a DSO whose cache keeps its own monitor)",
 		  REGCACHE_METRIC_GAUGE, m_bridge, M_OFI_STATE },
 		{ "regcache_shim_ofi_cache_hits",
 		  "Hits in libfabric's MR cache confirmed valid by ummunotify",
@@ -770,7 +771,8 @@ static void summary(void)
 {
 	static const char *const states[] = { "unused", "active", "off" };
 	static const char *const ofi_states[] = { "unused", "active",
-		"busy (the program's own monitor kept)", "off" };
+		"busy (the program's own monitor kept)", "off",
+		"dso (its verbs provider keeps its own monitor)" };
 	struct ofi_attach_counts o;
 	struct ucx_bridge_counts u;
 	struct shim_counts t;
@@ -792,7 +794,7 @@ static void summary(void)
 			"regcache_shim: pid %d ofi bridge %s (libfabric %u.%u) at=%s cache_hits=%" PRIu64
 			" lookups=%" PRIu64 " stale=%" PRIu64 " subscribes=%" PRIu64
 			" invalidations=%" PRIu64 " notifies=%" PRIu64 " live=%" PRIu64 "%s%s\n",
-			(int)getpid(), o.state >= 0 && o.state <= 3 ? ofi_states[o.state] : "?",
+			(int)getpid(), o.state >= 0 && o.state <= 4 ? ofi_states[o.state] : "?",
 			FI_MAJOR(o.version), FI_MINOR(o.version), o.trigger ? o.trigger : "-",
 			ofi_attach_hits(&o), o.lookups, o.stale, o.subscribes, o.invalidations,
 			o.notifies, o.live, o.why ? ": " : "", o.why ? o.why : "");
