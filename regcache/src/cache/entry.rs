@@ -39,7 +39,7 @@ pub(crate) struct Entry {
     /// Counted references in the low bits, INVALID in the top bit.
     pub state: AtomicU64,
     /// The stamp under which the entry sits in the LRU set (guarded by the miss lock; the
-    /// current stamp is in the index slot).
+    /// current stamp is in the index record, `Indexed::last_use`).
     pub lru_key: AtomicU64,
     /// Whether a monitor watches this entry (false for one-use registrations).
     pub watched: bool,

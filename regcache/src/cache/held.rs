@@ -24,7 +24,7 @@
 //!   full fall back to the entry's counted references (entry.rs).
 
 use super::entry::Entry;
-use super::slot::{Slot, SLOTS};
+use super::slot::{ThreadSlot, SLOTS};
 use crossbeam_utils::CachePadded;
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, AtomicUsize};
@@ -44,8 +44,9 @@ pub(crate) const CELLS: usize = 1;
 /// Low bit of a cell: the entry was retired while this cell held it (entries are 8-aligned).
 const TAG: usize = 1;
 
-/// Where a handle's reference is recorded.
-pub(crate) type Cell = Option<NonNull<AtomicUsize>>;
+/// The hold cell recording a handle's reference, or `None` when the reference is counted in
+/// the entry's state word instead (entry.rs). Not `std::cell::Cell`: a pointer to an atomic.
+pub(crate) type HoldCell = Option<NonNull<AtomicUsize>>;
 
 pub(crate) struct Held {
     cells: Box<[CachePadded<[AtomicUsize; CELLS]>]>,
@@ -67,7 +68,7 @@ impl Held {
     /// the reference in the entry instead (shared slot, or every cell busy). The caller holds
     /// the index read lock and found `e` in the index.
     #[inline]
-    pub fn hold(&self, slot: Slot, e: &Entry) -> Cell {
+    pub fn hold(&self, slot: ThreadSlot, e: &Entry) -> HoldCell {
         if !slot.exclusive {
             return None;
         }
@@ -194,7 +195,7 @@ mod tests {
         )
     }
 
-    const MINE: Slot = Slot {
+    const MINE: ThreadSlot = ThreadSlot {
         index: 3,
         exclusive: true,
     };
@@ -230,7 +231,7 @@ mod tests {
     fn shared_slots_and_full_cells_fall_back_to_counting() {
         let h = Held::new();
         let e = entry(1);
-        let shared = Slot {
+        let shared = ThreadSlot {
             index: 3,
             exclusive: false,
         };

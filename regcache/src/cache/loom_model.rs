@@ -14,7 +14,7 @@
 
 use super::entry::Entry;
 use super::held::{self, Held};
-use super::slot::Slot;
+use super::slot::ThreadSlot;
 use crate::range::Range;
 use crate::registrar::{Access, Registration};
 use loom::cell::UnsafeCell;
@@ -44,7 +44,7 @@ unsafe impl Sync for Model {}
 // SAFETY: as above.
 unsafe impl Send for Model {}
 
-const OWNER: Slot = Slot {
+const OWNER: ThreadSlot = ThreadSlot {
     index: 0,
     exclusive: true,
 };

@@ -192,7 +192,7 @@ pub struct Handle<'c> {
     cache: &'c Cache,
     entry: NonNull<Entry>,
     /// The hold cell recording this reference, or `None` for a counted reference.
-    cell: held::Cell,
+    cell: held::HoldCell,
     /// Copies of the registration's keys (a hit reads them from the index, not the entry).
     lkey: u32,
     rkey: u32,
@@ -260,7 +260,7 @@ handle_accessors!(OwnedHandle);
 pub struct OwnedHandle {
     cache: Arc<Cache>,
     entry: NonNull<Entry>,
-    cell: held::Cell,
+    cell: held::HoldCell,
     lkey: u32,
     rkey: u32,
 }
@@ -410,10 +410,10 @@ impl Cache {
     /// A hit: a handle on the cached entry containing `req`, counted as a hit (in the index
     /// lock's tally, see brlock.rs).
     #[inline]
-    fn lookup_at(&self, slot: slot::Slot, req: Range, access: Access) -> Option<Handle<'_>> {
+    fn lookup_at(&self, slot: slot::ThreadSlot, req: Range, access: Access) -> Option<Handle<'_>> {
         let idx = self.index.read_at(slot);
         let s = idx.find(req, access)?;
-        // Only the entry's address: a hit reads the index slot, not the entry (index.rs).
+        // Only the entry's address: a hit reads the index record, not the entry (index.rs).
         let e: &Entry = &s.entry;
         let cell = self.held.hold(slot, e);
         if cell.is_none() {
@@ -705,7 +705,7 @@ impl Cache {
 
     /// Releases a handle's reference; the last one of an invalid entry deregisters it.
     #[inline]
-    fn release(&self, entry: NonNull<Entry>, cell: held::Cell) {
+    fn release(&self, entry: NonNull<Entry>, cell: held::HoldCell) {
         // SAFETY: the handle's reference keeps the entry alive until it is dropped below; after
         // that only the id is used (another releaser may free the entry).
         let e = || unsafe { entry.as_ref() };
@@ -920,14 +920,14 @@ impl Cache {
             from = (stamp, start, id + 1);
             let victim = {
                 let mut idx = self.index.write();
-                let Some(slot) = idx.slot(start).filter(|s| s.entry.id == id) else {
+                let Some(rec) = idx.indexed(start).filter(|r| r.entry.id == id) else {
                     // Not expected (retire removes an entry's record): drop the stale record.
                     st.lru.remove(&key);
                     continue;
                 };
-                let e = &*slot.entry;
+                let e = &*rec.entry;
                 // Relaxed: stamps are hints, see `lookup`.
-                let now = slot.last_use.load(Ordering::Relaxed);
+                let now = rec.last_use.load(Ordering::Relaxed);
                 if now != stamp {
                     // Used since it was filed: file it again under its newer stamp.
                     e.lru_key.store(now, Ordering::Relaxed);
