@@ -169,7 +169,14 @@ pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>, id: impl FnOnce() -> u6
     // Relaxed load: only the tag bit matters, and missing a tag set concurrently is allowed.
     let retired = (c.load(Ordering::Relaxed) & TAG != 0).then(id);
     // Release: our use of the registration happens-before a scanner that sees the cell clear.
+    #[cfg(not(loom))]
     c.store(0, Ordering::Release);
+    // Under loom the same clearing write as a swap whose result is ignored: loom 0.7 lets a
+    // plain store land between the read and the write of a concurrent compare_exchange
+    // (tokio-rs/loom#254), an execution no hardware produces. A swap takes the same places in
+    // the cell's modification order as the store, and loom keeps read-modify-writes atomic.
+    #[cfg(loom)]
+    c.swap(0, Ordering::Release);
     retired
 }
 

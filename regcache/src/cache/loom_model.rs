@@ -2,7 +2,8 @@
 //! `reap_missed`): a hit's hold, its release on another thread, the retirer's tag, the reap by
 //! whoever is last, the `reap_missed` of the next slow path, and the owner re-using a released
 //! cell for another entry.
-//! It runs the real `Held` and `Entry` code on loom's atomics and checks:
+//! It runs the real `Held` and `Entry` code on loom's atomics (the release's clearing store is a
+//! swap under loom, held.rs says why) and checks:
 //! - never deregistered while held: the holder reads the registration (a loom `UnsafeCell`)
 //!   before releasing, the deregistration writes it, so loom reports any deregistration not
 //!   ordered after the last use (and the holder asserts it is still registered);
@@ -180,13 +181,35 @@ fn loom_model_cell_reuse_orders_the_last_use_before_deregistration() {
     });
 }
 
-/// The full cell protocol (hold, release on another thread racing with the retirer's tag,
-/// reap, reap_missed) is not modelled here: loom 0.7 lets a plain store land between the read and
-/// the write of a concurrent compare_exchange (tokio-rs/loom#254, fix in the unmerged #391),
-/// so the model explores executions the hardware cannot produce (the cell ends tagged after
-/// its holder's clearing store) and reports a lost deregistration that cannot happen. The
-/// unit tests in tests.rs cover that race deterministically
-/// (`a_release_that_erased_its_tag_is_reaped_on_the_next_slow_path`).
+/// Issue 12 item 4, the cell path: a hit's hold, released on another thread while the retirer
+/// marks the entry retired, tags the cell and reaps; the release may see the tag (and reap), or
+/// clear the cell before the tag, or erase the tag it did not see (then only the next slow
+/// path's `reap_missed` deregisters it). Under loom, `held::release` clears the cell with a
+/// swap instead of a plain store (see there: loom 0.7 does not keep a compare_exchange atomic
+/// against a plain store, tokio-rs/loom#254).
+#[test]
+fn loom_model_cell_release_retire_reap_missed() {
+    builder().check(|| {
+        let m = Arc::new(Model::new());
+        // The hit, while the entry is in the index (before it is retired).
+        let cell = SendCell(m.held.hold(OWNER, &m.e).expect("a free cell"));
+        let releaser = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let cell = cell;
+                m.use_registration();
+                // SAFETY: the cell came from `m.held.hold` for this handle; `m` is alive.
+                if unsafe { held::release(cell.0, || m.e.id) }.is_some() {
+                    m.reap();
+                }
+            })
+        };
+        m.retire();
+        releaser.join().unwrap();
+        m.check_end();
+    });
+}
+
 /// The counted path: a reference counted in the entry's state word, released on another
 /// thread while the retirer retires the entry.
 #[test]
