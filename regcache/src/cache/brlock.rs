@@ -71,7 +71,7 @@ impl<T> BrLock<T> {
 
     /// `read` for a caller that already has its thread's slot (saves a TLS lookup).
     #[inline]
-    pub fn read_at(&self, at: slot::Slot) -> ReadGuard<'_, T> {
+    pub fn read_at(&self, at: slot::ThreadSlot) -> ReadGuard<'_, T> {
         let slot = &*self.readers[at.index];
         loop {
             // SeqCst: the reader half of the Dekker handshake (see the module comment).

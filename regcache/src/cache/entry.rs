@@ -1,22 +1,21 @@
-//! One registration and the state word that decides who deregisters it.
+//! One registration and the state word that counts its references.
 //!
 //! Hits reference an entry through per-thread hold cells (held.rs) and never write to it.
 //! `state` counts the other references — handles made on a miss, by threads without an
 //! exclusive slot or with every cell busy, and one-use registrations — in its low bits, with
-//! `INVALID` in the top bit. An entry is deregistered once it is invalid, its count is zero and
-//! no cell holds it; every party that may be the last one checks all three under the cache's
-//! zombie lock (`Cache::reap`):
-//! - the evictor, by `compare_exchange(0, INVALID)` under the index write lock after finding no
-//!   cell holding it (no new hold can be taken while the write lock is held);
-//! - the retirer (invalidation, merge, flush), by `fetch_or(INVALID)` and tagging the cells
-//!   that still hold it;
-//! - the last counted releaser, by `fetch_sub(1)` returning `INVALID | 1`, and a cell holder
-//!   whose cell was tagged;
-//! - the sweep on the next slow path, for a release that erased its tag unseen (held.rs).
+//! `RETIRED` in the top bit: the entry left the index (or never entered it), so no new
+//! reference can be taken. Who sets the bit, and who deregisters the entry once it is retired
+//! and unreferenced, is decided in life.rs:
+//! - the retirer (invalidation, merge, flush), by `fetch_or(RETIRED)` (`mark_retired`), after
+//!   the entry left the index under the write lock;
+//! - the evictor, by `compare_exchange(0, RETIRED)` (`claim_unused`) under the index write lock
+//!   after finding no cell holding it;
+//! - a one-use registration is born `RETIRED | 1`;
+//! - the last counted releaser learns it must reap from `fetch_sub(1)` returning `RETIRED | 1`.
 //!
 //! References are taken only while the entry is in the index under the index read lock, and the
-//! entry is marked invalid only after it left the index under the write lock, so a new
-//! reference never sees INVALID.
+//! entry is marked retired only after it left the index under the write lock, so a new
+//! reference never sees RETIRED.
 
 use crate::range::Range;
 use crate::registrar::{Access, Registration};
@@ -27,7 +26,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
-pub(crate) const INVALID: u64 = 1 << 63;
+/// Top bit of `state`: out of the index for good (life.rs).
+pub(crate) const RETIRED: u64 = 1 << 63;
 
 pub(crate) struct Entry {
     /// Unique id; also the monitor cookie.
@@ -36,10 +36,10 @@ pub(crate) struct Entry {
     pub range: Range,
     pub access: Access,
     pub reg: Registration,
-    /// Counted references in the low bits, INVALID in the top bit.
+    /// Counted references in the low bits, RETIRED in the top bit.
     pub state: AtomicU64,
     /// The stamp under which the entry sits in the LRU set (guarded by the miss lock; the
-    /// current stamp is in the index slot).
+    /// current stamp is in the index record, `Indexed::last_use`).
     pub lru_key: AtomicU64,
     /// Whether a monitor watches this entry (false for one-use registrations).
     pub watched: bool,
@@ -59,17 +59,17 @@ impl Entry {
         }
     }
 
-    /// A one-use registration: invalid from birth, owned by its single handle.
+    /// A one-use registration: retired from birth, owned by its single handle.
     pub fn one_use(id: u64, range: Range, access: Access, reg: Registration) -> Self {
         Entry {
-            state: AtomicU64::new(INVALID | 1),
+            state: AtomicU64::new(RETIRED | 1),
             watched: false,
             ..Entry::cached(id, range, access, reg)
         }
     }
 
-    /// Takes a counted reference. Caller holds the index read (or write) lock and found the entry in the
-    /// index, so it is valid.
+    /// Takes a counted reference. Caller holds the index read (or write) lock and found the
+    /// entry in the index, so it is live.
     #[inline]
     pub fn acquire(&self) {
         // Relaxed: the index lock orders this increment before any later eviction attempt (which
@@ -78,41 +78,41 @@ impl Entry {
     }
 
     /// Drops a counted reference; true when the caller must ask the cache to reap the entry (it
-    /// was the last counted reference to an invalid entry; cells may still hold it).
+    /// was the last counted reference to a retired entry; cells may still hold it).
     #[inline]
     pub fn release(&self) -> bool {
         // AcqRel: Release makes the caller's use of the registration happen-before whoever
-        // deregisters it; Acquire, when we are the one, sees the invalidator's writes.
-        self.state.fetch_sub(1, Ordering::AcqRel) == INVALID | 1
+        // deregisters it; Acquire, when we are the one, sees the retirer's writes.
+        self.state.fetch_sub(1, Ordering::AcqRel) == RETIRED | 1
     }
 
-    /// Marks an entry removed from the index invalid; true when it had no counted references
+    /// Marks an entry removed from the index retired; true when it had no counted references
     /// (the caller must still check the hold cells).
-    pub fn invalidate(&self) -> bool {
+    pub fn mark_retired(&self) -> bool {
         // AcqRel: Acquire pairs with the releases of past users; Release publishes the mark to
         // the last releaser.
-        self.state.fetch_or(INVALID, Ordering::AcqRel) == 0
+        self.state.fetch_or(RETIRED, Ordering::AcqRel) == 0
     }
 
-    /// Counted references (for the reaper, under the zombie lock).
+    /// Counted references (for the reaper, under the retired list's lock).
     pub fn counted(&self) -> u64 {
         // Acquire: pairs with the releasers' AcqRel decrements, so their use of the
         // registration happens-before a deregistration decided on this value.
-        self.state.load(Ordering::Acquire) & !INVALID
+        self.state.load(Ordering::Acquire) & !RETIRED
     }
 
-    /// Claims an entry with no counted references for eviction (the caller checked the cells
-    /// under the write lock); false when it is in use.
-    pub fn try_evict(&self) -> bool {
+    /// Claims a live entry with no counted references for eviction, marking it retired (the
+    /// caller checked the cells under the write lock); false when it is in use.
+    pub fn claim_unused(&self) -> bool {
         // Acquire: pairs with the last user's release, so its use happens-before deregistration.
         self.state
-            .compare_exchange(0, INVALID, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, RETIRED, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
     }
 }
 
 /// An entry while it is shared: allocated by `Box::into_raw` and kept as a raw pointer by
-/// the list that owns it (the index, then the zombie list), while handles and hold cells reach
+/// the list that owns it (the index, then the retired list, life.rs), while handles and hold cells reach
 /// it through `NonNull` copies. Never a `Box` while shared: moving a `Box` asserts unique
 /// ownership, which the handles' pointers contradict (undefined under Stacked Borrows). It has
 /// no `Drop`: an `EntryPtr` dropped without `free` (an unwind) leaks the entry, never frees
@@ -137,7 +137,7 @@ impl EntryPtr {
     /// Frees the entry.
     ///
     /// # Safety
-    /// Nothing references it any more: it is out of the index and the zombie list, and no
+    /// Nothing references it any more: it is out of the index and the retired list, and no
     /// handle or hold cell holds it (or none can be dereferenced again).
     pub unsafe fn free(self) {
         // SAFETY: allocated by Box in `new`, freed once (this consumes the only owner), and

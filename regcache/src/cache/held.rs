@@ -11,20 +11,20 @@
 //!   entry leaves the index under the write lock, which waits for every reader to leave (their
 //!   exit is a Release); so once it is out, no new hold can appear and every hold taken is
 //!   visible to whoever scans after that.
-//! - The retirer CASes each cell still holding the entry to `addr | TAG`. A release reads its
+//! - The retirer (life.rs) CASes each cell still holding the entry to `addr | TAG`. A release reads its
 //!   cell, then stores 0 with a plain store (while a cell holds an entry, only the handle's
 //!   releaser and a retirer's tag write it). If it read the tag, it asks the cache to reap
 //!   now. If the tag landed between its load and its store, the store erases it: nobody reaps
 //!   at once, but nothing is deregistered early either (a scanner deregisters only an entry
 //!   whose cells it sees clear, and the clearing store is a Release after the last use). The
-//!   cache lists every retired entry for a re-check and sweeps the list on its next slow
-//!   path (`Cache::sweep`), so the lost race delays a deregistration, never skips it. The
-//!   release has no locked instruction.
+//!   cache keeps every retired entry on a recheck list and reaps what it can of it on its
+//!   next slow path (`Cache::reap_missed`, life.rs), so the lost race delays a
+//!   deregistration, never skips it. The release has no locked instruction.
 //! - Threads beyond the exclusive slots (which share a slot) and a thread whose cells are all
 //!   full fall back to the entry's counted references (entry.rs).
 
 use super::entry::Entry;
-use super::slot::{Slot, SLOTS};
+use super::slot::{ThreadSlot, SLOTS};
 use crossbeam_utils::CachePadded;
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, AtomicUsize};
@@ -44,8 +44,9 @@ pub(crate) const CELLS: usize = 1;
 /// Low bit of a cell: the entry was retired while this cell held it (entries are 8-aligned).
 const TAG: usize = 1;
 
-/// Where a handle's reference is recorded.
-pub(crate) type Cell = Option<NonNull<AtomicUsize>>;
+/// The hold cell recording a handle's reference, or `None` when the reference is counted in
+/// the entry's state word instead (entry.rs). Not `std::cell::Cell`: a pointer to an atomic.
+pub(crate) type HoldCell = Option<NonNull<AtomicUsize>>;
 
 pub(crate) struct Held {
     cells: Box<[CachePadded<[AtomicUsize; CELLS]>]>,
@@ -67,7 +68,7 @@ impl Held {
     /// the reference in the entry instead (shared slot, or every cell busy). The caller holds
     /// the index read lock and found `e` in the index.
     #[inline]
-    pub fn hold(&self, slot: Slot, e: &Entry) -> Cell {
+    pub fn hold(&self, slot: ThreadSlot, e: &Entry) -> HoldCell {
         if !slot.exclusive {
             return None;
         }
@@ -108,7 +109,7 @@ impl Held {
             // Acquire (load, and CAS failure): a cell the releaser already cleared (Release
             // store) makes its use of the registration happen-before our deregistration; the
             // holder cannot re-take `e`, which is out of the index. Relaxed on CAS success: the
-            // holder that sees the tag synchronises through the cache's zombie lock.
+            // holder that sees the tag synchronises through the retired list's lock (life.rs).
             let now = c.load(Ordering::Acquire);
             if now & !TAG != addr {
                 return;
@@ -138,10 +139,11 @@ impl Held {
 
     fn each_cell(&self, mut f: impl FnMut(&AtomicUsize)) {
         // Relaxed: a bit is set before the first cell it covers is filled, by the slot's owner
-        // inside the read lock. Scanners that decide whether an entry is unused (tag in retire,
-        // holds in evict_lru) run after the entry left the index under the write lock, which
-        // acquires every reader's exit; reap and sweep do not take it, but run after such a
-        // retire (under the zombies lock, which orders them after it), and a hold of the entry
+        // inside the read lock. Scanners that decide whether an entry is unused hold the index
+        // write lock (holds in claim_unused) or run after the entry left the index under it
+        // (tag in retire); the write lock acquires every reader's exit, which publishes the bit
+        // with the cell. reap and reap_missed do not take it, but run after such a retire
+        // (under the retired list's lock, which orders them after it), and a hold of the entry
         // can only have been taken before it left the index.
         let mut touched = self.touched.load(Ordering::Relaxed);
         while touched != 0 {
@@ -155,7 +157,7 @@ impl Held {
 /// Clears a hold. When the entry was retired meanwhile, returns `Some(id())` — read while the
 /// hold still keeps the entry alive — and the caller must ask the cache to reap that id (once
 /// the cell is clear another releaser may free the entry). A missed tag only delays the reaping
-/// to the cache's next sweep (module comment). The entry is not read otherwise.
+/// to the cache's next `reap_missed` (module comment). The entry is not read otherwise.
 ///
 /// # Safety
 /// `cell` is the cell returned by `Held::hold` for this handle, in a `Held` that is still alive.
@@ -167,7 +169,14 @@ pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>, id: impl FnOnce() -> u6
     // Relaxed load: only the tag bit matters, and missing a tag set concurrently is allowed.
     let retired = (c.load(Ordering::Relaxed) & TAG != 0).then(id);
     // Release: our use of the registration happens-before a scanner that sees the cell clear.
+    #[cfg(not(loom))]
     c.store(0, Ordering::Release);
+    // Under loom the same clearing write as a swap whose result is ignored: loom 0.7 lets a
+    // plain store land between the read and the write of a concurrent compare_exchange
+    // (tokio-rs/loom#254), an execution no hardware produces. A swap takes the same places in
+    // the cell's modification order as the store, and loom keeps read-modify-writes atomic.
+    #[cfg(loom)]
+    c.swap(0, Ordering::Release);
     retired
 }
 
@@ -194,7 +203,7 @@ mod tests {
         )
     }
 
-    const MINE: Slot = Slot {
+    const MINE: ThreadSlot = ThreadSlot {
         index: 3,
         exclusive: true,
     };
@@ -230,7 +239,7 @@ mod tests {
     fn shared_slots_and_full_cells_fall_back_to_counting() {
         let h = Held::new();
         let e = entry(1);
-        let shared = Slot {
+        let shared = ThreadSlot {
             index: 3,
             exclusive: false,
         };

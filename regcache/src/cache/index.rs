@@ -9,9 +9,9 @@
 //! of the slow paths. Entries are heap-allocated (`EntryPtr`) so handles can point at them while
 //! the maps rehash.
 //!
-//! Each table slot also carries what a hit reads (range, rights, keys, LRU stamp), so a hit
-//! reads the table and never the boxed entry: with 100,000 entries that is one cache miss
-//! fewer per hit.
+//! Each record of the table (`Indexed`) also carries what a hit reads (range, rights, keys, LRU
+//! stamp), so a hit reads the table and never the heap-allocated entry: with 100,000 entries
+//! that is one cache miss fewer per hit.
 
 use super::entry::{Entry, EntryPtr};
 use crate::range::{page_size, Range};
@@ -20,8 +20,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
 
-/// A cached entry and copies of the fields a hit needs (see the module comment).
-pub(crate) struct Slot {
+/// An entry as the index holds it: the owning pointer and copies of the fields a hit reads
+/// (see the module comment).
+pub(crate) struct Indexed {
     pub range: Range,
     pub access: Access,
     pub lkey: u32,
@@ -54,7 +55,7 @@ impl Hasher for PageHasher {
 }
 
 pub(crate) struct Index {
-    by_start: HashMap<usize, Slot, BuildHasherDefault<PageHasher>>,
+    by_start: HashMap<usize, Indexed, BuildHasherDefault<PageHasher>>,
     starts: BTreeSet<usize>,
     page_mask: usize,
 }
@@ -70,9 +71,9 @@ impl Default for Index {
 }
 
 impl Index {
-    /// The slot of the entry containing `req` with rights covering `access`, if any.
+    /// The record of the entry containing `req` with rights covering `access`, if any.
     #[inline]
-    pub fn find(&self, req: Range, access: Access) -> Option<&Slot> {
+    pub fn find(&self, req: Range, access: Access) -> Option<&Indexed> {
         let first_page = req.start & self.page_mask;
         let s = match self.by_start.get(&first_page) {
             Some(s) => s,
@@ -100,7 +101,7 @@ impl Index {
         self.by_start.get(&start).map(|s| &*s.entry)
     }
 
-    pub fn slot(&self, start: usize) -> Option<&Slot> {
+    pub fn indexed(&self, start: usize) -> Option<&Indexed> {
         self.by_start.get(&start)
     }
 
@@ -108,7 +109,7 @@ impl Index {
     pub fn insert(&mut self, e: EntryPtr, stamp: u64) {
         let start = e.range.start;
         self.starts.insert(start);
-        let slot = Slot {
+        let rec = Indexed {
             range: e.range,
             access: e.access,
             lkey: e.reg.lkey,
@@ -116,7 +117,7 @@ impl Index {
             last_use: AtomicU64::new(stamp),
             entry: e,
         };
-        let old = self.by_start.insert(start, slot);
+        let old = self.by_start.insert(start, rec);
         debug_assert!(old.is_none(), "index entries must be disjoint");
     }
 

@@ -1,28 +1,30 @@
-//! A loom model of the hold-cell protocol (held.rs, entry.rs, `Cache::retire`/`reap`/`sweep`):
-//! a hit's hold, its release on another thread, the retirer's tag, the reap by whoever is last,
-//! the sweep on the next slow path, and the owner re-using a released cell for another entry.
-//! It runs the real `Held` and `Entry` code on loom's atomics and checks:
+//! A loom model of the hold-cell protocol (held.rs, entry.rs, and life.rs's `retire`, `reap`,
+//! `reap_missed`): a hit's hold, its release on another thread, the retirer's tag, the reap by
+//! whoever is last, the `reap_missed` of the next slow path, and the owner re-using a released
+//! cell for another entry.
+//! It runs the real `Held` and `Entry` code on loom's atomics (the release's clearing store is a
+//! swap under loom, held.rs says why) and checks:
 //! - never deregistered while held: the holder reads the registration (a loom `UnsafeCell`)
 //!   before releasing, the deregistration writes it, so loom reports any deregistration not
 //!   ordered after the last use (and the holder asserts it is still registered);
-//! - always deregistered eventually, exactly once: after every thread finished, one sweep (the
+//! - always deregistered eventually, exactly once: after every thread finished, one `reap_missed` (the
 //!   next slow path) must leave the entry deregistered.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p regcache --release --lib loom_model`
-//! (`make loom`). The zombie list is reduced to the one retired entry: whether it is still
+//! (`make loom`). The retired list is reduced to the one retired entry: whether it is still
 //! listed, whether it is on the recheck list, and how often it was deregistered.
 
 use super::entry::Entry;
 use super::held::{self, Held};
-use super::slot::Slot;
+use super::slot::ThreadSlot;
 use crate::range::Range;
 use crate::registrar::{Access, Registration};
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
-/// The cache's side: the zombie list of one entry, under the zombies lock.
-struct Zombie {
+/// The cache's side: the retired list (life.rs) of one entry, under its lock.
+struct RetiredList {
     listed: bool,
     recheck: bool,
     deregistered: u32,
@@ -35,7 +37,7 @@ struct Model {
     other: Entry,
     /// The registration: true while registered. Read by holders, written by the deregistration.
     reg: UnsafeCell<bool>,
-    zombies: Mutex<Zombie>,
+    retired: Mutex<RetiredList>,
 }
 
 // SAFETY: test scaffolding; `reg` is only accessed through loom's checked UnsafeCell, whose
@@ -44,7 +46,7 @@ unsafe impl Sync for Model {}
 // SAFETY: as above.
 unsafe impl Send for Model {}
 
-const OWNER: Slot = Slot {
+const OWNER: ThreadSlot = ThreadSlot {
     index: 0,
     exclusive: true,
 };
@@ -69,7 +71,7 @@ impl Model {
             e: entry(1),
             other: entry(2),
             reg: UnsafeCell::new(true),
-            zombies: Mutex::new(Zombie {
+            retired: Mutex::new(RetiredList {
                 listed: false,
                 recheck: false,
                 deregistered: 0,
@@ -84,8 +86,8 @@ impl Model {
         assert!(live, "used after deregistration");
     }
 
-    /// Mirrors `Cache::unreferenced` + `bury` under the zombies lock.
-    fn deregister_if_unused(&self, z: &mut Zombie) -> bool {
+    /// Mirrors `Cache::unreferenced` + `deregister_and_free` under the retired list's lock.
+    fn deregister_if_unused(&self, z: &mut RetiredList) -> bool {
         if !z.listed || self.e.counted() != 0 || self.held.holds(&self.e) {
             return false;
         }
@@ -96,12 +98,13 @@ impl Model {
         true
     }
 
-    /// Mirrors `Cache::retire` for the entry (already out of the index): under the zombies
-    /// lock invalidate, tag, list it and put it on the recheck list; then reap.
+    /// Mirrors `Cache::retire` for the entry (already out of the index): under the retired
+    /// list's lock mark it retired, tag its cells, list it and put it on the recheck list;
+    /// then reap.
     fn retire(&self) {
         {
-            let mut z = self.zombies.lock().unwrap();
-            self.e.invalidate();
+            let mut z = self.retired.lock().unwrap();
+            self.e.mark_retired();
             self.held.tag(&self.e);
             z.listed = true;
             z.recheck = true;
@@ -111,21 +114,21 @@ impl Model {
 
     /// Mirrors `Cache::reap`.
     fn reap(&self) {
-        let mut z = self.zombies.lock().unwrap();
+        let mut z = self.retired.lock().unwrap();
         self.deregister_if_unused(&mut z);
     }
 
-    /// Mirrors `Cache::sweep`.
-    fn sweep(&self) {
-        let mut z = self.zombies.lock().unwrap();
+    /// Mirrors `Cache::reap_missed`.
+    fn reap_missed(&self) {
+        let mut z = self.retired.lock().unwrap();
         if z.recheck && (!z.listed || self.deregister_if_unused(&mut z)) {
             z.recheck = false;
         }
     }
 
     fn check_end(&self) {
-        self.sweep(); // the next slow path
-        let z = self.zombies.lock().unwrap();
+        self.reap_missed(); // the next slow path
+        let z = self.retired.lock().unwrap();
         assert_eq!(z.deregistered, 1, "deregistered exactly once, eventually");
         assert!(!z.listed);
     }
@@ -162,7 +165,7 @@ fn loom_model_cell_reuse_orders_the_last_use_before_deregistration() {
             let m = m.clone();
             thread::spawn(move || {
                 // The entry is out of the index: a scan that sees no cell holding it decides.
-                let mut z = m.zombies.lock().unwrap();
+                let mut z = m.retired.lock().unwrap();
                 z.listed = true;
                 m.deregister_if_unused(&mut z);
             })
@@ -178,17 +181,39 @@ fn loom_model_cell_reuse_orders_the_last_use_before_deregistration() {
     });
 }
 
-/// The full cell protocol (hold, release on another thread racing with the retirer's tag,
-/// reap, sweep) is not modelled here: loom 0.7 lets a plain store land between the read and
-/// the write of a concurrent compare_exchange (tokio-rs/loom#254, fix in the unmerged #391),
-/// so the model explores executions the hardware cannot produce (the cell ends tagged after
-/// its holder's clearing store) and reports a lost deregistration that cannot happen. The
-/// unit tests in tests.rs cover that race deterministically
-/// (`a_release_that_erased_its_tag_is_swept_on_the_next_slow_path`).
+/// Issue 12 item 4, the cell path: a hit's hold, released on another thread while the retirer
+/// marks the entry retired, tags the cell and reaps; the release may see the tag (and reap), or
+/// clear the cell before the tag, or erase the tag it did not see (then only the next slow
+/// path's `reap_missed` deregisters it). Under loom, `held::release` clears the cell with a
+/// swap instead of a plain store (see there: loom 0.7 does not keep a compare_exchange atomic
+/// against a plain store, tokio-rs/loom#254).
+#[test]
+fn loom_model_cell_release_retire_reap_missed() {
+    builder().check(|| {
+        let m = Arc::new(Model::new());
+        // The hit, while the entry is in the index (before it is retired).
+        let cell = SendCell(m.held.hold(OWNER, &m.e).expect("a free cell"));
+        let releaser = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let cell = cell;
+                m.use_registration();
+                // SAFETY: the cell came from `m.held.hold` for this handle; `m` is alive.
+                if unsafe { held::release(cell.0, || m.e.id) }.is_some() {
+                    m.reap();
+                }
+            })
+        };
+        m.retire();
+        releaser.join().unwrap();
+        m.check_end();
+    });
+}
+
 /// The counted path: a reference counted in the entry's state word, released on another
 /// thread while the retirer retires the entry.
 #[test]
-fn loom_model_counted_release_retire_reap_sweep() {
+fn loom_model_counted_release_retire_reap() {
     builder().check(|| {
         let m = Arc::new(Model::new());
         m.e.acquire(); // a miss's (or a full-cells hit's) counted reference

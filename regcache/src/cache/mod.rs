@@ -1,10 +1,14 @@
 //! The registration cache: lookup, reference counts, deferred deregistration, eviction.
 //!
 //! Hit path (no mutex, and no write to any line another thread writes): one relaxed load of the
-//! fork generation, one acquire load of the monitor's counter compared with the generation of
-//! the last drain, then the index read lock (a big-reader lock: each thread marks only its own
-//! cache line), one hash probe, a plain store of the entry into one of the thread's hold cells
-//! (held.rs) and a per-thread statistics counter. The release clears the cell.
+//! fork generation, the monitor's counter compared with the value of the last drain (two acquire
+//! loads, after asking the monitor `settled()` if it needs that: userfaultfd), then the index
+//! read lock (a big-reader lock: each thread marks only its own cache line), one hash probe and
+//! a plain store of the entry into one of the thread's hold cells (held.rs); the read lock's
+//! exit store counts the hit (brlock.rs). The release clears the cell.
+//!
+//! When an entry leaves the index and who deregisters it (live → retired → reaped, and
+//! eviction): life.rs, the one place that decides.
 //!
 //! Everything else (misses, drains, invalidations, eviction) is serialised by one miss lock, so
 //! the monitor is drained by one thread at a time and a registration in flight cannot race with
@@ -21,6 +25,7 @@ mod entry;
 mod fork;
 mod held;
 mod index;
+mod life;
 mod slot;
 mod stats;
 
@@ -37,7 +42,7 @@ use held::Held;
 use index::Index;
 use parking_lot::Mutex;
 use stats::{Hot, Stats};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,17 +147,6 @@ struct MissState {
 const RECENT_MAX: usize = 4096;
 const RACE_RETRIES: usize = 3;
 
-/// Retired entries that may still be referenced.
-#[derive(Default)]
-struct Zombies {
-    entries: HashMap<u64, EntryPtr>,
-    /// Ids of retired entries that `Cache::sweep` re-checks on the next slow path: every entry
-    /// is listed when it is retired, before any callout (a release racing with the tag can
-    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
-    /// already reaped are dropped by the next sweep.
-    recheck: Vec<u64>,
-}
-
 /// A registration cache over one monitor and one registrar.
 pub struct Cache {
     /// The monitor's generation counter (points into `monitor`, which outlives every use).
@@ -165,9 +159,9 @@ pub struct Cache {
     /// Per-thread cells recording which entries hits hold.
     held: Held,
     miss: Mutex<MissState>,
-    /// Entries out of the index that may still be referenced (and one-use registrations), by
-    /// id. Its lock serialises the decision to deregister one (see entry.rs).
-    zombies: Mutex<Zombies>,
+    /// Retired entries (out of the index, maybe still referenced) and one-use registrations,
+    /// by id. Its lock serialises the decision to reap one (life.rs).
+    retired: Mutex<life::RetiredList>,
     next_id: AtomicU64,
     /// The monitor must be asked `settled()` before each counter load (userfaultfd).
     settle_check: bool,
@@ -192,14 +186,14 @@ pub struct Handle<'c> {
     cache: &'c Cache,
     entry: NonNull<Entry>,
     /// The hold cell recording this reference, or `None` for a counted reference.
-    cell: held::Cell,
+    cell: held::HoldCell,
     /// Copies of the registration's keys (a hit reads them from the index, not the entry).
     lkey: u32,
     rkey: u32,
 }
 
 // SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
-// the last handle is released (see entry.rs), so the pointer may move between threads. The
+// the last handle is released (life.rs), so the pointer may move between threads. The
 // cell is an atomic in the cache, cleared by an atomic store from whichever thread drops.
 unsafe impl Send for Handle<'_> {}
 // SAFETY: as above; &Handle only reads immutable fields.
@@ -260,7 +254,7 @@ handle_accessors!(OwnedHandle);
 pub struct OwnedHandle {
     cache: Arc<Cache>,
     entry: NonNull<Entry>,
-    cell: held::Cell,
+    cell: held::HoldCell,
     lkey: u32,
     rkey: u32,
 }
@@ -301,7 +295,7 @@ impl Cache {
             index: BrLock::new(Index::default()),
             held: Held::new(),
             miss: Mutex::new(MissState::default()),
-            zombies: Mutex::new(Zombies::default()),
+            retired: Mutex::new(life::RetiredList::default()),
             next_id: AtomicU64::new(1),
             settle_check: monitor.needs_settle_check(),
             broken: AtomicBool::new(false),
@@ -410,10 +404,10 @@ impl Cache {
     /// A hit: a handle on the cached entry containing `req`, counted as a hit (in the index
     /// lock's tally, see brlock.rs).
     #[inline]
-    fn lookup_at(&self, slot: slot::Slot, req: Range, access: Access) -> Option<Handle<'_>> {
+    fn lookup_at(&self, slot: slot::ThreadSlot, req: Range, access: Access) -> Option<Handle<'_>> {
         let idx = self.index.read_at(slot);
         let s = idx.find(req, access)?;
-        // Only the entry's address: a hit reads the index slot, not the entry (index.rs).
+        // Only the entry's address: a hit reads the index record, not the entry (index.rs).
         let e: &Entry = &s.entry;
         let cell = self.held.hold(slot, e);
         if cell.is_none() {
@@ -441,7 +435,7 @@ impl Cache {
             return self.one_use(req, access);
         }
         let mut st = self.miss.lock();
-        self.sweep();
+        self.reap_missed();
         if !self.cfg.danger_ignore_invalidations {
             self.drain(&mut st, None);
             if !self.is_caching() {
@@ -600,7 +594,7 @@ impl Cache {
         let (lkey, rkey) = (reg.lkey, reg.rkey);
         let e = EntryPtr::new(Entry::one_use(id, range, access, reg));
         let ptr = e.as_non_null();
-        self.zombies.lock().entries.insert(id, e);
+        self.retire_one_use(e);
         Handle {
             cache: self,
             entry: ptr,
@@ -668,125 +662,6 @@ impl Cache {
         s.registered_bytes
             .fetch_sub(r.len() as u64, Ordering::Relaxed);
         s.registered_entries.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Takes entries that left the index: stops watching them and deregisters each now if
-    /// unused, else when its last handle is released.
-    ///
-    /// Every entry is handed to the zombie list (and its recheck list) before the first
-    /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
-    /// drops an entry a handle still holds: what it leaves undone, the next sweep does.
-    fn retire(&self, st: &mut MissState, removed: Vec<EntryPtr>) {
-        if removed.is_empty() {
-            return;
-        }
-        let mut callouts = Vec::with_capacity(removed.len());
-        {
-            // Under the zombies lock, which a releaser that must reap takes first. Nothing
-            // here calls out of the cache.
-            let mut zombies = self.zombies.lock();
-            for e in removed {
-                st.lru
-                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start, e.id));
-                e.invalidate();
-                self.held.tag(&e);
-                callouts.push((e.id, e.range));
-                zombies.recheck.push(e.id);
-                zombies.entries.insert(e.id, e);
-            }
-        }
-        // From here on the entries are the zombie list's: only their ids and ranges are used
-        // (a releaser may free one at any time).
-        for (id, range) in callouts {
-            self.monitor.unwatch(range, id);
-            self.reap(id);
-        }
-    }
-
-    /// Releases a handle's reference; the last one of an invalid entry deregisters it.
-    #[inline]
-    fn release(&self, entry: NonNull<Entry>, cell: held::Cell) {
-        // SAFETY: the handle's reference keeps the entry alive until it is dropped below; after
-        // that only the id is used (another releaser may free the entry).
-        let e = || unsafe { entry.as_ref() };
-        let reap = match cell {
-            // SAFETY: `c` came from `self.held.hold` for this handle; `self.held` is alive.
-            Some(c) => unsafe { held::release(c, || e().id) },
-            None => {
-                let id = e().id;
-                e().release().then_some(id)
-            }
-        };
-        // In a fork child nothing is deregistered (the registrations are the parent's) and the
-        // zombies lock may be held by a parent thread that does not exist here: never reap.
-        if let Some(id) = reap {
-            if !self.in_fork_child() {
-                self.reap(id);
-            }
-        }
-    }
-
-    /// Deregisters a retired entry if nothing references it any more (called by releasers that
-    /// may have been the last; the others find it still referenced or already gone).
-    fn reap(&self, id: u64) {
-        let mut zombies = self.zombies.lock();
-        let Some(e) = zombies.entries.get(&id) else {
-            return;
-        };
-        if !self.unreferenced(e) {
-            return; // the remaining holder reaps
-        }
-        let e = zombies.entries.remove(&id);
-        drop(zombies);
-        if let Some(e) = e {
-            self.bury(e);
-        }
-    }
-
-    /// Deregisters the retired entries whose last hold was released without noticing the
-    /// retirement (held.rs): called on the slow paths, so such a registration outlives its last
-    /// use by at most one miss, drain, invalidate or flush.
-    fn sweep(&self) {
-        let mut zombies = self.zombies.lock();
-        if zombies.recheck.is_empty() {
-            return;
-        }
-        let Zombies { entries, recheck } = &mut *zombies;
-        let mut free = Vec::new();
-        recheck.retain(|id| {
-            let unused = match entries.get(id) {
-                None => return false, // reaped already
-                Some(e) => self.unreferenced(e),
-            };
-            if unused {
-                free.extend(entries.remove(id));
-            }
-            !unused
-        });
-        drop(zombies);
-        // Unreferenced and out of every list: if a deregistration unwinds, the rest leak
-        // (EntryPtr has no Drop), which is safe.
-        for e in free {
-            self.bury(e);
-        }
-    }
-
-    /// Whether a retired entry has no counted reference and no cell holds it (under the zombie
-    /// lock: see entry.rs for why that settles it).
-    fn unreferenced(&self, e: &Entry) -> bool {
-        e.counted() == 0 && !self.held.holds(e)
-    }
-
-    /// Deregisters and frees a retired entry that the caller found unreferenced (under the
-    /// zombies lock) and took out of the zombie list.
-    fn bury(&self, e: EntryPtr) {
-        if !self.in_fork_child() {
-            self.deregister(&e.reg, e.range);
-        }
-        // In a fork child the registration belongs to the parent: forget it, never undo it.
-        // SAFETY: out of the index and the zombie list, and unreferenced (the caller's check:
-        // no count, no cell, and none can appear for an entry out of the index).
-        unsafe { e.free() };
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
@@ -920,14 +795,14 @@ impl Cache {
             from = (stamp, start, id + 1);
             let victim = {
                 let mut idx = self.index.write();
-                let Some(slot) = idx.slot(start).filter(|s| s.entry.id == id) else {
+                let Some(rec) = idx.indexed(start).filter(|r| r.entry.id == id) else {
                     // Not expected (retire removes an entry's record): drop the stale record.
                     st.lru.remove(&key);
                     continue;
                 };
-                let e = &*slot.entry;
+                let e = &*rec.entry;
                 // Relaxed: stamps are hints, see `lookup`.
-                let now = slot.last_use.load(Ordering::Relaxed);
+                let now = rec.last_use.load(Ordering::Relaxed);
                 if now != stamp {
                     // Used since it was filed: file it again under its newer stamp.
                     e.lru_key.store(now, Ordering::Relaxed);
@@ -935,25 +810,15 @@ impl Cache {
                     st.lru.insert((now, start, id));
                     continue;
                 }
-                // No new hold can appear under the write lock, so an entry no cell holds and
-                // nothing counts is unused for good.
-                if self.held.holds(e) || !e.try_evict() {
+                // Under the write lock no new reference can appear (life.rs).
+                if !self.claim_unused(e) {
                     continue;
                 }
                 st.lru.remove(&key);
                 idx.remove(start)
             };
-            // Unreferenced and out of the index and the LRU: owning it across the callouts is
-            // safe (an unwind frees an entry nothing can reach).
             if let Some(e) = victim {
-                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-                self.monitor.unwatch(e.range, e.id);
-                self.deregister(&e.reg, e.range);
-                let freed = e.range.len() as u64;
-                // SAFETY: claimed by try_evict with no cell holding it under the write lock, and
-                // out of the index and the LRU: nothing references it.
-                unsafe { e.free() };
-                if enough(freed) {
+                if enough(self.evict(e)) {
                     break;
                 }
             }
@@ -968,7 +833,7 @@ impl Cache {
             return Err(Error::ForkedChild);
         }
         let mut st = self.miss.lock();
-        self.sweep();
+        self.reap_missed();
         let removed: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
@@ -994,7 +859,7 @@ impl Cache {
             return; // a fork child's cache is disabled; the entries are the parent's
         }
         let mut st = self.miss.lock();
-        self.sweep();
+        self.reap_missed();
         let all: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             idx.starts()
@@ -1034,25 +899,14 @@ impl Cache {
 impl Drop for Cache {
     fn drop(&mut self) {
         if self.in_fork_child() {
-            // A fork child: the registrations are the parent's and the zombies lock may be a
-            // parent thread's; the entries are left to the child's exit (EntryPtr has no Drop).
+            // A fork child: the registrations are the parent's and the retired list's lock may
+            // be a parent thread's; the entries are left to the child's exit (EntryPtr has no Drop).
             return;
         }
         self.flush();
         // Handles borrow the cache, so none is alive unless one was leaked with mem::forget;
         // its registration is released here.
-        let leaked: Vec<EntryPtr> = self
-            .zombies
-            .lock()
-            .entries
-            .drain()
-            .map(|(_, e)| e)
-            .collect();
-        for e in leaked {
-            self.deregister(&e.reg, e.range);
-            // SAFETY: no handle can be dereferenced any more (see above).
-            unsafe { e.free() };
-        }
+        self.reap_leaked();
     }
 }
 

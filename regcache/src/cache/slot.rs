@@ -27,16 +27,16 @@ static OVERFLOW: AtomicUsize = AtomicUsize::new(0);
 /// A thread's slot: its index, and whether the thread owns it alone (threads beyond `SLOTS`
 /// share indexes, and then may not keep single-writer state in them).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot {
+pub(crate) struct ThreadSlot {
     pub index: usize,
     pub exclusive: bool,
 }
 
-struct Owner(Cell<Option<Slot>>);
+struct Owner(Cell<Option<ThreadSlot>>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if let Some(Slot {
+        if let Some(ThreadSlot {
             index,
             exclusive: true,
         }) = self.0.get()
@@ -52,7 +52,7 @@ thread_local! {
     static MINE: Owner = const { Owner(Cell::new(None)) };
 }
 
-fn claim() -> Slot {
+fn claim() -> ThreadSlot {
     // Acquire (on success): see Owner::drop.
     let mut cur = OWNED.load(Ordering::Relaxed);
     while cur != u64::MAX {
@@ -64,7 +64,7 @@ fn claim() -> Slot {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
-                return Slot {
+                return ThreadSlot {
                     index,
                     exclusive: true,
                 }
@@ -73,7 +73,7 @@ fn claim() -> Slot {
         }
     }
     // Relaxed: only spreads the overflow threads over the slots.
-    Slot {
+    ThreadSlot {
         index: SLOTS + OVERFLOW.fetch_add(1, Ordering::Relaxed) % SHARED,
         exclusive: false,
     }
@@ -81,7 +81,7 @@ fn claim() -> Slot {
 
 /// The calling thread's slot, claimed at first use.
 #[inline]
-pub(crate) fn current() -> Slot {
+pub(crate) fn current() -> ThreadSlot {
     MINE.try_with(|m| match m.0.get() {
         Some(s) => s,
         None => {
@@ -91,7 +91,7 @@ pub(crate) fn current() -> Slot {
         }
     })
     // During thread teardown the thread-local is gone: use a shared slot.
-    .unwrap_or(Slot {
+    .unwrap_or(ThreadSlot {
         index: SLOTS,
         exclusive: false,
     })

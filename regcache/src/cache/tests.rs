@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::registrar::noop::NoopRegistrar;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
 /// A monitor driven by the test: `fire` queues an invalidation and moves the counter.
@@ -745,7 +746,7 @@ fn eviction_skips_entries_held_by_hits() {
 }
 
 #[test]
-fn a_release_that_erased_its_tag_is_swept_on_the_next_slow_path() {
+fn a_release_that_erased_its_tag_is_reaped_on_the_next_slow_path() {
     let (c, m, r) = strict_setup(Config::default());
     drop(c.get(0xd0_0000, P, RW).unwrap());
     let h = c.get(0xd0_0000, P, RW).unwrap();
@@ -762,8 +763,11 @@ fn a_release_that_erased_its_tag_is_swept_on_the_next_slow_path() {
     // SAFETY: the cell belongs to `c`, which is alive; this is the release's own store.
     unsafe { cell.as_ref() }.store(0, Ordering::Release);
     assert!(r.is_live(token), "nobody noticed the release yet");
-    drop(c.get(0xf0_0000, P, RW).unwrap()); // the next miss sweeps
-    assert!(!r.is_live(token), "the sweep deregisters it");
+    drop(c.get(0xf0_0000, P, RW).unwrap()); // the next miss reaps what was missed
+    assert!(
+        !r.is_live(token),
+        "the next slow path's reap_missed deregisters it"
+    );
     assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
 }
 
@@ -809,7 +813,7 @@ fn panicking_hook_frees_no_held_entry_and_leaks_nothing() {
     assert!(r.is_live(token), "held: must stay registered");
     drop(counted);
     drop(others);
-    drop(c.get(0x140_0000, P, RW).unwrap()); // a slow path: sweeps
+    drop(c.get(0x140_0000, P, RW).unwrap()); // a slow path: reap_missed
     assert!(!r.is_live(token), "released after retirement: deregistered");
     c.flush();
     assert!(r.live.lock().is_empty(), "a registration leaked");
@@ -940,7 +944,7 @@ fn a_merge_replacing_a_refiled_entry_keeps_the_new_entry_evictable() {
 
 /// Issue 12 item 6: in a fork child, dropping a handle (whose release would reap) and asking
 /// `cached_entries()` must take no lock another parent thread could have held at fork() (here:
-/// the zombies lock and the index write lock, held by another thread across the fork), and
+/// the retired list's lock and the index write lock, held by another thread across the fork), and
 /// `is_caching()` must say false. The child must exit promptly; a hang fails the test.
 #[test]
 fn fork_child_takes_no_lock_a_parent_thread_held() {
@@ -955,7 +959,7 @@ fn fork_child_takes_no_lock_a_parent_thread_held() {
     let pid = std::thread::scope(|s| {
         s.spawn(|| {
             let _w = c.index.write();
-            let _z = c.zombies.lock();
+            let _z = c.retired.lock();
             locked.wait();
             forked.wait();
         });

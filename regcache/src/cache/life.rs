@@ -1,0 +1,224 @@
+//! The end of an entry's life: when it leaves the index and who deregisters it. Every decision
+//! to deregister a cached registration is taken in this file.
+//!
+//! States (an entry is in exactly one):
+//! - **live**: in the index. New references are taken only here, under the index read lock: a
+//!   hit's hold (a hold cell, held.rs) or a counted reference (the entry's state word,
+//!   entry.rs).
+//! - **retired**: out of the index, the `RETIRED` bit set in its state word, the hold cells
+//!   still holding it tagged, and owned by the retired list. No new reference can appear; the
+//!   ones taken while it was live are released over time. One-use registrations are born
+//!   retired (one counted reference, their handle's).
+//! - **reaped**: deregistered and freed (terminal). Nothing references it.
+//!
+//! Transitions:
+//! - `retire` (live → retired): a batch of entries that left the index (invalidation, merge,
+//!   flush). Each is marked, its cells tagged, and handed to the retired list before the first
+//!   callout, so a callout that unwinds never drops an entry a handle still holds.
+//! - `reap` (retired → reaped): only when unreferenced — no counted reference and no cell
+//!   holding it, both checked under the retired list's lock. Tried by the retirer right after
+//!   retiring, and by every releaser that may have been the last: a hold whose cell was tagged,
+//!   the last counted reference of a retired entry.
+//! - `reap_missed` (retired → reaped, on every slow path): a release that cleared its cell in
+//!   the instant the tag landed erases the tag and does not reap (held.rs); every retired entry
+//!   stays on the recheck list until reaped, so such an entry is reaped by the next miss,
+//!   drain, invalidate or flush — late, never early.
+//! - `claim_unused` + `evict` (live → reaped, LRU eviction): under the index write lock (no
+//!   new hold can appear) an entry no cell holds is claimed by `compare_exchange(0, RETIRED)`
+//!   on its state word, removed from the index, then deregistered and freed.
+//! - `reap_leaked` (retired → reaped when the cache drops): handles borrow the cache, so the
+//!   only ones left are leaked ones (mem::forget), which can never be used again.
+//!
+//! Why "unreferenced" is final: references are taken only from the index, and an entry leaves
+//! the index under the write lock, which waits for every reader (their exit is a Release). The
+//! releasers' clearing store and decrement are Releases after their last use; the reaper's
+//! cell scan and state load are Acquires. So an entry found unreferenced after it left the
+//! index stays unreferenced, and every use happens-before its deregistration.
+//!
+//! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
+//! lock may have been held at fork() by a parent thread that does not exist in the child.
+
+use super::entry::{Entry, EntryPtr};
+use super::held;
+use super::{Cache, MissState};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+
+/// The retired entries (and one-use registrations), owned here until reaped.
+#[derive(Default)]
+pub(super) struct RetiredList {
+    entries: HashMap<u64, EntryPtr>,
+    /// Ids of retired entries that `reap_missed` re-checks on the next slow path: every entry
+    /// is listed when it is retired, before any callout (a release racing with the tag can
+    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
+    /// already reaped are dropped by the next `reap_missed`.
+    recheck: Vec<u64>,
+}
+
+impl Cache {
+    /// Live → retired: takes entries that left the index, stops watching them, and reaps each
+    /// one that is already unreferenced (the others are reaped by their last releaser, or by
+    /// `reap_missed`).
+    ///
+    /// Every entry is handed to the retired list (and its recheck list) before the first
+    /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
+    /// drops an entry a handle still holds: what it leaves undone, the next `reap_missed` does.
+    pub(super) fn retire(&self, st: &mut MissState, batch: Vec<EntryPtr>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut callouts = Vec::with_capacity(batch.len());
+        {
+            // Under the retired list's lock, which a releaser that must reap takes first.
+            // Nothing here calls out of the cache.
+            let mut retired = self.retired.lock();
+            for e in batch {
+                // Relaxed: the LRU key is written and read under the miss lock (which we hold).
+                st.lru
+                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start, e.id));
+                e.mark_retired();
+                self.held.tag(&e);
+                callouts.push((e.id, e.range));
+                retired.recheck.push(e.id);
+                retired.entries.insert(e.id, e);
+            }
+        }
+        // From here on the entries are the retired list's: only their ids and ranges are used
+        // (a releaser may reap one at any time).
+        for (id, range) in callouts {
+            self.monitor.unwatch(range, id);
+            self.reap(id);
+        }
+    }
+
+    /// Born retired: lists a one-use registration, reaped when its handle is released.
+    pub(super) fn retire_one_use(&self, e: EntryPtr) {
+        self.retired.lock().entries.insert(e.id, e);
+    }
+
+    /// Releases a handle's reference; the last one of a retired entry reaps it.
+    #[inline]
+    pub(super) fn release(&self, entry: NonNull<Entry>, cell: held::HoldCell) {
+        // SAFETY: the handle's reference keeps the entry alive until it is dropped below; after
+        // that only the id is used (another releaser may reap the entry).
+        let e = || unsafe { entry.as_ref() };
+        let reap = match cell {
+            // SAFETY: `c` came from `self.held.hold` for this handle; `self.held` is alive.
+            Some(c) => unsafe { held::release(c, || e().id) },
+            None => {
+                let id = e().id;
+                e().release().then_some(id)
+            }
+        };
+        // In a fork child nothing is reaped (the registrations are the parent's) and the
+        // retired list's lock may be held by a parent thread that does not exist here.
+        if let Some(id) = reap {
+            if !self.in_fork_child() {
+                self.reap(id);
+            }
+        }
+    }
+
+    /// Retired → reaped, if nothing references the entry any more (called by whoever may have
+    /// been the last; the others find it still referenced or already reaped).
+    fn reap(&self, id: u64) {
+        let mut retired = self.retired.lock();
+        let Some(e) = retired.entries.get(&id) else {
+            return;
+        };
+        if !self.unreferenced(e) {
+            return; // the remaining holder reaps
+        }
+        let e = retired.entries.remove(&id);
+        drop(retired);
+        if let Some(e) = e {
+            self.deregister_and_free(e);
+        }
+    }
+
+    /// Reaps the retired entries whose last hold was released without noticing the tag
+    /// (held.rs): called on the slow paths, so such a registration outlives its last use by at
+    /// most one miss, drain, invalidate or flush.
+    pub(super) fn reap_missed(&self) {
+        let mut retired = self.retired.lock();
+        if retired.recheck.is_empty() {
+            return;
+        }
+        let RetiredList { entries, recheck } = &mut *retired;
+        let mut free = Vec::new();
+        recheck.retain(|id| {
+            let unused = match entries.get(id) {
+                None => return false, // reaped already
+                Some(e) => self.unreferenced(e),
+            };
+            if unused {
+                free.extend(entries.remove(id));
+            }
+            !unused
+        });
+        drop(retired);
+        // Unreferenced and out of every list: if a deregistration unwinds, the rest leak
+        // (EntryPtr has no Drop), which is safe.
+        for e in free {
+            self.deregister_and_free(e);
+        }
+    }
+
+    /// Whether a retired entry has no counted reference and no cell holds it (under the retired
+    /// list's lock: see the module comment for why that settles it).
+    fn unreferenced(&self, e: &Entry) -> bool {
+        e.counted() == 0 && !self.held.holds(e)
+    }
+
+    /// The last step of `reap`: deregisters and frees an entry the caller found unreferenced
+    /// (under the retired list's lock) and took out of the retired list.
+    fn deregister_and_free(&self, e: EntryPtr) {
+        if !self.in_fork_child() {
+            self.deregister(&e.reg, e.range);
+        }
+        // In a fork child the registration belongs to the parent: forget it, never undo it.
+        // SAFETY: out of the index and the retired list, and unreferenced (the caller's check:
+        // no count, no cell, and none can appear for an entry out of the index).
+        unsafe { e.free() };
+    }
+
+    /// The first step of an eviction (live → reaped): claims a live entry that nothing
+    /// references. The caller holds the index write lock (no new hold can appear) and removes
+    /// the entry from the index if this returns true.
+    pub(super) fn claim_unused(&self, e: &Entry) -> bool {
+        !self.held.holds(e) && e.claim_unused()
+    }
+
+    /// The last step of an eviction: stops watching, deregisters and frees an entry claimed by
+    /// `claim_unused` and removed from the index and the LRU (owning it across the callouts is
+    /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
+    pub(super) fn evict(&self, e: EntryPtr) -> u64 {
+        // Relaxed: statistics.
+        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        self.monitor.unwatch(e.range, e.id);
+        self.deregister(&e.reg, e.range);
+        let freed = e.range.len() as u64;
+        // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
+        // of the index and the LRU: nothing references it.
+        unsafe { e.free() };
+        freed
+    }
+
+    /// Reaps what is still retired when the cache drops (after a flush): only entries of
+    /// leaked handles can remain, since handles borrow the cache.
+    pub(super) fn reap_leaked(&self) {
+        let leaked: Vec<EntryPtr> = self
+            .retired
+            .lock()
+            .entries
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
+        for e in leaked {
+            self.deregister(&e.reg, e.range);
+            // SAFETY: no handle can be dereferenced any more (see above).
+            unsafe { e.free() };
+        }
+    }
+}
