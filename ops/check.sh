@@ -82,4 +82,21 @@ EOF
 check "alerts: the unit tests kill every mutant ($(grep -c '^    ("' ops/alert-mutants.py) mutants)" \
 	ops/alert-mutants.py
 
+# --- dashboard ---------------------------------------------------------------------------------
+check "dashboard: ops/grafana-regcache.json is what ops/grafana-dashboard.py writes" \
+	ops/grafana-dashboard.py --check
+nq=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(len(p.get("targets",[])) for p in d["panels"]))' ops/grafana-regcache.json)
+check "dashboard: its $nq panel queries name only metrics of exporter/src/collector.rs" python3 - <<'EOF'
+import re, sys
+served = set(re.findall(r'"(regcache_[a-z_]+)"', open("exporter/src/collector.rs").read()))
+names = set()
+for n in served:  # the exposed forms: counters _total, units, info, histogram series
+    names |= {n + s for s in ("", "_total", "_bytes", "_info", "_seconds_bucket",
+                                "_seconds_sum", "_seconds_count")}
+used = set(re.findall(r"\b(regcache_[a-z_]+)", open("ops/grafana-regcache.json").read()))
+bad = sorted(used - names)
+if bad:
+    sys.exit("not served by exporter/src/collector.rs: " + ", ".join(bad))
+EOF
+
 finish
