@@ -49,6 +49,7 @@ finish() {
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v mandoc >/dev/null || need+=(mandoc)
+command -v groff >/dev/null || need+=(groff-base)
 command -v python3 >/dev/null || need+=(python3)
 if [ "$deb" = 1 ]; then
 	for p in dpkg-dev debhelper dh-dkms lintian fakeroot pkg-config; do
@@ -98,5 +99,31 @@ bad = sorted(used - names)
 if bad:
     sys.exit("not served by exporter/src/collector.rs: " + ", ".join(bad))
 EOF
+
+# --- man pages ---------------------------------------------------------------------------------
+for page in man/*.[0-9]; do
+	check "man: mandoc -T lint $page (every level, style included)" \
+		sh -c 'out=$(mandoc -T lint "$1" 2>&1); [ -z "$out" ] || { echo "$out"; exit 1; }' sh "$page"
+	check "man: groff -ww $page" \
+		sh -c 'out=$(groff -ww -man -z "$1" 2>&1); [ -z "$out" ] || { echo "$out"; exit 1; }' sh "$page"
+done
+bin=${REGCACHE_BIN:-}
+if [ -z "$bin" ]; then
+	if cargo build --release -q -p regcache-cli; then
+		bin=$(cargo metadata --format-version 1 --no-deps |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/regcache
+	else
+		not_ok "build regcache-cli (for regcache.1's check)"
+	fi
+fi
+if [ -n "$bin" ]; then
+	while IFS= read -r line; do
+		case $line in
+		"ok "*) ok "man: ${line#ok }" ;;
+		"not ok "*) not_ok "man: ${line#not ok }" ;;
+		*) echo "$line" ;;
+		esac
+	done < <(ops/man-check.py "$bin" 2>&1 || echo "not ok ops/man-check.py exited with $?")
+fi
 
 finish
