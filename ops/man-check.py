@@ -88,6 +88,7 @@ def check_regcache3():
     report(not undoc, "regcache.3: every function described (.BR name ())", undoc)
     structs = set(re.findall(r"^struct (regcache_\w+)", code, re.M))
     consts = set(re.findall(r"^\s+(REGCACHE_[A-Z0-9_]+)\s*=", code, re.M))
+    consts |= set(re.findall(r"^#define (REGCACHE_[A-Z0-9_]+) ", code, re.M)) - {"REGCACHE_H"}
     typedefs = set(re.findall(r"typedef [^;]*?\(\*(regcache_\w+)\)", code))
     fields = set()
     for body in re.findall(r"^struct regcache_\w+ \{(.*?)^\};", code, re.M | re.S):
