@@ -126,4 +126,139 @@ if [ -n "$bin" ]; then
 	done < <(ops/man-check.py "$bin" 2>&1 || echo "not ok ops/man-check.py exited with $?")
 fi
 
+[ "$deb" = 1 ] || finish
+
+# --- Debian packages ---------------------------------------------------------------------------
+version=$(dpkg-parsechangelog -l debian/changelog -S Version)
+upstream=${version%-*}
+ws=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+if [ "$upstream" = "$ws" ]; then
+	ok "deb: one version: debian/changelog $version, Cargo.toml $ws"
+else
+	not_ok "deb: debian/changelog says $upstream, Cargo.toml $ws"
+fi
+check "deb: debian/ummunotify-dkms.dkms is kmod/dkms.conf but for the version" \
+	diff <(grep -v '^PACKAGE_VERSION=' kmod/dkms.conf) <(grep -v '^PACKAGE_VERSION=' debian/ummunotify-dkms.dkms)
+
+# Built from a copy of the tree (tracked and new files), so the .debs land outside it; the
+# cargo target directory persists between runs (REGCACHE_DEB_TARGET_DIR) to build once.
+# The packages are left in $REGCACHE_DEB_OUT (default target/debs) for vmtest/test-deb.sh.
+cargo_target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null)
+cargo_target=${cargo_target:-$ROOT/target}
+deb_target=${REGCACHE_DEB_TARGET_DIR:-$cargo_target/deb-build}
+deb_out=${REGCACHE_DEB_OUT:-$cargo_target/debs}
+work=$(mktemp -d /tmp/regcache-deb.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+src=$work/regcache-$upstream
+mkdir -p "$src" "$deb_target"
+git ls-files -z -co --exclude-standard | grep -zv '^target/' | tar -C "$ROOT" --null -T - -cf - | tar -C "$src" -xf -
+start=$(date +%s)
+if (cd "$src" && REGCACHE_CARGO_TARGET_DIR=$deb_target dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1; then
+	ok "deb: dpkg-buildpackage -us -uc -b (offline cargo, $(($(date +%s) - start)) s)"
+else
+	tail -40 "$work/build.log"
+	not_ok "deb: dpkg-buildpackage -us -uc -b"
+	finish
+fi
+changes=$work/regcache_${version}_amd64.changes
+lintian --info "$changes" >"$work/lintian.log" 2>&1
+grep -v '^N:' "$work/lintian.log" | sort -u >"$work/lintian.tags"
+if ! grep -q '^[EW]:' "$work/lintian.tags"; then
+	ok "deb: lintian: no errors, no warnings ($(grep -c '^I:' "$work/lintian.tags") info tags, $(grep -c '^[^#]' debian/*.lintian-overrides | awk -F: '{n+=$2} END {print n}') overrides, each explained)"
+else
+	grep '^[EW]:' "$work/lintian.tags"
+	not_ok "deb: lintian errors or warnings"
+fi
+check "deb: every lintian override has a comment explaining it" python3 - <<'EOF'
+import glob, sys
+bad = []
+for f in glob.glob("debian/*.lintian-overrides"):
+    lines = open(f).read().splitlines()
+    for i, l in enumerate(lines):
+        if l.strip() and not l.startswith("#") and (i == 0 or not lines[i - 1].startswith("#")):
+            bad.append(f"{f}:{i + 1}: {l}")
+if bad:
+    sys.exit("override without a comment:\n" + "\n".join(bad))
+EOF
+
+# Contents: exactly what each package must ship (besides its doc directory and lintian overrides).
+contents() { dpkg-deb -c "$work/$1" | awk '{print $6}' | sed 's|^\./|/|' | grep -v '/$' | grep -v '^/usr/share/doc/' | grep -v '^/usr/share/lintian/overrides/' | sort; }
+expect() { # package file, expected paths
+	local f=$1
+	shift
+	if diff <(printf '%s\n' "$@" | sort) <(contents "$f") >"$work/diff" 2>&1; then
+		ok "deb: $f ships its $# files"
+	else
+		cat "$work/diff"
+		not_ok "deb: $f contents"
+	fi
+}
+ma=/usr/lib/x86_64-linux-gnu
+expect "ummunotify-dkms_${version}_all.deb" \
+	/usr/src/ummunotify-$upstream/{Kbuild,Makefile,dkms.conf,umn.h,umn_counter.c,umn_main.c,umn_notifier.c,umn_region.c} \
+	/usr/src/ummunotify-$upstream/include/uapi/linux/ummunotify.h \
+	/usr/lib/udev/rules.d/99-ummunotify.rules /usr/lib/modules-load.d/ummunotify.conf \
+	/usr/share/man/man4/ummunotify.4.gz
+expect "libregcache0_${version}_amd64.deb" \
+	$ma/libregcache.so.$upstream $ma/libregcache.so.0 $ma/regcache/libregcache_shim.so \
+	$ma/regcache/libregcache_ofi.so /usr/share/man/man7/regcache-shim.7.gz
+expect "libregcache-dev_${version}_amd64.deb" \
+	/usr/include/regcache.h $ma/libregcache.so $ma/libregcache.a $ma/pkgconfig/regcache.pc \
+	/usr/share/man/man3/regcache.3.gz
+expect "regcache-tools_${version}_amd64.deb" \
+	/usr/bin/regcache /usr/share/regcache/prometheus/regcache-alerts.yml \
+	/usr/share/regcache/grafana/grafana-regcache.json /usr/share/man/man1/regcache.1.gz
+
+# The packaged files work: unpacked into a directory, a C program built through the packaged
+# pkg-config file (sysroot) against the packaged header and library gets and releases a
+# registration; the packaged shim and command run.
+x=$work/root
+for d in "$work"/*.deb; do dpkg-deb -x "$d" "$x"; done
+cat >"$work/t.c" <<'EOF'
+#include <regcache.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(void)
+{
+	struct regcache_attr attr = { .size = sizeof(attr), .registrar = REGCACHE_REGISTRAR_NOOP };
+	struct regcache_cache *c;
+	struct regcache_mr *mr;
+	static char buf[1 << 16];
+	int rc = regcache_create(&attr, &c);
+	if (rc == 0)
+		rc = regcache_get(c, buf, sizeof(buf), 1, &mr);
+	if (rc == 0)
+		rc = regcache_release(mr);
+	if (rc == 0)
+		rc = regcache_destroy(c);
+	printf("rc=%d\n", rc);
+	return rc != 0;
+}
+EOF
+if flags=$(PKG_CONFIG_PATH=$x$ma/pkgconfig PKG_CONFIG_SYSROOT_DIR=$x pkg-config --cflags --libs regcache) &&
+	cc -o "$work/t" "$work/t.c" $flags >"$work/cc.log" 2>&1 &&
+	LD_LIBRARY_PATH=$x$ma "$work/t" >"$work/t.log" 2>&1; then
+	ok "deb: a C program built with the packaged pkg-config file, header and library runs"
+else
+	cat "$work/cc.log" "$work/t.log" 2>/dev/null
+	not_ok "deb: C program against the packaged library"
+fi
+# libregcache.a named explicitly (the .so would win for -lregcache), the rest from Libs.private.
+if (static=$(PKG_CONFIG_PATH=$x$ma/pkgconfig PKG_CONFIG_SYSROOT_DIR=$x pkg-config --static --cflags --libs regcache) &&
+	cc -o "$work/ts" "$work/t.c" $x$ma/libregcache.a ${static//-lregcache/} &&
+	! ldd "$work/ts" | grep -q libregcache && "$work/ts") >"$work/static.log" 2>&1; then
+	ok "deb: the same program linked with the packaged libregcache.a (pkg-config --static) runs"
+else
+	tail -5 "$work/static.log"
+	not_ok "deb: static link against the packaged libregcache.a"
+fi
+check "deb: the packaged regcache runs (--version)" "$x/usr/bin/regcache" --version
+check "deb: the packaged shim loads (LD_PRELOAD of /bin/true)" \
+	env LD_PRELOAD=$x$ma/regcache/libregcache_shim.so LD_LIBRARY_PATH=$x$ma /bin/true
+mkdir -p "$deb_out"
+rm -f "$deb_out"/*.deb
+cp "$work"/*.deb "$deb_out"/
+echo "# packages in $deb_out"
+
 finish
