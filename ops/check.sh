@@ -52,7 +52,7 @@ command -v mandoc >/dev/null || need+=(mandoc)
 command -v groff >/dev/null || need+=(groff-base)
 command -v python3 >/dev/null || need+=(python3)
 if [ "$deb" = 1 ]; then
-	for p in dpkg-dev debhelper dh-dkms lintian fakeroot pkg-config; do
+	for p in dpkg-dev debhelper dh-dkms lintian fakeroot pkgconf libibverbs-dev libclang-dev libfabric-dev git; do
 		dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 	done
 fi
