@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The exporter against a real Prometheus (Debian's package), loopback only:
-#   1. `regcache demo` with REGCACHE_METRICS_ADDR=127.0.0.1:0 and a hold time;
-#   2. a Prometheus server on another loopback port scraping it every second (temporary config
-#      and TSDB directory);
+#   1. a Prometheus server on a loopback port, scraping every second the port the demo will
+#      listen on (temporary config and TSDB directory);
+#   2. `regcache demo` with REGCACHE_METRICS_ADDR on that port, launcher variables for the
+#      job_id/rank labels, long enough (~6 s) for several scrapes during the run, and a hold time;
 #   3. Prometheus's HTTP API must report hits > 0, corrupted transfers == 0, the target up;
-#   4. `promtool check metrics` on the exposition must be clean.
+#   4. `promtool check metrics` on the exposition must be clean;
+#   5. every query of the Grafana dashboard (ops/grafana-regcache.json, panels and variables,
+#      Grafana's $variables replaced by "all" and $__rate_interval by 1m) must give a non-empty,
+#      finite result, every regcache_* metric the alert rules (ops/regcache-alerts.yml) name
+#      must be served, and no alert expression may fire on this healthy run.
 # Both processes are stopped by their PIDs on exit. Every wait is bounded. Prints
 # "N passed, M failed" last; exits non-zero on any failure.
 #   exporter/tests/prometheus-e2e.sh            (builds regcache-cli in release mode)
@@ -70,37 +75,13 @@ wait_for() {
 	done
 }
 
-REGCACHE_METRICS_ADDR=127.0.0.1:0 "$bin" demo --iterations 100 --metrics-hold 300 \
-	>"$tmp/demo.log" 2>&1 </dev/null &
-demo_pid=$!
-# The demo prints "metrics: http://127.0.0.1:PORT/metrics" once it listens, and "metrics:
-# serving for" once its run is over (its counters are then final).
-if ! wait_for 600 grep -q "^metrics: serving for" "$tmp/demo.log"; then
-	cat "$tmp/demo.log"
-	not_ok demo "did not finish its run (or could not start the exporter)"
-	finish
-fi
-target=$(sed -n 's|^metrics: http://\(127\.0\.0\.1:[0-9]*\)/metrics$|\1|p' "$tmp/demo.log")
-if grep -q "^corrupted transfers: 0$" "$tmp/demo.log" && [ -n "$target" ]; then
-	ok "demo ran, no corruption, metrics on $target"
-else
-	cat "$tmp/demo.log"
-	not_ok demo "no metrics address or corrupted transfers"
-	finish
-fi
-
-# --- promtool on the exposition ----------------------------------------------------------------
-if curl -sf --max-time 5 "http://$target/metrics" >"$tmp/metrics.txt" &&
-	promtool check metrics <"$tmp/metrics.txt" >"$tmp/promtool.log" 2>&1 &&
-	[ ! -s "$tmp/promtool.log" ]; then
-	ok "promtool check metrics: clean ($(grep -c '^# TYPE' "$tmp/metrics.txt") families)"
-else
-	cat "$tmp/promtool.log"
-	not_ok "promtool check metrics"
-fi
-
-# --- Prometheus scraping it --------------------------------------------------------------------
-prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# --- Prometheus, scraping the port the demo will listen on ---------------------------------
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+prom_port=$(free_port)
+demo_port=$(free_port)
+target=127.0.0.1:$demo_port
 cat >"$tmp/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -124,6 +105,44 @@ r = json.loads(sys.argv[1])["data"]["result"]
 if r: print(r[0]["value"][1])' "$body"
 }
 has_value() { [ -n "$(query "$1")" ]; }
+# Prometheus has tried the (not yet listening) target once: the demo's run will be scraped.
+if ! wait_for 60 has_value 'up{job="regcache"}'; then
+	tail -20 "$tmp/prometheus.log"
+	not_ok "Prometheus start" "no scrape attempt after 60 s"
+	finish
+fi
+
+# --- the demo ----------------------------------------------------------------------------------
+SLURM_JOB_ID=e2e SLURM_PROCID=0 SLURM_LOCALID=0 REGCACHE_METRICS_ADDR=$target \
+	"$bin" demo --iterations 600 --metrics-hold 300 \
+	>"$tmp/demo.log" 2>&1 </dev/null &
+demo_pid=$!
+# The demo prints "metrics: http://127.0.0.1:PORT/metrics" once it listens, and "metrics:
+# serving for" once its run is over (its counters are then final).
+if ! wait_for 600 grep -q "^metrics: serving for" "$tmp/demo.log"; then
+	cat "$tmp/demo.log"
+	not_ok demo "did not finish its run (or could not start the exporter)"
+	finish
+fi
+if grep -q "^corrupted transfers: 0$" "$tmp/demo.log" &&
+	grep -q "^metrics: http://$target/metrics$" "$tmp/demo.log"; then
+	ok "demo ran, no corruption, metrics on $target"
+else
+	cat "$tmp/demo.log"
+	not_ok demo "no metrics address or corrupted transfers"
+	finish
+fi
+
+# --- promtool on the exposition ----------------------------------------------------------------
+if curl -sf --max-time 5 "http://$target/metrics" >"$tmp/metrics.txt" &&
+	promtool check metrics <"$tmp/metrics.txt" >"$tmp/promtool.log" 2>&1 &&
+	[ ! -s "$tmp/promtool.log" ]; then
+	ok "promtool check metrics: clean ($(grep -c '^# TYPE' "$tmp/metrics.txt") families)"
+else
+	cat "$tmp/promtool.log"
+	not_ok "promtool check metrics"
+fi
+
 if wait_for 120 has_value 'regcache_lookups_total{result="hit"}'; then
 	ok "Prometheus scraped the demo"
 else
@@ -147,4 +166,16 @@ check_query "transfers > 0" 'sum(regcache_demo_transfers_total)' 'v > 0'
 check_query "latency histogram" \
 	'histogram_quantile(0.5, sum by (le) (regcache_registration_duration_seconds_bucket))' 'v > 0'
 check_query "monitor info" 'count(regcache_cache_info{registrar="uring"})' 'v == 1'
+
+# --- the dashboard's queries and the alerts' metrics (ops/) -----------------------------------
+# Two scrapes after the run, so every rate window holds the run's last counts.
+sleep 2
+while IFS= read -r line; do
+	case $line in
+	"ok "*) ok "${line#ok }" ;;
+	"not ok "*) not_ok "${line#not ok }" ;;
+	*) echo "$line" ;;
+	esac
+done < <(python3 "$ROOT/ops/prom-queries.py" "http://127.0.0.1:$prom_port" e2e 2>&1 ||
+	echo "not ok ops/prom-queries.py exited with $?")
 finish
