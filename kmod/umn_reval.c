@@ -4,12 +4,13 @@
  *
  * ARM walks the page tables behind a registered range and keeps a keyed
  * digest (SipHash-2-4, per-fd random key) of the page frame numbers, in
- * order, plus one bit: were all pages writable.  CHECK walks them again and
- * compares.  Both walks use hmm_range_fault() with no fault flags, so
- * nothing is faulted in or split: a page that is not present (never
- * touched, swapped out, under migration), PROT_NONE (or a NUMA-hinting
- * PTE), not backed by a struct page, or in a VMA that is not private
- * anonymous memory makes the answer CHANGED.  A region keeps 8 bytes of
+ * order, plus one bit: were all pages writable (as umn_page_writable()
+ * defines it).  CHECK walks them again and compares.  Both walks use
+ * hmm_range_fault() with no fault flags, so nothing is faulted in or
+ * split: a page that is not present (never touched, swapped out, under
+ * migration), PROT_NONE (or a NUMA-hinting PTE), not backed by a struct
+ * page, or in a VMA that is not private anonymous memory makes the answer
+ * CHANGED.  A region keeps 8 bytes of
  * digest and two flags whatever its size; a walk uses a fixed buffer of
  * UMN_REVAL_CHUNK entries on the stack.
  *
@@ -59,12 +60,16 @@ enum umn_walk_result {
 	UMN_WALK_RACED,		/* an invalidation started: walk again */
 };
 
-/* Private anonymous memory only.  Caller holds mmap_lock. */
+/*
+ * Private anonymous memory only.  *@vm_write: every VMA is writable.
+ * Caller holds mmap_lock.
+ */
 static bool umn_range_anonymous(struct mm_struct *mm, unsigned long start,
-				unsigned long end)
+				unsigned long end, bool *vm_write)
 {
 	struct vm_area_struct *vma;
 
+	*vm_write = true;
 	while (start < end) {
 		vma = find_vma(mm, start);
 		if (!vma || vma->vm_start > start || !vma_is_anonymous(vma))
@@ -72,9 +77,32 @@ static bool umn_range_anonymous(struct mm_struct *mm, unsigned long start,
 		if (vma->vm_flags &
 		    (VM_SHARED | VM_IO | VM_PFNMAP | VM_MIXEDMAP | VM_HUGETLB))
 			return false;
+		if (!(vma->vm_flags & VM_WRITE))
+			*vm_write = false;
 		start = vma->vm_end;
 	}
 	return true;
+}
+
+/*
+ * Write access to a present page: a writable PTE, or a read-only PTE in a
+ * writable VMA over an exclusive anonymous page, which the next write
+ * fault makes writable in place, without a copy (mprotect() on 6.1 leaves
+ * such PTEs read-only; so do soft-dirty and userfaultfd write-protection).
+ * A page shared after fork, KSM's or the zero page is not exclusive: a
+ * write would copy it.  The page is only looked at, never referenced: if
+ * it is being freed, the sequence check discards the walk.
+ */
+static bool umn_page_writable(unsigned long hmm_pfn, bool vm_write)
+{
+	struct page *page;
+
+	if (hmm_pfn & HMM_PFN_WRITE)
+		return true;
+	if (!vm_write)
+		return false;
+	page = hmm_pfn_to_page(hmm_pfn);
+	return PageAnon(page) && PageAnonExclusive(page);
 }
 
 /* Caller holds mmap_lock of region->uf->mm (read). */
@@ -93,10 +121,11 @@ static enum umn_walk_result umn_walk(struct umn_region *region,
 		/* default_flags = pfn_flags_mask = 0: never fault */
 	};
 	unsigned long addr, i, n;
+	bool vm_write;
 	int ret;
 	u64 h;
 
-	if (!umn_range_anonymous(region->uf->mm, start, end))
+	if (!umn_range_anonymous(region->uf->mm, start, end, &vm_write))
 		return UMN_WALK_DOUBT;
 
 	h = siphash_2u64(start, end, key);
@@ -116,7 +145,8 @@ static enum umn_walk_result umn_walk(struct umn_region *region,
 			if (!(pfns[i] & HMM_PFN_VALID) ||
 			    (pfns[i] & HMM_PFN_ERROR))
 				return UMN_WALK_DOUBT;
-			if (!(pfns[i] & HMM_PFN_WRITE))
+			if (snap->writable &&
+			    !umn_page_writable(pfns[i], vm_write))
 				snap->writable = false;
 			/* The order bits differ after a THP split: drop them. */
 			h = siphash_2u64(h, pfns[i] & ~HMM_PFN_FLAGS, key);
