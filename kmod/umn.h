@@ -18,11 +18,13 @@
 #include <linux/fs.h>
 #include <linux/mmu_notifier.h>
 #include <linux/mm_types.h>
+#include <linux/siphash.h>
 
 #include "include/uapi/linux/ummunotify.h"
 
 /* Features this module implements. */
-#define UMN_FEATURES_SUPPORTED	UMMUNOTIFY_FEATURE_FILTER
+#define UMN_FEATURES_SUPPORTED	(UMMUNOTIFY_FEATURE_FILTER | \
+				 UMMUNOTIFY_FEATURE_REVALIDATE)
 
 /* Events that never change the pages behind a range (FILTER). */
 static inline bool umn_event_keeps_pages(enum mmu_notifier_event ev)
@@ -54,6 +56,7 @@ enum {
  * @counter: the generation counter (first 8 bytes of @counter_page)
  * @wait: readers and pollers
  * @fasync: SIGIO subscribers
+ * @reval_key: random per-fd key of the revalidation digests (set at open)
  */
 struct umn_file {
 	struct mm_struct	*mm;
@@ -69,6 +72,14 @@ struct umn_file {
 	u64			*counter;
 	wait_queue_head_t	wait;
 	struct fasync_struct	*fasync;
+	siphash_key_t		reval_key;
+};
+
+/* umn_region::reval: revalidation state (under umn_file::mutex) */
+enum umn_reval_state {
+	UMN_REVAL_NONE,		/* never armed: CHECK answers NOT_ARMED */
+	UMN_REVAL_ARMED,	/* @digest and @writable describe the frames */
+	UMN_REVAL_DOUBT,	/* armed as changed: CHECK answers CHANGED */
 };
 
 /**
@@ -86,6 +97,11 @@ struct umn_file {
  * @hint_end: end of the invalidated part, clipped to the range
  * @hits: invalidations that hit the range (wraps; compared for equality)
  * @peek_hits: @hits when read() last copied the record out
+ * @hit_counter: generation counter after the last reported hit (under
+ *	umn_file::lock), for ARM with UMMUNOTIFY_ARM_SINCE
+ * @reval: enum umn_reval_state (under umn_file::mutex)
+ * @writable: every page was writable at ARM (under umn_file::mutex)
+ * @digest: keyed digest of the frames at ARM (under umn_file::mutex)
  */
 struct umn_region {
 	struct mmu_interval_notifier	mni;
@@ -101,6 +117,10 @@ struct umn_region {
 	u64				hint_end;
 	unsigned int			hits;
 	unsigned int			peek_hits;
+	u64				hit_counter;
+	u8				reval;
+	bool				writable;
+	u64				digest;
 };
 
 /* umn_region.c */
@@ -113,12 +133,17 @@ int umn_region_register(struct umn_file *uf,
 int umn_region_unregister(struct umn_file *uf, u64 cookie);
 void umn_region_remove_all(struct umn_file *uf);
 void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end);
+struct umn_region *umn_region_find(struct umn_file *uf, u64 cookie);
 bool umn_region_readable(struct umn_file *uf);
 ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count);
 
 /* umn_notifier.c */
 int umn_notifier_insert(struct umn_region *region);
 void umn_notifier_remove(struct umn_region *region);
+
+/* umn_reval.c */
+long umn_reval_ioctl(struct umn_file *uf, unsigned int cmd,
+		     struct ummunotify_revalidate_ioctl __user *arg);
 
 /* umn_counter.c */
 int umn_counter_init(struct umn_file *uf);

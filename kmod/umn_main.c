@@ -17,6 +17,7 @@
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/uaccess.h>
+#include <linux/random.h>
 
 #include "umn.h"
 
@@ -85,6 +86,7 @@ static int umn_open(struct inode *inode, struct file *file)
 	uf->cookies = RB_ROOT;
 	INIT_LIST_HEAD(&uf->queue);
 	init_waitqueue_head(&uf->wait);
+	get_random_bytes(&uf->reval_key, sizeof(uf->reval_key));
 	uf->mm = current->mm;
 	mmgrab(uf->mm);
 
@@ -145,6 +147,9 @@ static long umn_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (get_user(cookie, (u64 __user *)uarg))
 			return -EFAULT;
 		return umn_region_unregister(uf, cookie);
+	case UMMUNOTIFY_ARM_REGION:
+	case UMMUNOTIFY_CHECK_REGION:
+		return umn_reval_ioctl(uf, cmd, uarg);
 	default:
 		return -ENOTTY;
 	}

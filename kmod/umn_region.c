@@ -18,7 +18,7 @@
  *
  * - umn_file::lock is a spinlock.  It protects the queue, need_last, the
  *   queue state of every region (queued, hint, hint_start, hint_end, hits,
- *   peek_hits) and the generation counter.  The notifier callback takes it
+ *   peek_hits, hit_counter) and the generation counter.  The notifier callback takes it
  *   and may run where sleeping is not allowed: nothing sleeps under it.
  *   It nests inside the mutex, never the other way round.
  *
@@ -26,6 +26,10 @@
  *   for exactly as long as it is in the cookie tree.  It is freed only after
  *   mmu_interval_notifier_remove() has returned, which guarantees that no
  *   callback still uses it.  The file is freed only after all its regions.
+ *
+ * - The revalidation state of a region (reval, writable, digest) is read
+ *   and written under umn_file::mutex only; ARM and CHECK (umn_reval.c)
+ *   hold the mutex across mmu_interval_read_begin() and mmap_read_lock().
  *
  * The queue holds at most one entry per region (the list node is embedded
  * in the region), so memory is proportional to regions, never to events.
@@ -62,7 +66,8 @@ long umn_live_regions(void)
 	return atomic_long_read(&umn_live);
 }
 
-static struct umn_region *umn_cookie_find(struct umn_file *uf, u64 cookie)
+/* Caller holds uf->mutex. */
+struct umn_region *umn_region_find(struct umn_file *uf, u64 cookie)
 {
 	struct rb_node *n = uf->cookies.rb_node;
 
@@ -175,7 +180,7 @@ int umn_region_unregister(struct umn_file *uf, u64 cookie)
 	int ret = 0;
 
 	mutex_lock(&uf->mutex);
-	region = umn_cookie_find(uf, cookie);
+	region = umn_region_find(uf, cookie);
 	if (region) {
 		rb_erase(&region->node, &uf->cookies);
 		uf->nregions--;
@@ -212,6 +217,8 @@ void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
 	lockdep_assert_held(&uf->lock);
 
 	region->hits++;
+	/* The counter is bumped right after, under the same lock. */
+	region->hit_counter = umn_counter_read(uf) + 1;
 	if (region->queued) {
 		region->hint = false;
 		return;

@@ -1,5 +1,6 @@
 #!/bin/bash
-# The regcache oracle with the ummunotify monitor inside both Debian kernels: the oracle test
+# The regcache oracle with the ummunotify monitor inside both Debian kernels: the monitor's unit
+# tests (ARM/CHECK against the real module), the oracle test
 # binary (seed scenario, 100,000-operation torture, both negative controls) and the demo (and
 # its negative control), all with REGCACHE_MONITOR=ummunotify, so a missing or broken module is
 # a failure, never a silent fallback to userfaultfd. Prints "N passed, M failed".
@@ -20,9 +21,16 @@ oracle=$(cargo test --release -q -p regcache-oracle --test oracle --no-run \
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("executable"): print(m["executable"])')
+# The ummunotify monitor's unit tests (ARM/CHECK among them): on the host they skip without the
+# device; here REGCACHE_MONITOR=ummunotify makes a missing device a failure.
+unit=$(cargo test --release -q -p regcache --lib --no-run --message-format=json 2>/dev/null |
+	python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("executable"): print(m["executable"])')
 cli=$(cargo metadata --format-version 1 --no-deps |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/regcache
-[ -x "$oracle" ] && [ -x "$cli" ] || { echo "0 passed, 1 failed"; exit 1; }
+[ -x "$oracle" ] && [ -x "$cli" ] && [ -x "$unit" ] || { echo "0 passed, 1 failed"; exit 1; }
 
 pass=0 fail=0
 check() { # name, then run.sh arguments
@@ -38,6 +46,7 @@ check() { # name, then run.sh arguments
 	fi
 }
 for k in $kernels; do
+	check "monitor-unit.$k" --kernel "$k" -- "$unit" monitor::ummunotify --test-threads 1
 	check "oracle.$k" --kernel "$k" -- "$oracle" --test-threads 1
 	check "demo.$k" --kernel "$k" -- "$cli" demo --monitor ummunotify --iterations 200
 	check "demo-negative-control.$k" --kernel "$k" -- \

@@ -550,7 +550,8 @@ TEST(exchange_features_returns_supported_subset)
 	ASSERT_EQ(umn_features(fd, 0, &got), 0);
 	ASSERT_EQ(got, 0);
 	ASSERT_EQ(umn_features(fd, ~0U, &got), 0);
-	ASSERT_EQ(got, UMMUNOTIFY_FEATURE_FILTER);
+	ASSERT_EQ(got, UMMUNOTIFY_FEATURE_FILTER |
+		  UMMUNOTIFY_FEATURE_REVALIDATE);
 	ASSERT_EQ(umn_features(fd, 0x80000000U, &got), 0);
 	ASSERT_EQ(got, 0);
 }

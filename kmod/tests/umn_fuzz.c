@@ -82,7 +82,8 @@ static unsigned int rand_cmd(void)
 {
 	static const unsigned int cmds[] = {
 		UMMUNOTIFY_EXCHANGE_FEATURES, UMMUNOTIFY_REGISTER_REGION,
-		UMMUNOTIFY_UNREGISTER_REGION,
+		UMMUNOTIFY_UNREGISTER_REGION, UMMUNOTIFY_ARM_REGION,
+		UMMUNOTIFY_CHECK_REGION,
 	};
 
 	switch (rn(6)) {
@@ -91,7 +92,7 @@ static unsigned int rand_cmd(void)
 	case 1:
 		return _IOC(rn(4), UMMUNOTIFY_MAGIC, rn(8), rn(64));
 	default:
-		return cmds[rn(3)];
+		return cmds[rn(5)];
 	}
 }
 

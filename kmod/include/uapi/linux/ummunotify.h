@@ -54,6 +54,55 @@ struct ummunotify_register_ioctl {
  */
 #define UMMUNOTIFY_FEATURE_FILTER	(1U << 0)
 
+/*
+ * UMMUNOTIFY_FEATURE_REVALIDATE: enables UMMUNOTIFY_ARM_REGION and
+ * UMMUNOTIFY_CHECK_REGION (without it they fail with ENOTTY, as in 2010).
+ * ARM records a keyed digest of the page frames mapped behind a registered
+ * range (and whether all of them are writable); CHECK tells whether the
+ * same frames are still mapped with at least the same access, so that a
+ * reported invalidation that changed nothing (a neighbour's VMA split, an
+ * mlock, a THP split) need not cost a new registration.
+ */
+#define UMMUNOTIFY_FEATURE_REVALIDATE	(1U << 1)
+
+/**
+ * struct ummunotify_revalidate_ioctl - argument of ARM_REGION and CHECK_REGION
+ * @user_cookie: in: cookie of a registered range
+ * @counter: in, ARM with UMMUNOTIFY_ARM_SINCE only: a value of the
+ *	generation counter read before the pages were pinned; ARM answers
+ *	CHANGED if the range was hit after the counter had this value
+ * @flags: in: ARM: 0 or UMMUNOTIFY_ARM_SINCE; CHECK: must be 0
+ * @result: out: UMMUNOTIFY_REVAL_*
+ */
+struct ummunotify_revalidate_ioctl {
+	__u64	user_cookie;
+	__u64	counter;
+	__u32	flags;
+	__u32	result;
+};
+
+#define UMMUNOTIFY_ARM_SINCE		(1U << 0)
+
+/*
+ * Results.  ARM: UNCHANGED = armed with a digest of the frames mapped now;
+ * CHANGED = armed as changed (a page not present, not writable/readable as
+ * needed, not private anonymous memory, an invalidation racing on every
+ * try, or a hit since @counter): every CHECK answers CHANGED until the
+ * next ARM.  CHECK: UNCHANGED = the same frames are mapped, and all of them
+ * writable if they all were at ARM; CHANGED = anything else; NOT_ARMED =
+ * the range was never armed.
+ */
+enum {
+	UMMUNOTIFY_REVAL_UNCHANGED	= 0,
+	UMMUNOTIFY_REVAL_CHANGED	= 1,
+	UMMUNOTIFY_REVAL_NOT_ARMED	= 2,
+};
+
+#define UMMUNOTIFY_ARM_REGION		_IOWR(UMMUNOTIFY_MAGIC, 4, \
+					      struct ummunotify_revalidate_ioctl)
+#define UMMUNOTIFY_CHECK_REGION		_IOWR(UMMUNOTIFY_MAGIC, 5, \
+					      struct ummunotify_revalidate_ioctl)
+
 enum {
 	UMMUNOTIFY_EVENT_TYPE_INVAL	= 0,
 	UMMUNOTIFY_EVENT_TYPE_LAST	= 1,

@@ -34,6 +34,30 @@ pub const EVENT_FLAG_HINT: u32 = 1 << 0;
 /// pages behind a range (mprotect, NUMA hinting, soft-dirty clearing). See docs/ummunotify-abi.md.
 pub const FEATURE_FILTER: u32 = 1 << 0;
 
+/// Feature bit of this project's module: enables [`ARM_REGION`] and [`CHECK_REGION`] (page
+/// revalidation). See docs/ummunotify-abi.md.
+pub const FEATURE_REVALIDATE: u32 = 1 << 1;
+
+/// `struct ummunotify_revalidate_ioctl` (24 bytes), argument of ARM_REGION and CHECK_REGION.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RevalidateIoctl {
+    /// In: the cookie of a registered range.
+    pub user_cookie: u64,
+    /// In, ARM with [`ARM_SINCE`]: a generation counter value read before pinning.
+    pub counter: u64,
+    /// In: ARM: 0 or [`ARM_SINCE`]; CHECK: 0.
+    pub flags: u32,
+    /// Out: one of the `REVAL_*` values.
+    pub result: u32,
+}
+
+/// ARM flag: answer CHANGED if the range was hit after the counter had the value `counter`.
+pub const ARM_SINCE: u32 = 1 << 0;
+pub const REVAL_UNCHANGED: u32 = 0;
+pub const REVAL_CHANGED: u32 = 1;
+pub const REVAL_NOT_ARMED: u32 = 2;
+
 const IOC_WRITE: u64 = 1;
 const IOC_READ: u64 = 2;
 
@@ -47,6 +71,18 @@ pub const EXCHANGE_FEATURES: u64 = ioc(IOC_READ | IOC_WRITE, 1, 4);
 pub const REGISTER_REGION: u64 = ioc(IOC_WRITE, 2, std::mem::size_of::<RegisterIoctl>());
 /// `_IOW('U', 3, __u64)`, argument: the cookie.
 pub const UNREGISTER_REGION: u64 = ioc(IOC_WRITE, 3, 8);
+/// `_IOWR('U', 4, struct ummunotify_revalidate_ioctl)`
+pub const ARM_REGION: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    4,
+    std::mem::size_of::<RevalidateIoctl>(),
+);
+/// `_IOWR('U', 5, struct ummunotify_revalidate_ioctl)`
+pub const CHECK_REGION: u64 = ioc(
+    IOC_READ | IOC_WRITE,
+    5,
+    std::mem::size_of::<RevalidateIoctl>(),
+);
 
 #[cfg(test)]
 mod tests {
@@ -74,6 +110,20 @@ mod tests {
         assert_eq!(offset_of!(Event, hint_start), 8);
         assert_eq!(offset_of!(Event, hint_end), 16);
         assert_eq!(offset_of!(Event, user_cookie_counter), 24);
+    }
+
+    #[test]
+    fn revalidate_numbers_and_layout_match_the_module_header() {
+        assert_eq!(FEATURE_REVALIDATE, 2);
+        assert_eq!(ARM_REGION, 0xC018_5504);
+        assert_eq!(CHECK_REGION, 0xC018_5505);
+        assert_eq!(size_of::<RevalidateIoctl>(), 24);
+        assert_eq!(offset_of!(RevalidateIoctl, user_cookie), 0);
+        assert_eq!(offset_of!(RevalidateIoctl, counter), 8);
+        assert_eq!(offset_of!(RevalidateIoctl, flags), 16);
+        assert_eq!(offset_of!(RevalidateIoctl, result), 20);
+        assert_eq!(ARM_SINCE, 1);
+        assert_eq!((REVAL_UNCHANGED, REVAL_CHANGED, REVAL_NOT_ARMED), (0, 1, 2));
     }
 
     #[test]

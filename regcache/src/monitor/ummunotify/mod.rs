@@ -23,6 +23,19 @@ pub const DEVICE: &str = "/dev/ummunotify";
 /// Records read per read() call: one page's worth, as the 2010 driver returns at most.
 const EVENTS_PER_READ: usize = 128;
 
+/// What the module says about an armed range (docs/ummunotify-abi.md, REVALIDATE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revalidation {
+    /// ARM: armed with a digest of the frames mapped now. CHECK: the same frames are mapped, with
+    /// at least the same access: a registration that pinned them is still right.
+    Unchanged,
+    /// ARM: armed as changed (not trackable, or hit since the given counter). CHECK: anything else
+    /// than Unchanged; the registration must be retired.
+    Changed,
+    /// CHECK: the range was never armed.
+    NotArmed,
+}
+
 pub struct UmmunotifyMonitor {
     fd: OwnedFd,
     counter: NonNull<AtomicU64>,
@@ -36,9 +49,9 @@ unsafe impl Send for UmmunotifyMonitor {}
 unsafe impl Sync for UmmunotifyMonitor {}
 
 impl UmmunotifyMonitor {
-    /// Opens the default device and asks for the FILTER feature.
+    /// Opens the default device and asks for the FILTER and REVALIDATE features.
     pub fn open() -> Result<Self> {
-        Self::open_path(DEVICE, abi::FEATURE_FILTER)
+        Self::open_path(DEVICE, abi::FEATURE_FILTER | abi::FEATURE_REVALIDATE)
     }
 
     /// Opens `path`, negotiates `wanted` features (the kernel grants a subset), maps the counter.
@@ -92,6 +105,59 @@ impl UmmunotifyMonitor {
     /// The feature bits the module granted.
     pub fn features(&self) -> u32 {
         self.features
+    }
+
+    /// Whether [`arm`](Self::arm) and [`check`](Self::check) are available (the module granted
+    /// REVALIDATE; without it they fail with ENOTTY).
+    pub fn revalidate_supported(&self) -> bool {
+        self.features & abi::FEATURE_REVALIDATE != 0
+    }
+
+    /// The counter value to pass to [`arm_since`](Self::arm_since): read after watching the
+    /// range and before pinning it.
+    pub fn counter_now(&self) -> u64 {
+        <Self as Monitor>::counter(self).load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn revalidate(&self, cmd: u64, cookie: u64, flags: u32, counter: u64) -> Result<Revalidation> {
+        let mut arg = abi::RevalidateIoctl {
+            user_cookie: cookie,
+            counter,
+            flags,
+            result: u32::MAX,
+        };
+        // SAFETY: the ioctl reads and writes one RevalidateIoctl through the pointer, which is
+        // valid and exclusively borrowed for the call.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), cmd as _, &mut arg) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        match arg.result {
+            abi::REVAL_UNCHANGED => Ok(Revalidation::Unchanged),
+            abi::REVAL_CHANGED => Ok(Revalidation::Changed),
+            abi::REVAL_NOT_ARMED => Ok(Revalidation::NotArmed),
+            _ => Err(io::Error::from_raw_os_error(libc::EPROTO).into()),
+        }
+    }
+
+    /// ARM the watched range `cookie` (after pinning it): the module records what is mapped there
+    /// now. `Unchanged` = armed; `Changed` = armed as changed (every check says Changed until the
+    /// next arm). Errors: ENOTTY (REVALIDATE not granted), EINVAL (unknown cookie), EIO (another
+    /// process: fork child).
+    pub fn arm(&self, cookie: u64) -> Result<Revalidation> {
+        self.revalidate(abi::ARM_REGION, cookie, 0, 0)
+    }
+
+    /// Like [`arm`](Self::arm), and armed as changed if the range was hit after the counter had
+    /// the value `counter` (from [`counter_now`](Self::counter_now) before pinning): then what was
+    /// pinned is not known to be what is mapped.
+    pub fn arm_since(&self, cookie: u64, counter: u64) -> Result<Revalidation> {
+        self.revalidate(abi::ARM_REGION, cookie, abi::ARM_SINCE, counter)
+    }
+
+    /// CHECK the armed range `cookie`: Unchanged, Changed or NotArmed. Errors as for `arm`.
+    pub fn check(&self, cookie: u64) -> Result<Revalidation> {
+        self.revalidate(abi::CHECK_REGION, cookie, 0, 0)
     }
 
     fn read_events(&self, buf: &mut [abi::Event]) -> io::Result<usize> {
@@ -220,6 +286,114 @@ mod tests {
             ..ev
         };
         assert_eq!(decode(&last), None);
+    }
+
+    /// The module, or None (skip) when it is not loaded here (the host); under
+    /// `REGCACHE_MONITOR=ummunotify` (vmtest/test-regcache.sh) a missing device fails instead.
+    fn device_or_skip(wanted: u32) -> Option<UmmunotifyMonitor> {
+        match UmmunotifyMonitor::open_path(DEVICE, wanted) {
+            Ok(m) => Some(m),
+            Err(e) if std::env::var("REGCACHE_MONITOR").as_deref() == Ok("ummunotify") => {
+                panic!("REGCACHE_MONITOR=ummunotify but {DEVICE}: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipped: {DEVICE}: {e}");
+                None
+            }
+        }
+    }
+
+    /// A populated private anonymous mapping of `pages` pages, unmapped on drop.
+    struct Mapping(*mut u8, usize);
+
+    impl Mapping {
+        fn new(pages: usize) -> Mapping {
+            let len = pages * page_size();
+            // SAFETY: a fresh anonymous mapping; the result is checked.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: p..p+len is a writable mapping owned by this Mapping.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, len) };
+            Mapping(p.cast(), len)
+        }
+
+        fn range(&self) -> Range {
+            Range {
+                start: self.0 as usize,
+                end: self.0 as usize + self.1,
+            }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // SAFETY: unmapping what `new` mapped; nothing borrows it any more.
+            unsafe { libc::munmap(self.0.cast(), self.1) };
+        }
+    }
+
+    #[test]
+    fn revalidate_not_negotiated_is_enotty() {
+        let Some(m) = device_or_skip(abi::FEATURE_FILTER) else {
+            return;
+        };
+        assert!(!m.revalidate_supported());
+        let map = Mapping::new(1);
+        m.watch(map.range(), 1).unwrap();
+        match m.check(1) {
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOTTY)),
+            other => panic!("check without REVALIDATE: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn revalidate_arm_check_in_the_guest() {
+        let Some(m) = device_or_skip(abi::FEATURE_FILTER | abi::FEATURE_REVALIDATE) else {
+            return;
+        };
+        assert!(m.revalidate_supported());
+        let map = Mapping::new(4);
+        let r = map.range();
+        let unknown = m.check(99);
+        assert!(matches!(unknown, Err(Error::Io(ref e)) if e.raw_os_error() == Some(libc::EINVAL)));
+        m.watch(r, 1).unwrap();
+        assert_eq!(m.check(1).unwrap(), Revalidation::NotArmed);
+        let before = m.counter_now();
+        assert_eq!(m.arm_since(1, before).unwrap(), Revalidation::Unchanged);
+        assert_eq!(m.check(1).unwrap(), Revalidation::Unchanged);
+        // Protection dropped and given back on the last page: same frames, still writable
+        // (exclusive anonymous pages), so unchanged.
+        let last = (r.end - page_size()) as *mut libc::c_void;
+        // SAFETY: `last` is the last page of `map`, which this test owns.
+        unsafe {
+            assert_eq!(libc::mprotect(last, page_size(), libc::PROT_READ), 0);
+            assert_eq!(
+                libc::mprotect(last, page_size(), libc::PROT_READ | libc::PROT_WRITE),
+                0
+            );
+        }
+        assert_eq!(m.check(1).unwrap(), Revalidation::Unchanged);
+        // DONTNEED of the last page: gone.
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::madvise(last, page_size(), libc::MADV_DONTNEED) },
+            0
+        );
+        assert_eq!(m.check(1).unwrap(), Revalidation::Changed);
+        // Hit since `before`: armed as changed.
+        assert_eq!(m.arm_since(1, before).unwrap(), Revalidation::Changed);
+        assert_eq!(m.check(1).unwrap(), Revalidation::Changed);
+        m.unwatch(r, 1);
+        assert!(m.arm(1).is_err());
     }
 
     #[test]
