@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps lint unit loom vmtest torture-soak bench bench-rdma clean
+.PHONY: demo test deps lint unit loom vmtest test-deb torture-soak bench bench-rdma clean
 
 demo: deps
 	$(CARGO) run --release -q -p regcache-cli -- demo
@@ -24,6 +24,7 @@ unit: deps
 	ffi/tests/run-c-tests.sh
 	exporter/tests/prometheus-e2e.sh
 	$(MAKE) -C mpi-shim check
+	ops/check.sh
 
 # The loom models of the hold-cell protocol (regcache/src/cache/loom_model.rs); its own target
 # dir, since --cfg loom rebuilds every dependency.
@@ -32,8 +33,12 @@ loom: deps
 
 # Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, the
 # oracle and the demo with the ummunotify monitor, doctor, and the two-process RDMA test over
-# Soft-RoCE with both monitors and the negative control, the shim, the libfabric and UCX
-# bridges (the UCX one with Open MPI, on 6.12 only: see vmtest/test-ucx.sh) (vmtest/README.md).
+# Soft-RoCE with both monitors and the negative control, the shim, the libfabric bridge, and
+# the MPI stacks matrix (Open MPI 4.1/5, MPICH 5, Intel MPI over UCX and libfabric, under the
+# shim with its negative controls; 6.12 only, see vmtest/test-stacks.sh) (vmtest/README.md).
+# vmtest/test-ucx.sh (Open MPI 4.1 + UCX 1.13 alone) is covered by the matrix's ompi4-ucx
+# cells; vmtest/test-deb.sh (the Debian packages installed in the guests, ~16 min a kernel)
+# runs as `make test-deb`.
 vmtest: deps
 	vmtest/setup.sh
 	vmtest/test-kmod.sh
@@ -42,7 +47,14 @@ vmtest: deps
 	vmtest/test-rdma.sh
 	vmtest/test-shim.sh
 	vmtest/test-ofi.sh
-	vmtest/test-ucx.sh
+	vmtest/test-stacks.sh
+
+# The Debian packages (ops/check.sh builds them into target/debs/) installed in both guests:
+# dkms builds the module, doctor, a C program and the shim run against the installed files,
+# purge leaves nothing behind.
+test-deb: deps
+	ops/check.sh
+	vmtest/test-deb.sh
 
 test: lint unit loom vmtest
 

@@ -102,7 +102,8 @@ static int is_verbs_dso(struct dl_phdr_info *info, size_t size, void *arg)
 	base = base ? base + 1 : info->dlpi_name;
 	n = strlen(base);
 	/* libverbs-fi.so, libverbs-1.12-fi.so, ... */
-	return !strncmp(base, "libverbs", 8) && n > 9 && !strcmp(base + n - 9, "-fi.so");
+	return n > strlen("libverbs-fi.so") - 1 && !strncmp(base, "libverbs", 8) &&
+	       !strcmp(base + n - strlen("-fi.so"), "-fi.so");
 }
 
 /* Whether libfabric loaded its verbs provider as a DSO (its own monitor; see above). */
