@@ -85,15 +85,19 @@ impl Index {
         (s.range.contains(&req) && s.access.covers(access)).then_some(s)
     }
 
-    /// Start addresses of entries overlapping `r`, in order.
+    /// Start addresses of entries overlapping `r`, in order. One search of the ordered set:
+    /// entries are disjoint, so sorted by start they are sorted by end too, and the ones
+    /// overlapping `r` are the run that ends with the last start before `r.end`, walked back
+    /// until an entry ends at or before `r.start`.
     pub fn overlapping(&self, r: Range) -> Vec<usize> {
         let mut out = Vec::new();
-        if let Some(&s) = self.starts.range(..r.start).next_back() {
-            if self.by_start.get(&s).is_some_and(|e| e.range.overlaps(&r)) {
-                out.push(s);
+        for &s in self.starts.range(..r.end).rev() {
+            match self.by_start.get(&s) {
+                Some(e) if e.range.end > r.start => out.push(s),
+                _ => break,
             }
         }
-        out.extend(self.starts.range(r.start..r.end).copied());
+        out.reverse();
         out
     }
 
