@@ -24,7 +24,7 @@ use loom::sync::atomic::AtomicU64;
 use std::ptr::NonNull;
 #[cfg(not(loom))]
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Top bit of `state`: out of the index for good (life.rs).
 pub(crate) const RETIRED: u64 = 1 << 63;
@@ -38,9 +38,12 @@ pub(crate) struct Entry {
     pub reg: Registration,
     /// Counted references in the low bits, RETIRED in the top bit.
     pub state: AtomicU64,
-    /// The stamp under which the entry sits in the LRU set (guarded by the miss lock; the
-    /// current stamp is in the index record, `Indexed::last_use`).
+    /// The stamp the entry had when it was last filed in the LRU list (guarded by the miss
+    /// lock; the current stamp is in the index record, `Indexed::last_use`).
     pub lru_key: AtomicU64,
+    /// Links of the LRU list (lru.rs), guarded by the miss lock; null when not linked.
+    pub lru_prev: AtomicPtr<Entry>,
+    pub lru_next: AtomicPtr<Entry>,
     /// Whether a monitor watches this entry (false for one-use registrations).
     pub watched: bool,
 }
@@ -55,6 +58,8 @@ impl Entry {
             reg,
             state: AtomicU64::new(0),
             lru_key: AtomicU64::new(0),
+            lru_prev: AtomicPtr::new(std::ptr::null_mut()),
+            lru_next: AtomicPtr::new(std::ptr::null_mut()),
             watched: true,
         }
     }

@@ -74,9 +74,8 @@ impl Cache {
             // Nothing here calls out of the cache.
             let mut retired = self.retired.lock();
             for e in batch {
-                // Relaxed: the LRU key is written and read under the miss lock (which we hold).
-                st.lru
-                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start, e.id));
+                // Linked since it entered the index, which it has just left (lru.rs).
+                st.lru.unlink(&e);
                 e.mark_retired();
                 self.held.tag(&e);
                 callouts.push((e.id, e.range));

@@ -26,6 +26,7 @@ mod fork;
 mod held;
 mod index;
 mod life;
+mod lru;
 mod slot;
 mod stats;
 
@@ -42,7 +43,7 @@ use held::Held;
 use index::Index;
 use parking_lot::Mutex;
 use stats::{Hot, Stats};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,15 +134,15 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// (stamp, start, id) of every cached entry; stamps are refreshed lazily at eviction. The
-    /// id makes keys unique: a hit stamps an entry with the clock's current value, which the
-    /// next insert takes too, so (stamp, start) alone could be shared by an entry and the one
-    /// replacing it at the same start, and retiring the old one would remove the new one's
-    /// record (the new entry would then never be evicted).
-    lru: BTreeSet<(u64, usize, u64)>,
+    /// Every cached entry, least recently used first (lru.rs); stamps are refreshed lazily at
+    /// eviction.
+    lru: lru::Lru,
     /// Ranges recently invalidated, to count re-registrations (bounded).
     recent: BTreeMap<usize, usize>,
     scratch: Vec<Invalidation>,
+    /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
+    /// at the entry limit allocates nothing for them.
+    victims: Vec<EntryPtr>,
 }
 
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
@@ -581,8 +582,8 @@ impl Cache {
         entry.acquire();
         let ptr = entry.as_non_null();
         let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
-        let (start, range, id) = (entry.range.start, entry.range, entry.id);
-        let mut victims = Vec::new();
+        let (start, range) = (entry.range.start, entry.range);
+        let mut victims = std::mem::take(&mut st.victims);
         let displaced: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             let out = if disjoint {
@@ -595,10 +596,13 @@ impl Cache {
                     .collect()
             };
             idx.insert(entry, stamp);
-            st.lru.insert((stamp, start, id));
+            // Linked as long as it is in the index (lru.rs).
+            if let Some(rec) = idx.indexed(start) {
+                st.lru.push_back(&rec.entry);
+            }
             // The entry limit, while we hold the lock (the byte limit and anything left are
             // `enforce_limits`'s, below). The new entry is held (counted), so never a victim.
-            let mut from = (0, 0, 0);
+            let mut from = st.lru.front();
             while idx.len() > self.cfg.max_entries {
                 match self.next_victim(st, &mut idx, &mut from) {
                     Some(v) => victims.push(v),
@@ -619,9 +623,10 @@ impl Cache {
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
         self.retire(st, displaced);
-        for v in victims {
+        for v in victims.drain(..) {
             self.evict(v);
         }
+        st.victims = victims;
         self.enforce_limits(st);
         h
     }
@@ -845,7 +850,7 @@ impl Cache {
     /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
     /// says so or nothing evictable is left.
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
-        let mut from = (0, 0, 0);
+        let mut from = st.lru.front();
         loop {
             let Some(victim) = self.next_victim(st, &mut self.index.write(), &mut from) else {
                 break;
@@ -856,43 +861,52 @@ impl Cache {
         }
     }
 
-    /// The LRU walk of an eviction, under the index write lock (`idx`): from the LRU record
-    /// `from` on, claims the first entry nothing references, removes it from the index and the
-    /// LRU and returns it (for `evict`); `None` when nothing evictable is left. `from` moves
-    /// past the records examined.
+    /// The LRU walk of an eviction, under the index write lock (`idx`): from the entry `from`
+    /// on, claims the first one nothing references, removes it from the index and the LRU and
+    /// returns it (for `evict`); `None` when nothing evictable is left. `from` moves past the
+    /// entries examined.
     fn next_victim(
         &self,
         st: &mut MissState,
         idx: &mut Index,
-        from: &mut (u64, usize, u64),
+        from: &mut Option<NonNull<Entry>>,
     ) -> Option<EntryPtr> {
-        // Entries in use keep their record where it is and the walk moves past them (a list of
-        // them put back at the end would be lost if a callout unwound).
-        while let Some(&key) = st.lru.range(*from..).next() {
-            let (stamp, start, id) = key;
-            // Ids never reach u64::MAX: the successor of this key.
-            *from = (stamp, start, id + 1);
-            let Some(rec) = idx.indexed(start).filter(|r| r.entry.id == id) else {
-                // Not expected (retire removes an entry's record): drop the stale record.
-                st.lru.remove(&key);
+        // Entries in use stay where they are and the walk moves past them. An entry hit since it
+        // was filed moves to the end, with its new stamp: the walk meets it again at most once
+        // more (the clock does not move while we hold the miss lock, so a later hit stamps it
+        // with the same value).
+        while let Some(p) = *from {
+            // SAFETY: linked entries are live (lru.rs): in the index, which only this thread
+            // (holding the miss lock and the write lock) changes.
+            let e = unsafe { p.as_ref() };
+            *from = lru::Lru::next(e);
+            let Some(rec) = idx
+                .indexed(e.range.start)
+                .filter(|r| std::ptr::eq(&*r.entry, e))
+            else {
+                // Not expected (an entry leaves the list when it leaves the index): drop it.
+                debug_assert!(false, "an entry in the LRU list is not in the index");
+                st.lru.unlink(e);
                 continue;
             };
-            let e = &*rec.entry;
-            // Relaxed: stamps are hints, see `lookup`.
+            // Relaxed: stamps are hints, see `lookup`; the filed stamp is the miss lock's.
             let now = rec.last_use.load(Ordering::Relaxed);
-            if now != stamp {
+            if now != e.lru_key.load(Ordering::Relaxed) {
                 // Used since it was filed: file it again under its newer stamp.
                 e.lru_key.store(now, Ordering::Relaxed);
-                st.lru.remove(&key);
-                st.lru.insert((now, start, id));
+                st.lru.move_to_back(e);
+                if from.is_none() {
+                    // It was the last: the walk goes on with it (now filed, so claimable).
+                    *from = Some(p);
+                }
                 continue;
             }
             // Under the write lock no new reference can appear (life.rs).
             if !self.claim_unused(e) {
                 continue;
             }
-            st.lru.remove(&key);
-            return idx.remove(start);
+            st.lru.unlink(e);
+            return idx.remove(e.range.start);
         }
         None
     }
