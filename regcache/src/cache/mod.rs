@@ -27,6 +27,7 @@ mod held;
 mod index;
 mod life;
 mod lru;
+mod recent;
 mod slot;
 mod stats;
 
@@ -43,7 +44,6 @@ use held::Held;
 use index::Index;
 use parking_lot::Mutex;
 use stats::{Hot, Stats};
-use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -138,7 +138,7 @@ struct MissState {
     /// eviction.
     lru: lru::Lru,
     /// Ranges recently invalidated, to count re-registrations (bounded).
-    recent: BTreeMap<usize, usize>,
+    recent: recent::Recent,
     scratch: Vec<Invalidation>,
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
     /// at the entry limit allocates nothing for them.
@@ -156,7 +156,6 @@ struct MissPlan {
     contains_req: bool,
 }
 
-const RECENT_MAX: usize = 4096;
 const RACE_RETRIES: usize = 3;
 
 /// A registration cache over one monitor and one registrar.
@@ -812,25 +811,12 @@ impl Cache {
     }
 
     fn remember_invalidated(&self, st: &mut MissState, r: Range) {
-        if st.recent.len() >= RECENT_MAX {
-            st.recent.pop_first();
-        }
-        st.recent.insert(r.start, r.end);
+        st.recent.insert(r);
     }
 
     fn count_reregistration(&self, st: &mut MissState, r: Range) {
-        let hit: Vec<usize> = st
-            .recent
-            .range(..r.end)
-            .rev()
-            .take_while(|(_, &end)| end > r.start)
-            .map(|(&s, _)| s)
-            .collect();
-        if !hit.is_empty() {
+        if st.recent.take_overlapping(r) {
             self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
-            for s in hit {
-                st.recent.remove(&s);
-            }
         }
     }
 
