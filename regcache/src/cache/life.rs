@@ -76,8 +76,9 @@ pub(super) struct RetiredList {
     entries: HashMap<u64, EntryPtr, BuildHasherDefault<IdHasher>>,
     /// Ids of retired entries that `reap_missed` re-checks on the next slow path: every entry
     /// is listed when it is retired, before any callout (a release racing with the tag can
-    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
-    /// already reaped are dropped by the next `reap_missed`.
+    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). A
+    /// retirement whose callouts all returned drops the ids it reaped itself; any other id
+    /// already reaped is dropped by the next `reap_missed`.
     recheck: Vec<u64>,
 }
 
