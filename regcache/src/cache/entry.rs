@@ -134,6 +134,34 @@ impl EntryPtr {
         EntryPtr(NonNull::from(Box::leak(Box::new(e))))
     }
 
+    /// As `new`, in the allocation of an evicted entry when there is one (a miss at the entry
+    /// limit then allocates nothing: it reuses the memory of the entry it evicted last).
+    pub fn new_in(spare: Option<SpareEntry>, e: Entry) -> Self {
+        match spare {
+            None => Self::new(e),
+            Some(s) => {
+                let p = std::mem::ManuallyDrop::new(s).0;
+                // SAFETY: the spare is an allocation made by `Box::new` for an `Entry` (so
+                // with its layout), holding no value (`recycle` dropped it) and owned by no one
+                // else; writing a value makes it a live boxed entry again, which `free` (or a
+                // later `recycle`) releases like any other.
+                unsafe { p.as_ptr().write(e) };
+                EntryPtr(p)
+            }
+        }
+    }
+
+    /// As `free`, but keeps the allocation for the next entry (`new_in`).
+    ///
+    /// # Safety
+    /// As `free`: nothing references the entry any more.
+    pub unsafe fn recycle(self) -> SpareEntry {
+        // SAFETY: unreferenced (the caller's contract) and owned by `self`, consumed here: the
+        // value is dropped once and never read again; the memory stays allocated.
+        unsafe { std::ptr::drop_in_place(self.0.as_ptr()) };
+        SpareEntry(self.0)
+    }
+
     /// The pointer handles keep.
     pub fn as_non_null(&self) -> NonNull<Entry> {
         self.0
@@ -156,5 +184,20 @@ impl std::ops::Deref for EntryPtr {
     fn deref(&self) -> &Entry {
         // SAFETY: the entry lives until `free` consumes its owner, which this borrows.
         unsafe { self.0.as_ref() }
+    }
+}
+
+/// The allocation of an entry whose value was dropped (`EntryPtr::recycle`), kept to hold the
+/// next entry (`EntryPtr::new_in`). Deallocated on drop.
+pub(crate) struct SpareEntry(NonNull<Entry>);
+
+// SAFETY: owned memory holding no value; nothing else points at it.
+unsafe impl Send for SpareEntry {}
+
+impl Drop for SpareEntry {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `Box::new` for an `Entry` (the global allocator, `Entry`'s
+        // layout), its value already dropped by `recycle`: deallocated once, here.
+        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), std::alloc::Layout::new::<Entry>()) }
     }
 }

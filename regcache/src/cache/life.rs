@@ -38,7 +38,7 @@
 //! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
 //! lock may have been held at fork() by a parent thread that does not exist in the child.
 
-use super::entry::{Entry, EntryPtr};
+use super::entry::{Entry, EntryPtr, SpareEntry};
 use super::held;
 use super::{Cache, MissState};
 use std::collections::HashMap;
@@ -235,7 +235,10 @@ impl Cache {
     /// The last step of an eviction: stops watching, deregisters and frees an entry claimed by
     /// `claim_unused` and removed from the index and the LRU (owning it across the callouts is
     /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
-    pub(super) fn evict(&self, e: EntryPtr) -> u64 {
+    ///
+    /// The entry's memory is kept in `spare` for the next miss's entry (a spare already there
+    /// is freed).
+    pub(super) fn evict(&self, e: EntryPtr, spare: &mut Option<SpareEntry>) -> u64 {
         // Relaxed: statistics.
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         self.monitor.unwatch(e.range, e.id);
@@ -243,7 +246,7 @@ impl Cache {
         let freed = e.range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
-        unsafe { e.free() };
+        *spare = Some(unsafe { e.recycle() });
         freed
     }
 

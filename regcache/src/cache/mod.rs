@@ -39,7 +39,7 @@ use crate::range::Range;
 use crate::registrar::{Access, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::{Entry, EntryPtr};
+use entry::{Entry, EntryPtr, SpareEntry};
 use held::Held;
 use index::Index;
 use parking_lot::Mutex;
@@ -143,6 +143,8 @@ struct MissState {
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
     /// at the entry limit allocates nothing for them.
     victims: Vec<EntryPtr>,
+    /// The memory of the last evicted entry, for the next miss's entry (`EntryPtr::new_in`).
+    spare: Option<SpareEntry>,
 }
 
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
@@ -573,7 +575,7 @@ impl Cache {
     /// `disjoint` from every entry) and, in the same write-locked section, claims the LRU
     /// entries the entry limit now evicts: one index write lock per miss.
     fn insert(&self, st: &mut MissState, entry: Entry, disjoint: bool) -> Handle<'_> {
-        let entry = EntryPtr::new(entry);
+        let entry = EntryPtr::new_in(st.spare.take(), entry);
         // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
         // takes the current tick and moves the clock on, so later hits rank above it.
         let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
@@ -623,7 +625,7 @@ impl Cache {
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
         self.retire(st, displaced);
         for v in victims.drain(..) {
-            self.evict(v);
+            self.evict(v, &mut st.spare);
         }
         st.victims = victims;
         self.enforce_limits(st);
@@ -841,7 +843,7 @@ impl Cache {
             let Some(victim) = self.next_victim(st, &mut self.index.write(), &mut from) else {
                 break;
             };
-            if enough(self.evict(victim)) {
+            if enough(self.evict(victim, &mut st.spare)) {
                 break;
             }
         }
