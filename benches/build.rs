@@ -33,6 +33,7 @@ fn main() {
         .warnings(true)
         .compile("ucx_rcache_shim");
     println!("cargo:rustc-link-lib=dylib=ucs");
+    println!("cargo:rustc-link-lib=dylib=ucm");
     println!("cargo:rustc-cfg=has_ucx");
 }
 

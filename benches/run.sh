@@ -51,4 +51,8 @@ rm -rf "$CARGO_TARGET_DIR/criterion"
 cargo bench -p regcache-benches --bench cache -- "${crit[@]}" "$@"
 cargo run -q --release -p regcache-benches --bin bench-report -- "$CARGO_TARGET_DIR/criterion"
 echo
+echo "Memory per cached entry (mallinfo2, heap growth while filling / N):"
+echo
+cargo run -q --release -p regcache-benches --bin bench-memory
+echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -5,6 +5,10 @@
 //! - `hit/{regcache,ucx}/N`: `drop(get(addr))` on a cached region, random order over N regions;
 //! - `miss/{regcache-evict,regcache-invalidate,ucx-evict}`: get of a fresh address each time;
 //! - `drain/regcache/N`: N Range invalidations fired, then the one get that drains them;
+//! - `drain/ucx/N`: UCX's invalidation of N regions (N ucm_vm_munmap events, then a get);
+//! - `scale/{regcache,ucx}/N`: the hit loop over N = 10^5 and 10^6 regions;
+//! - `uffd/{scripted-hit,uffd-hit,probe,getppid}`: the hit over 1,000 real regions with a
+//!   monitor that needs no probe and with userfaultfd; the settle probe alone; a null syscall;
 //! - `threads/{regcache,ucx}-{1t,2t}/N`: the hit loop run by 1 or 2 threads at once; the time
 //!   reported is per operation *per thread* (the slowest thread), so 1t/2t is the fraction of the
 //!   single-thread rate each thread keeps.
@@ -182,6 +186,40 @@ fn drain(c: &mut Criterion) {
             })
         });
         // (Nothing ran when a filter excluded this benchmark.)
+        drain_check(&cache, n);
+        #[cfg(has_ucx)]
+        {
+            // UCX's invalidation of the same N regions: N VM_UNMAPPED events through
+            // ucm_vm_munmap (each runs the rcache's unmap callback: page-table lock, search,
+            // region destroyed), then the get of the sentinel. Timed: all of it; for regcache
+            // only the drain is timed (the kernel's queueing of the events is not counted).
+            let rc = ucx::UcxRcache::with_unmap_events(usize::MAX).expect("ucs_rcache_create");
+            drop(rc.get(sentinel, REQ_LEN).unwrap());
+            g.bench_with_input(BenchmarkId::new("ucx", n), &n, |b, &n| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        for i in 0..n {
+                            drop(rc.get(region_addr(i) + REQ_OFFSET, REQ_LEN).unwrap());
+                        }
+                        let t0 = Instant::now();
+                        for i in 0..n {
+                            ucx::unmapped(region_addr(i), 4096);
+                        }
+                        let r = rc.get(sentinel, REQ_LEN).unwrap();
+                        total += t0.elapsed();
+                        black_box(r.key());
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn drain_check(cache: &regcache::Cache, n: usize) {
+    {
         let s = cache.stats();
         if s.drains > 0 {
             assert_eq!(cache.cached_entries(), 1, "every fired entry was drained");
@@ -192,7 +230,6 @@ fn drain(c: &mut Criterion) {
             );
         }
     }
-    g.finish();
 }
 
 /// Runs `body(thread, iters)` on `threads` threads started together; returns the slowest
@@ -275,5 +312,102 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hit, miss, drain, threads);
+/// Benchmark 5, scale: the hit loop over 10^5 and 10^6 cached regions (random order), both caches.
+fn scale(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scale");
+    for &n in &[100_000usize, 1_000_000] {
+        let w = Workload::new(n, SEED);
+        {
+            let (cache, _mon) = filled_cache(n);
+            let mut pos = 0usize;
+            g.bench_with_input(BenchmarkId::new("regcache", n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    regcache_hit_loop(&cache, &w, pos, iters);
+                    pos = pos.wrapping_add(iters as usize);
+                    t0.elapsed()
+                })
+            });
+            assert_eq!(
+                cache.stats().misses,
+                n as u64,
+                "the scale benchmark must only hit"
+            );
+        }
+        #[cfg(has_ucx)]
+        {
+            let rc = ucx::filled(n);
+            let mut pos = 0usize;
+            g.bench_with_input(BenchmarkId::new("ucx", n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    ucx::hit_loop(&rc, &w, pos, iters);
+                    pos = pos.wrapping_add(iters as usize);
+                    t0.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Benchmark 6: the hit with the userfaultfd monitor (its settle probe, one ioctl per hit) vs
+/// the same hit with a monitor that needs no probe (the scripted one: ummunotify's hit is that
+/// counter load), over the same real, mapped buffers; and one bare system call (getppid), the
+/// floor under any per-hit kernel probe. Skipped (with a note) where userfaultfd is unavailable.
+fn uffd(c: &mut Criterion) {
+    const N: usize = 1000;
+    let Some(mem) = MappedRegions::new(N) else {
+        eprintln!("NOTE: uffd benchmarks skipped (mmap failed)");
+        return;
+    };
+    let w = mem.workload(SEED);
+    let mut g = c.benchmark_group("uffd");
+    {
+        let (cache, _mon) = new_cache(2 * N);
+        mem.fill(&cache);
+        let mut pos = 0usize;
+        g.bench_function("scripted-hit", |b| {
+            b.iter_custom(|iters| {
+                let t0 = Instant::now();
+                regcache_hit_loop(&cache, &w, pos, iters);
+                pos = pos.wrapping_add(iters as usize);
+                t0.elapsed()
+            })
+        });
+    }
+    match uffd_cache(2 * N) {
+        Some(cache) => {
+            mem.fill(&cache);
+            let mut pos = 0usize;
+            g.bench_function("uffd-hit", |b| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    regcache_hit_loop(&cache, &w, pos, iters);
+                    pos = pos.wrapping_add(iters as usize);
+                    t0.elapsed()
+                })
+            });
+            assert_eq!(
+                cache.stats().misses,
+                N as u64,
+                "the uffd benchmark must only hit"
+            );
+        }
+        None => eprintln!("NOTE: uffd-hit skipped (userfaultfd unavailable)"),
+    }
+    // The settle probe alone (UFFDIO_WRITEPROTECT of an empty range on the monitor's fd).
+    match regcache::monitor::uffd::UffdMonitor::new() {
+        Ok(mon) => {
+            g.bench_function("probe", |b| {
+                b.iter(|| black_box(mon.event_in_flight().unwrap()))
+            });
+        }
+        Err(_) => eprintln!("NOTE: uffd probe skipped (userfaultfd unavailable)"),
+    }
+    g.bench_function("getppid", |b| b.iter(null_syscall));
+    g.finish();
+}
+
+criterion_group!(benches, hit, miss, drain, threads, scale, uffd);
 criterion_main!(benches);

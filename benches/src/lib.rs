@@ -120,7 +120,7 @@ pub fn filled_cache(n: usize) -> (Cache, Arc<ScriptedMonitor>) {
 /// against regcache and UCX.
 pub struct Workload {
     pub n: usize,
-    seq: Vec<usize>,
+    pub seq: Vec<usize>,
     mask: usize,
 }
 
@@ -171,6 +171,95 @@ pub fn regcache_hit_loop(cache: &Cache, w: &Workload, start: usize, iters: u64) 
     }
 }
 
+/// `n` real regions (two pages each, the first page touched) in one anonymous mapping, for the
+/// benchmarks whose monitor looks at the address space (userfaultfd). Unmapped on drop.
+pub struct MappedRegions {
+    base: usize,
+    n: usize,
+}
+
+impl MappedRegions {
+    pub fn new(n: usize) -> Option<Self> {
+        let len = n * STRIDE;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        for i in 0..n {
+            // SAFETY: inside the mapping just made, writable.
+            unsafe { *(p as *mut u8).add(i * STRIDE) = 1 };
+        }
+        Some(MappedRegions {
+            base: p as usize,
+            n,
+        })
+    }
+
+    pub fn addr(&self, i: usize) -> usize {
+        self.base + i * STRIDE
+    }
+
+    /// Caches every region in `cache` (one miss each).
+    pub fn fill(&self, cache: &Cache) {
+        for i in 0..self.n {
+            let h = cache
+                .get(self.addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
+                .expect("noop registration cannot fail");
+            assert!(h.is_cached(), "region {i} was not cached");
+        }
+    }
+
+    /// A random request sequence over the regions (as `Workload::new`).
+    pub fn workload(&self, seed: u64) -> Workload {
+        let mut w = Workload::new(self.n, seed);
+        for a in w.seq.iter_mut() {
+            *a = self.addr((*a - REQ_OFFSET - BASE) / STRIDE) + REQ_OFFSET;
+        }
+        w
+    }
+}
+
+impl Drop for MappedRegions {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; the caches using it are dropped
+        // first by the benchmarks (their handles are gone).
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.n * STRIDE) };
+    }
+}
+
+/// A cache over the userfaultfd monitor and the no-op registrar, or `None` if userfaultfd is
+/// unavailable here.
+pub fn uffd_cache(max_entries: usize) -> Option<Cache> {
+    let mon = regcache::monitor::uffd::UffdMonitor::new().ok()?;
+    let cfg = Config {
+        max_entries,
+        max_bytes: u64::MAX,
+        ..Config::default()
+    };
+    Some(Cache::new(
+        Box::new(mon),
+        Arc::new(NoopRegistrar::new()),
+        cfg,
+    ))
+}
+
+/// One system call that does nothing (getppid): the floor of any per-hit kernel probe.
+#[inline(never)]
+pub fn null_syscall() -> libc::c_long {
+    // SAFETY: getppid has no arguments and no side effects.
+    unsafe { libc::syscall(libc::SYS_getppid) }
+}
+
 /// Whether the UCX side-by-side benchmarks were built.
 pub const UCX_AVAILABLE: bool = cfg!(has_ucx);
 
@@ -188,6 +277,8 @@ pub mod ucx {
         fn shim_region_key(region: *const c_void) -> u64;
         fn shim_region_start(region: *const c_void) -> usize;
         fn shim_destroy(rcache: *mut c_void);
+        fn shim_create_unmap_events(max_regions: c_ulong) -> *mut c_void;
+        fn shim_unmapped(addr: usize, len: usize);
     }
 
     /// One `ucs_rcache_t` with no-op registration callbacks and no memory hooks.
@@ -209,6 +300,14 @@ pub mod ucx {
             NonNull::new(rc).map(|rc| UcxRcache { rc })
         }
 
+        /// A new rcache that receives UCM's VM_UNMAPPED events, delivered only by
+        /// [`unmapped`] (the event is declared external: UCM installs no hooks).
+        pub fn with_unmap_events(max_regions: usize) -> Option<Self> {
+            // SAFETY: as in `new`; ucm_set_external_event only sets a flag in UCM.
+            let rc = unsafe { shim_create_unmap_events(max_regions as c_ulong) };
+            NonNull::new(rc).map(|rc| UcxRcache { rc })
+        }
+
         /// Looks up (or registers) `[addr, addr+len)` read/write; the region is held until the
         /// returned guard drops.
         #[inline]
@@ -227,6 +326,14 @@ pub mod ucx {
             // exactly once.
             unsafe { shim_destroy(self.rc.as_ptr()) }
         }
+    }
+
+    /// UCX's invalidation path: `ucm_vm_munmap(addr, len)` runs the unmap callback of every
+    /// rcache made by [`UcxRcache::with_unmap_events`] (nothing is unmapped).
+    pub fn unmapped(addr: usize, len: usize) {
+        // SAFETY: ucm_vm_munmap only dispatches the event to the registered callbacks, which
+        // look the range up in their page tables; the fake addresses are never dereferenced.
+        unsafe { shim_unmapped(addr, len) }
     }
 
     /// A held UCX region; released (ucs_rcache_region_put) on drop.

@@ -8,6 +8,7 @@
  * Leave UCX_MEM_EVENTS at its default: "no" makes ucs_rcache_create fail, because the rcache
  * still registers an (empty) event handler.
  */
+#include <ucm/api/ucm.h>
 #include <ucs/memory/rcache.h>
 #include <ucs/type/status.h>
 #include <stdint.h>
@@ -52,8 +53,33 @@ static const ucs_rcache_ops_t shim_ops = {
     .dump_region = shim_dump_region,
 };
 
+static void *shim_create_with(unsigned long max_regions, int ucm_events);
+
 /* A new rcache keeping at most max_regions regions (LRU eviction beyond), or NULL. */
 void *shim_create(unsigned long max_regions)
+{
+    return shim_create_with(max_regions, 0);
+}
+
+/*
+ * An rcache subscribed to UCM_EVENT_VM_UNMAPPED, for the drain benchmark: the event is declared
+ * external first (ucm_set_external_event), so UCM installs no mmap/malloc hooks and delivers
+ * the event only when shim_unmapped() calls ucm_vm_munmap(), which runs the rcache's unmap
+ * callback (its own invalidation path: take the page-table lock, find and destroy the regions).
+ */
+void *shim_create_unmap_events(unsigned long max_regions)
+{
+    ucm_set_external_event(UCM_EVENT_VM_UNMAPPED);
+    return shim_create_with(max_regions, UCM_EVENT_VM_UNMAPPED);
+}
+
+/* Tells UCM that [addr, addr+len) is being unmapped (nothing is unmapped). */
+void shim_unmapped(uintptr_t addr, size_t len)
+{
+    ucm_vm_munmap((void *)addr, len);
+}
+
+static void *shim_create_with(unsigned long max_regions, int ucm_events)
 {
     ucs_rcache_params_t params;
     ucs_rcache_t *rcache = NULL;
@@ -63,7 +89,7 @@ void *shim_create(unsigned long max_regions)
     params.region_struct_size = sizeof(shim_region_t);
     params.alignment          = page;   /* same page rounding as regcache */
     params.max_alignment      = page;
-    params.ucm_events         = 0;      /* no memory hooks */
+    params.ucm_events         = ucm_events; /* 0: no memory hooks */
     params.ucm_event_priority = 1000;
     params.ops                = &shim_ops;
     params.context            = NULL;

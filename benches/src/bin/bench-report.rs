@@ -89,21 +89,64 @@ fn main() {
     }
 
     println!("\nMiss + register (no-op registrar), fresh address each op (median time per op):\n");
-    println!("| benchmark | median |");
-    println!("|---|---:|");
+    println!("| benchmark | median | / UCX evict (goal ≤ 1.00) |");
+    println!("|---|---:|---:|");
+    let ucx_miss = m("miss/ucx-evict".into());
     for id in ["regcache-evict", "regcache-invalidate", "ucx-evict"] {
-        println!("| miss/{id} | {} |", fmt_ns(m(format!("miss/{id}"))));
+        let v = m(format!("miss/{id}"));
+        println!(
+            "| miss/{id} | {} | {} |",
+            fmt_ns(v),
+            fmt_ratio(v, ucx_miss, "")
+        );
     }
 
-    println!("\nDrain of N Range events by one get (median per drain):\n");
-    println!("| N events | per drain | per event |");
-    println!("|---:|---:|---:|");
+    println!("\nDrain of N events (regcache: the one get that drains them; UCX: N ucm_vm_munmap + the get):\n");
+    println!("| N events | regcache per drain | regcache per event (goal ≤ 100 ns at 100, 10,000) | UCX per event | regcache / UCX |");
+    println!("|---:|---:|---:|---:|---:|");
     for n in [1u32, 100, 10_000] {
         let v = m(format!("drain/regcache/{n}"));
+        let u = m(format!("drain/ucx/{n}"));
         println!(
-            "| {n} | {} | {} |",
+            "| {n} | {} | {} | {} | {} |",
             fmt_ns(v),
-            fmt_ns(v.map(|ns| ns / f64::from(n)))
+            fmt_ns(v.map(|ns| ns / f64::from(n))),
+            fmt_ns(u.map(|ns| ns / f64::from(n))),
+            fmt_ratio(v, u, ""),
+        );
+    }
+
+    println!(
+        "\nScale: hit, random order over 10^5 and 10^6 cached regions (median time per op):\n"
+    );
+    println!("| cached regions | regcache | UCX rcache | speed-up vs UCX |");
+    println!("|---:|---:|---:|---:|");
+    for n in ["100000", "1000000"] {
+        let ours = m(format!("scale/regcache/{n}"));
+        let ucx = m(format!("scale/ucx/{n}"));
+        println!(
+            "| {n} | {} | {} | {} |",
+            fmt_ns(ours),
+            fmt_ns(ucx),
+            fmt_ratio(ucx, ours, "x")
+        );
+    }
+    let (s5, s6) = (
+        m("scale/regcache/100000".into()),
+        m("scale/regcache/1000000".into()),
+    );
+    println!("\nregcache 10^6 / 10^5: {}", fmt_ratio(s6, s5, "x"));
+
+    println!("\nHit with the userfaultfd monitor, 1,000 real regions (median time per op):\n");
+    println!("| benchmark | median | / scripted hit (goal ≤ 2.00) |");
+    println!("|---|---:|---:|");
+    let scripted = m("uffd/scripted-hit".into());
+    for id in ["scripted-hit", "uffd-hit", "probe", "getppid"] {
+        let v = m(format!("uffd/{id}"));
+        println!(
+            "| uffd/{id} | {} | {} |",
+            fmt_ns(v),
+            fmt_ratio(v, scripted, "")
         );
     }
 }

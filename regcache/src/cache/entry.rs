@@ -24,7 +24,7 @@ use loom::sync::atomic::AtomicU64;
 use std::ptr::NonNull;
 #[cfg(not(loom))]
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Top bit of `state`: out of the index for good (life.rs).
 pub(crate) const RETIRED: u64 = 1 << 63;
@@ -38,9 +38,12 @@ pub(crate) struct Entry {
     pub reg: Registration,
     /// Counted references in the low bits, RETIRED in the top bit.
     pub state: AtomicU64,
-    /// The stamp under which the entry sits in the LRU set (guarded by the miss lock; the
-    /// current stamp is in the index record, `Indexed::last_use`).
+    /// The stamp the entry had when it was last filed in the LRU list (guarded by the miss
+    /// lock; the current stamp is in the index record, `Indexed::last_use`).
     pub lru_key: AtomicU64,
+    /// Links of the LRU list (lru.rs), guarded by the miss lock; null when not linked.
+    pub lru_prev: AtomicPtr<Entry>,
+    pub lru_next: AtomicPtr<Entry>,
     /// Whether a monitor watches this entry (false for one-use registrations).
     pub watched: bool,
 }
@@ -55,6 +58,8 @@ impl Entry {
             reg,
             state: AtomicU64::new(0),
             lru_key: AtomicU64::new(0),
+            lru_prev: AtomicPtr::new(std::ptr::null_mut()),
+            lru_next: AtomicPtr::new(std::ptr::null_mut()),
             watched: true,
         }
     }
@@ -129,6 +134,34 @@ impl EntryPtr {
         EntryPtr(NonNull::from(Box::leak(Box::new(e))))
     }
 
+    /// As `new`, in the allocation of an evicted entry when there is one (a miss at the entry
+    /// limit then allocates nothing: it reuses the memory of the entry it evicted last).
+    pub fn new_in(spare: Option<SpareEntry>, e: Entry) -> Self {
+        match spare {
+            None => Self::new(e),
+            Some(s) => {
+                let p = std::mem::ManuallyDrop::new(s).0;
+                // SAFETY: the spare is an allocation made by `Box::new` for an `Entry` (so
+                // with its layout), holding no value (`recycle` dropped it) and owned by no one
+                // else; writing a value makes it a live boxed entry again, which `free` (or a
+                // later `recycle`) releases like any other.
+                unsafe { p.as_ptr().write(e) };
+                EntryPtr(p)
+            }
+        }
+    }
+
+    /// As `free`, but keeps the allocation for the next entry (`new_in`).
+    ///
+    /// # Safety
+    /// As `free`: nothing references the entry any more.
+    pub unsafe fn recycle(self) -> SpareEntry {
+        // SAFETY: unreferenced (the caller's contract) and owned by `self`, consumed here: the
+        // value is dropped once and never read again; the memory stays allocated.
+        unsafe { std::ptr::drop_in_place(self.0.as_ptr()) };
+        SpareEntry(self.0)
+    }
+
     /// The pointer handles keep.
     pub fn as_non_null(&self) -> NonNull<Entry> {
         self.0
@@ -151,5 +184,20 @@ impl std::ops::Deref for EntryPtr {
     fn deref(&self) -> &Entry {
         // SAFETY: the entry lives until `free` consumes its owner, which this borrows.
         unsafe { self.0.as_ref() }
+    }
+}
+
+/// The allocation of an entry whose value was dropped (`EntryPtr::recycle`), kept to hold the
+/// next entry (`EntryPtr::new_in`). Deallocated on drop.
+pub(crate) struct SpareEntry(NonNull<Entry>);
+
+// SAFETY: owned memory holding no value; nothing else points at it.
+unsafe impl Send for SpareEntry {}
+
+impl Drop for SpareEntry {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `Box::new` for an `Entry` (the global allocator, `Entry`'s
+        // layout), its value already dropped by `recycle`: deallocated once, here.
+        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), std::alloc::Layout::new::<Entry>()) }
     }
 }

@@ -58,7 +58,15 @@ pub(crate) struct Index {
     by_start: HashMap<usize, Indexed, BuildHasherDefault<PageHasher>>,
     starts: BTreeSet<usize>,
     page_mask: usize,
+    /// No entry is longer (bytes; a bound, raised by inserts, reset when the index empties):
+    /// an entry overlapping `r` starts in `(r.start - max_len, r.end)`, so when that window
+    /// holds few pages, `overlapping` probes the hash map page by page instead of searching the
+    /// ordered set.
+    max_len: usize,
 }
+
+/// Most pages `overlapping` probes one by one before it searches the ordered set instead.
+const PROBE_PAGES: usize = 8;
 
 impl Default for Index {
     fn default() -> Self {
@@ -66,6 +74,7 @@ impl Default for Index {
             by_start: HashMap::default(),
             starts: BTreeSet::new(),
             page_mask: !(page_size() - 1),
+            max_len: 0,
         }
     }
 }
@@ -86,14 +95,40 @@ impl Index {
     }
 
     /// Start addresses of entries overlapping `r`, in order.
+    ///
+    /// Entries start on page boundaries and are at most `max_len` long, so when the window of
+    /// possible starts is a few pages, one hash probe per page answers. Otherwise one search of
+    /// the ordered set: entries are disjoint, so sorted by start they are sorted by end too, and
+    /// the ones overlapping `r` are the run that ends with the last start before `r.end`, walked
+    /// back until an entry ends at or before `r.start`.
     pub fn overlapping(&self, r: Range) -> Vec<usize> {
         let mut out = Vec::new();
-        if let Some(&s) = self.starts.range(..r.start).next_back() {
-            if self.by_start.get(&s).is_some_and(|e| e.range.overlaps(&r)) {
-                out.push(s);
+        if r.is_empty() || self.by_start.is_empty() {
+            return out;
+        }
+        let page = !self.page_mask + 1;
+        // The lowest page boundary above `r.start - max_len` (0 if that underflows).
+        let lo = match r.start.checked_sub(self.max_len) {
+            Some(x) => (x & self.page_mask) + page,
+            None => 0,
+        };
+        if r.end.saturating_sub(lo) <= PROBE_PAGES * page {
+            let mut s = lo;
+            while s < r.end {
+                if self.by_start.get(&s).is_some_and(|e| e.range.end > r.start) {
+                    out.push(s);
+                }
+                s += page;
+            }
+            return out;
+        }
+        for &s in self.starts.range(..r.end).rev() {
+            match self.by_start.get(&s) {
+                Some(e) if e.range.end > r.start => out.push(s),
+                _ => break,
             }
         }
-        out.extend(self.starts.range(r.start..r.end).copied());
+        out.reverse();
         out
     }
 
@@ -108,6 +143,7 @@ impl Index {
     /// Inserts `e`, last used at `stamp`.
     pub fn insert(&mut self, e: EntryPtr, stamp: u64) {
         let start = e.range.start;
+        self.max_len = self.max_len.max(e.range.len());
         self.starts.insert(start);
         let rec = Indexed {
             range: e.range,
@@ -123,7 +159,11 @@ impl Index {
 
     pub fn remove(&mut self, start: usize) -> Option<EntryPtr> {
         self.starts.remove(&start);
-        self.by_start.remove(&start).map(|s| s.entry)
+        let e = self.by_start.remove(&start).map(|s| s.entry);
+        if self.by_start.is_empty() {
+            self.max_len = 0;
+        }
+        e
     }
 
     pub fn starts(&self) -> Vec<usize> {
@@ -132,5 +172,75 @@ impl Index {
 
     pub fn len(&self) -> usize {
         self.by_start.len()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::registrar::Registration;
+
+    /// `overlapping` (hash probes for short windows, the ordered set for long ones) against a
+    /// scan of every entry: entries of 1 or 2 pages (the windows are short: hash probes), then
+    /// with some of up to 40 pages among them (long windows: the ordered set).
+    #[test]
+    fn overlapping_matches_a_scan() {
+        for long in [0, 40] {
+            check_overlapping(long);
+        }
+    }
+
+    fn check_overlapping(long: usize) {
+        let page = page_size();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut idx = Index::default();
+        let mut ranges = Vec::new();
+        let mut at = 0x1000_0000usize;
+        for id in 0..300u64 {
+            at += rnd(4) * page;
+            let len = if long > 0 && rnd(10) == 0 {
+                1 + rnd(long)
+            } else {
+                1 + rnd(2)
+            } * page;
+            let r = Range {
+                start: at,
+                end: at + len,
+            };
+            at += len;
+            let reg = Registration {
+                lkey: 1,
+                rkey: 1,
+                token: 0,
+            };
+            let e = EntryPtr::new(Entry::cached(id, r, Access::LOCAL_WRITE, reg));
+            idx.insert(e, 0);
+            ranges.push(r);
+        }
+        for _ in 0..3000 {
+            let start = 0x1000_0000 - 4 * page + rnd(at - 0x1000_0000 + 8 * page);
+            let r = Range {
+                start,
+                end: start + 1 + rnd(20 * page),
+            };
+            let want: Vec<usize> = ranges
+                .iter()
+                .filter(|e| e.overlaps(&r))
+                .map(|e| e.start)
+                .collect();
+            assert_eq!(idx.overlapping(r), want, "{r:?} (long {long})");
+        }
+        for s in idx.starts() {
+            let e = idx.remove(s).unwrap();
+            // SAFETY: out of the index, never shared.
+            unsafe { e.free() };
+        }
+        assert_eq!(idx.max_len, 0);
     }
 }

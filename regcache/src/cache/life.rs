@@ -38,21 +38,47 @@
 //! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
 //! lock may have been held at fork() by a parent thread that does not exist in the child.
 
-use super::entry::{Entry, EntryPtr};
+use super::entry::{Entry, EntryPtr, SpareEntry};
 use super::held;
 use super::{Cache, MissState};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
+
+/// Hashes an entry id (unique, handed out in sequence): one multiply (Fibonacci hashing)
+/// instead of SipHash, which made a retirement's insert and a reap's remove half of the cost
+/// of a drain per event (issue 13). Ids are not chosen by anyone who could aim at collisions.
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+}
 
 /// The retired entries (and one-use registrations), owned here until reaped.
 #[derive(Default)]
 pub(super) struct RetiredList {
-    entries: HashMap<u64, EntryPtr>,
+    entries: HashMap<u64, EntryPtr, BuildHasherDefault<IdHasher>>,
     /// Ids of retired entries that `reap_missed` re-checks on the next slow path: every entry
     /// is listed when it is retired, before any callout (a release racing with the tag can
-    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). Ids
-    /// already reaped are dropped by the next `reap_missed`.
+    /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). A
+    /// retirement whose callouts all returned drops the ids it reaped itself; any other id
+    /// already reaped is dropped by the next `reap_missed`.
     recheck: Vec<u64>,
 }
 
@@ -69,14 +95,15 @@ impl Cache {
             return;
         }
         let mut callouts = Vec::with_capacity(batch.len());
+        let recheck_from;
         {
             // Under the retired list's lock, which a releaser that must reap takes first.
             // Nothing here calls out of the cache.
             let mut retired = self.retired.lock();
+            recheck_from = retired.recheck.len();
             for e in batch {
-                // Relaxed: the LRU key is written and read under the miss lock (which we hold).
-                st.lru
-                    .remove(&(e.lru_key.load(Ordering::Relaxed), e.range.start, e.id));
+                // Linked since it entered the index, which it has just left (lru.rs).
+                st.lru.unlink(&e);
                 e.mark_retired();
                 self.held.tag(&e);
                 callouts.push((e.id, e.range));
@@ -86,10 +113,22 @@ impl Cache {
         }
         // From here on the entries are the retired list's: only their ids and ranges are used
         // (a releaser may reap one at any time).
+        let mut still_retired = Vec::new();
         for (id, range) in callouts {
             self.monitor.unwatch(range, id);
-            self.reap(id);
+            if !self.reap(id) {
+                still_retired.push(id);
+            }
         }
+        // Every callout returned: the recheck list needs only the ids of this batch that are
+        // still retired (the others are reaped; `reap_missed` would only drop them, one lookup
+        // each, on the next slow path). The batch's ids are the list's tail: only this thread
+        // changes the list, under the miss lock (`retire`, `reap_missed`). Should a callout
+        // above unwind, the whole batch stays listed, as before.
+        let mut retired = self.retired.lock();
+        debug_assert!(retired.recheck.len() >= recheck_from);
+        retired.recheck.truncate(recheck_from);
+        retired.recheck.extend(still_retired);
     }
 
     /// Born retired: lists a one-use registration, reaped when its handle is released.
@@ -122,19 +161,22 @@ impl Cache {
 
     /// Retired → reaped, if nothing references the entry any more (called by whoever may have
     /// been the last; the others find it still referenced or already reaped).
-    fn reap(&self, id: u64) {
+    /// Returns false while the entry is still retired (referenced), true once it is reaped (by
+    /// this call or before).
+    fn reap(&self, id: u64) -> bool {
         let mut retired = self.retired.lock();
         let Some(e) = retired.entries.get(&id) else {
-            return;
+            return true;
         };
         if !self.unreferenced(e) {
-            return; // the remaining holder reaps
+            return false; // the remaining holder reaps
         }
         let e = retired.entries.remove(&id);
         drop(retired);
         if let Some(e) = e {
             self.deregister_and_free(e);
         }
+        true
     }
 
     /// Reaps the retired entries whose last hold was released without noticing the tag
@@ -193,7 +235,10 @@ impl Cache {
     /// The last step of an eviction: stops watching, deregisters and frees an entry claimed by
     /// `claim_unused` and removed from the index and the LRU (owning it across the callouts is
     /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
-    pub(super) fn evict(&self, e: EntryPtr) -> u64 {
+    ///
+    /// The entry's memory is kept in `spare` for the next miss's entry (a spare already there
+    /// is freed).
+    pub(super) fn evict(&self, e: EntryPtr, spare: &mut Option<SpareEntry>) -> u64 {
         // Relaxed: statistics.
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         self.monitor.unwatch(e.range, e.id);
@@ -201,7 +246,7 @@ impl Cache {
         let freed = e.range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
-        unsafe { e.free() };
+        *spare = Some(unsafe { e.recycle() });
         freed
     }
 

@@ -26,6 +26,8 @@ mod fork;
 mod held;
 mod index;
 mod life;
+mod lru;
+mod recent;
 mod slot;
 mod stats;
 
@@ -37,12 +39,11 @@ use crate::range::Range;
 use crate::registrar::{Access, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::{Entry, EntryPtr};
+use entry::{Entry, EntryPtr, SpareEntry};
 use held::Held;
 use index::Index;
 use parking_lot::Mutex;
 use stats::{Hot, Stats};
-use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,18 +134,30 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// (stamp, start, id) of every cached entry; stamps are refreshed lazily at eviction. The
-    /// id makes keys unique: a hit stamps an entry with the clock's current value, which the
-    /// next insert takes too, so (stamp, start) alone could be shared by an entry and the one
-    /// replacing it at the same start, and retiring the old one would remove the new one's
-    /// record (the new entry would then never be evicted).
-    lru: BTreeSet<(u64, usize, u64)>,
+    /// Every cached entry, least recently used first (lru.rs); stamps are refreshed lazily at
+    /// eviction.
+    lru: lru::Lru,
     /// Ranges recently invalidated, to count re-registrations (bounded).
-    recent: BTreeMap<usize, usize>,
+    recent: recent::Recent,
     scratch: Vec<Invalidation>,
+    /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
+    /// at the entry limit allocates nothing for them.
+    victims: Vec<EntryPtr>,
+    /// The memory of the last evicted entry, for the next miss's entry (`EntryPtr::new_in`).
+    spare: Option<SpareEntry>,
 }
 
-const RECENT_MAX: usize = 4096;
+/// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
+struct MissPlan {
+    /// The range to register (the request's pages, merged with overlapping entries if allowed).
+    hull: Range,
+    access: Access,
+    /// Some entry overlapped the request (it must be displaced, or the request stands alone).
+    merged: bool,
+    /// An entry contains the request with the rights asked: a lookup would hit.
+    contains_req: bool,
+}
+
 const RACE_RETRIES: usize = 3;
 
 /// A registration cache over one monitor and one registrar.
@@ -443,18 +456,27 @@ impl Cache {
                 return self.one_use(req, access);
             }
         }
-        // Another thread may have registered it while we waited, or the drain was a false
-        // positive: look again.
-        if let Some(h) = self.lookup(req, access) {
-            return Ok(h);
-        }
-        self.stats.bump(Hot::Miss);
         let aligned = req
             .page_aligned()
             .ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        // Another thread may have registered it while we waited, or the drain was a false
+        // positive: look again. An entry containing the request overlaps `aligned`, so the one
+        // search for the entries to merge with also tells whether a lookup can hit (usually
+        // not: then no second search).
+        let mut plan = self.merge_hull(req, aligned, access);
+        if plan.contains_req {
+            if let Some(h) = self.lookup(req, access) {
+                return Ok(h);
+            }
+        }
+        self.stats.bump(Hot::Miss);
         self.count_reregistration(&mut st, aligned);
-        for _ in 0..RACE_RETRIES {
-            match self.miss_once(&mut st, aligned, access)? {
+        for attempt in 0..RACE_RETRIES {
+            if attempt > 0 {
+                // A retry: the failed attempt's drain may have removed entries.
+                plan = self.merge_hull(req, aligned, access);
+            }
+            match self.miss_once(&mut st, aligned, access, &plan)? {
                 Some(h) => return Ok(h),
                 None => continue, // invalidated while registering: try again
             }
@@ -470,12 +492,12 @@ impl Cache {
         st: &mut MissState,
         aligned: Range,
         access: Access,
+        plan: &MissPlan,
     ) -> Result<Option<Handle<'_>>> {
-        let hull = self.merge_hull(aligned, access);
-        let mut candidates = vec![hull];
-        if hull.0 != aligned {
-            candidates.push((aligned, access));
-        }
+        let hull = (plan.hull, plan.access);
+        // The hull, then (if it differs) the request alone; no allocation.
+        let candidates = [hull, (aligned, access)];
+        let candidates = &candidates[..if hull.0 != aligned { 2 } else { 1 }];
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -506,18 +528,35 @@ impl Cache {
                 self.deregister(&reg, target);
                 return Ok(None);
             }
-            return Ok(Some(self.insert(st, Entry::cached(id, target, acc, reg))));
+            // Entries enter the index only in `insert`, under the miss lock, which we have held
+            // since `merge_hull`; drains and evictions since then only removed entries. So when
+            // nothing overlapped the request then, nothing overlaps the target now.
+            let disjoint = !plan.merged;
+            return Ok(Some(self.insert(
+                st,
+                Entry::cached(id, target, acc, reg),
+                disjoint,
+            )));
         }
         unreachable!("the last candidate always returns")
     }
 
     /// The registration to make for a miss: the request merged with the overlapping entries, if
-    /// that stays within `max_merge` and the registrar's limit.
-    fn merge_hull(&self, aligned: Range, access: Access) -> (Range, Access) {
+    /// that stays within `max_merge` and the registrar's limit. Also tells whether one of those
+    /// entries contains `req` with the rights asked (a lookup would hit).
+    fn merge_hull(&self, req: Range, aligned: Range, access: Access) -> MissPlan {
         let idx = self.index.read();
         let (mut hull, mut acc) = (aligned, access);
+        let mut plan = MissPlan {
+            hull,
+            access,
+            merged: false,
+            contains_req: false,
+        };
         for s in idx.overlapping(aligned) {
             if let Some(e) = idx.get(s) {
+                plan.merged = true;
+                plan.contains_req |= e.range.contains(&req) && e.access.covers(access);
                 hull = Range {
                     start: hull.start.min(e.range.start),
                     end: hull.end.max(e.range.end),
@@ -526,15 +565,17 @@ impl Cache {
             }
         }
         let limit = self.cfg.max_merge.min(self.registrar.max_len());
-        if hull.len() > limit {
-            (aligned, access)
-        } else {
-            (hull, acc)
+        if hull.len() <= limit {
+            (plan.hull, plan.access) = (hull, acc);
         }
+        plan
     }
 
-    fn insert(&self, st: &mut MissState, entry: Entry) -> Handle<'_> {
-        let entry = EntryPtr::new(entry);
+    /// Inserts a new entry (displacing the entries it overlaps, unless the caller knows it is
+    /// `disjoint` from every entry) and, in the same write-locked section, claims the LRU
+    /// entries the entry limit now evicts: one index write lock per miss.
+    fn insert(&self, st: &mut MissState, entry: Entry, disjoint: bool) -> Handle<'_> {
+        let entry = EntryPtr::new_in(st.spare.take(), entry);
         // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
         // takes the current tick and moves the clock on, so later hits rank above it.
         let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
@@ -542,18 +583,35 @@ impl Cache {
         entry.acquire();
         let ptr = entry.as_non_null();
         let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
-        let (start, range, id) = (entry.range.start, entry.range, entry.id);
+        let (start, range) = (entry.range.start, entry.range);
+        let mut victims = std::mem::take(&mut st.victims);
         let displaced: Vec<EntryPtr> = {
             let mut idx = self.index.write();
-            let out = idx
-                .overlapping(range)
-                .into_iter()
-                .filter_map(|s| idx.remove(s))
-                .collect();
+            let out = if disjoint {
+                debug_assert!(idx.overlapping(range).is_empty());
+                Vec::new()
+            } else {
+                idx.overlapping(range)
+                    .into_iter()
+                    .filter_map(|s| idx.remove(s))
+                    .collect()
+            };
             idx.insert(entry, stamp);
+            // Linked as long as it is in the index (lru.rs).
+            if let Some(rec) = idx.indexed(start) {
+                st.lru.push_back(&rec.entry);
+            }
+            // The entry limit, while we hold the lock (the byte limit and anything left are
+            // `enforce_limits`'s, below). The new entry is held (counted), so never a victim.
+            let mut from = st.lru.front();
+            while idx.len() > self.cfg.max_entries {
+                match self.next_victim(st, &mut idx, &mut from) {
+                    Some(v) => victims.push(v),
+                    None => break,
+                }
+            }
             out
         };
-        st.lru.insert((stamp, start, id));
         // The handle first: should a callout below unwind, dropping it releases the reference.
         let h = Handle {
             cache: self,
@@ -562,7 +620,14 @@ impl Cache {
             lkey,
             rkey,
         };
+        // Displaced entries may still be held: retired (handed to the retired list) before
+        // any callout. The victims are claimed and out of the index and the LRU: nothing can
+        // reach them, so should a callout unwind, they leak, which is safe (life.rs).
         self.retire(st, displaced);
+        for v in victims.drain(..) {
+            self.evict(v, &mut st.spare);
+        }
+        st.victims = victims;
         self.enforce_limits(st);
         h
     }
@@ -748,25 +813,12 @@ impl Cache {
     }
 
     fn remember_invalidated(&self, st: &mut MissState, r: Range) {
-        if st.recent.len() >= RECENT_MAX {
-            st.recent.pop_first();
-        }
-        st.recent.insert(r.start, r.end);
+        st.recent.insert(r);
     }
 
     fn count_reregistration(&self, st: &mut MissState, r: Range) {
-        let hit: Vec<usize> = st
-            .recent
-            .range(..r.end)
-            .rev()
-            .take_while(|(_, &end)| end > r.start)
-            .map(|(&s, _)| s)
-            .collect();
-        if !hit.is_empty() {
+        if st.recent.take_overlapping(r) {
             self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
-            for s in hit {
-                st.recent.remove(&s);
-            }
         }
     }
 
@@ -786,43 +838,65 @@ impl Cache {
     /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
     /// says so or nothing evictable is left.
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
-        // Entries in use keep their record where it is and the walk moves past them (a list of
-        // them put back at the end would be lost if a callout below unwound).
-        let mut from = (0, 0, 0);
-        while let Some(&key) = st.lru.range(from..).next() {
-            let (stamp, start, id) = key;
-            // Ids never reach u64::MAX: the successor of this key.
-            from = (stamp, start, id + 1);
-            let victim = {
-                let mut idx = self.index.write();
-                let Some(rec) = idx.indexed(start).filter(|r| r.entry.id == id) else {
-                    // Not expected (retire removes an entry's record): drop the stale record.
-                    st.lru.remove(&key);
-                    continue;
-                };
-                let e = &*rec.entry;
-                // Relaxed: stamps are hints, see `lookup`.
-                let now = rec.last_use.load(Ordering::Relaxed);
-                if now != stamp {
-                    // Used since it was filed: file it again under its newer stamp.
-                    e.lru_key.store(now, Ordering::Relaxed);
-                    st.lru.remove(&key);
-                    st.lru.insert((now, start, id));
-                    continue;
-                }
-                // Under the write lock no new reference can appear (life.rs).
-                if !self.claim_unused(e) {
-                    continue;
-                }
-                st.lru.remove(&key);
-                idx.remove(start)
+        let mut from = st.lru.front();
+        loop {
+            let Some(victim) = self.next_victim(st, &mut self.index.write(), &mut from) else {
+                break;
             };
-            if let Some(e) = victim {
-                if enough(self.evict(e)) {
-                    break;
-                }
+            if enough(self.evict(victim, &mut st.spare)) {
+                break;
             }
         }
+    }
+
+    /// The LRU walk of an eviction, under the index write lock (`idx`): from the entry `from`
+    /// on, claims the first one nothing references, removes it from the index and the LRU and
+    /// returns it (for `evict`); `None` when nothing evictable is left. `from` moves past the
+    /// entries examined.
+    fn next_victim(
+        &self,
+        st: &mut MissState,
+        idx: &mut Index,
+        from: &mut Option<NonNull<Entry>>,
+    ) -> Option<EntryPtr> {
+        // Entries in use stay where they are and the walk moves past them. An entry hit since it
+        // was filed moves to the end, with its new stamp: the walk meets it again at most once
+        // more (the clock does not move while we hold the miss lock, so a later hit stamps it
+        // with the same value).
+        while let Some(p) = *from {
+            // SAFETY: linked entries are live (lru.rs): in the index, which only this thread
+            // (holding the miss lock and the write lock) changes.
+            let e = unsafe { p.as_ref() };
+            *from = lru::Lru::next(e);
+            let Some(rec) = idx
+                .indexed(e.range.start)
+                .filter(|r| std::ptr::eq(&*r.entry, e))
+            else {
+                // Not expected (an entry leaves the list when it leaves the index): drop it.
+                debug_assert!(false, "an entry in the LRU list is not in the index");
+                st.lru.unlink(e);
+                continue;
+            };
+            // Relaxed: stamps are hints, see `lookup`; the filed stamp is the miss lock's.
+            let now = rec.last_use.load(Ordering::Relaxed);
+            if now != e.lru_key.load(Ordering::Relaxed) {
+                // Used since it was filed: file it again under its newer stamp.
+                e.lru_key.store(now, Ordering::Relaxed);
+                st.lru.move_to_back(e);
+                if from.is_none() {
+                    // It was the last: the walk goes on with it (now filed, so claimable).
+                    *from = Some(p);
+                }
+                continue;
+            }
+            // Under the write lock no new reference can appear (life.rs).
+            if !self.claim_unused(e) {
+                continue;
+            }
+            st.lru.unlink(e);
+            return idx.remove(e.range.start);
+        }
+        None
     }
 
     /// Removes every cached entry overlapping `[addr, addr+len)`: for invalidations learned

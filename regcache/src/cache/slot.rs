@@ -21,6 +21,25 @@ pub(crate) const ALL: usize = SLOTS + SHARED;
 
 /// Bit i set: slot i is owned by a live thread.
 static OWNED: AtomicU64 = AtomicU64::new(0);
+/// One past the highest slot index ever handed out: exclusive slots are claimed lowest first,
+/// and a shared slot raises it to `ALL`. Never lowered. Index-lock writers scan only the slots
+/// below it (brlock.rs).
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// One past the highest slot index any thread was ever handed (see `IN_USE`).
+#[inline]
+pub(crate) fn in_use() -> usize {
+    // SeqCst: the index lock's writer loads it after raising its flag (brlock.rs `write`).
+    IN_USE.load(Ordering::SeqCst)
+}
+
+/// Raises `IN_USE` to cover `index`, before the slot is first used.
+fn mark_in_use(index: usize) {
+    // SeqCst: ordered before the thread's first read-section increment of the slot, in the
+    // single order the index lock's writer reasons about (brlock.rs `write`).
+    IN_USE.fetch_max(index + 1, Ordering::SeqCst);
+}
+
 /// Hands out shared slots round robin once all are owned.
 static OVERFLOW: AtomicUsize = AtomicUsize::new(0);
 
@@ -64,14 +83,16 @@ fn claim() -> ThreadSlot {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
+                mark_in_use(index);
                 return ThreadSlot {
                     index,
                     exclusive: true,
-                }
+                };
             }
             Err(now) => cur = now,
         }
     }
+    mark_in_use(ALL - 1);
     // Relaxed: only spreads the overflow threads over the slots.
     ThreadSlot {
         index: SLOTS + OVERFLOW.fetch_add(1, Ordering::Relaxed) % SHARED,
@@ -91,9 +112,12 @@ pub(crate) fn current() -> ThreadSlot {
         }
     })
     // During thread teardown the thread-local is gone: use a shared slot.
-    .unwrap_or(ThreadSlot {
-        index: SLOTS,
-        exclusive: false,
+    .unwrap_or_else(|_| {
+        mark_in_use(SLOTS);
+        ThreadSlot {
+            index: SLOTS,
+            exclusive: false,
+        }
     })
 }
 

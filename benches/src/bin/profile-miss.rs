@@ -1,0 +1,111 @@
+//! The miss and drain loops of the `miss` and `drain` benchmarks as a plain program, for
+//! callgrind (instruction counts are immune to the noise of a shared machine):
+//!
+//! ```sh
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*miss_loop*' \
+//!     $CARGO_TARGET_DIR/release/profile-miss evict 100000
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid>
+//! ```
+//!
+//! Usage: profile-miss {evict|ucx-evict} ITERS | profile-miss drain N ROUNDS — prints ns per
+//! miss (per event for `drain`; meaningless under valgrind).
+
+use regcache::monitor::Invalidation;
+use regcache::Range;
+use regcache_benches::*;
+use std::time::{Duration, Instant};
+
+/// The entry limit of the `miss` benchmark: every miss at steady state also evicts.
+const LIMIT: usize = 4096;
+const SLOTS: usize = 1 << 22;
+
+#[inline(never)]
+fn miss_loop(cache: &regcache::Cache, start: usize, iters: usize) {
+    for i in start..start + iters {
+        let h = cache
+            .get(region_addr(i % SLOTS) + REQ_OFFSET, REQ_LEN, ACCESS)
+            .unwrap();
+        std::hint::black_box(h.lkey());
+    }
+}
+
+#[cfg(has_ucx)]
+#[inline(never)]
+fn ucx_miss_loop(rc: &ucx::UcxRcache, start: usize, iters: usize) {
+    for i in start..start + iters {
+        let r = rc
+            .get(region_addr(i % SLOTS) + REQ_OFFSET, REQ_LEN)
+            .unwrap();
+        std::hint::black_box(r.key());
+    }
+}
+
+/// One drain of `n` events: the timed get that applies them.
+#[inline(never)]
+fn drain_once(cache: &regcache::Cache, sentinel: usize) {
+    let h = cache.get(sentinel, REQ_LEN, ACCESS).unwrap();
+    std::hint::black_box(h.lkey());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: profile-miss {evict|ucx-evict} ITERS | profile-miss drain N ROUNDS";
+    let which = args.get(1).expect(usage).as_str();
+    let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
+    match which {
+        "evict" => {
+            let iters = num(2);
+            let (cache, _mon) = new_cache(LIMIT);
+            // Fill to the limit first (untimed, uncollected): every timed miss evicts.
+            miss_loop(&cache, 0, LIMIT);
+            let t0 = Instant::now();
+            miss_loop(&cache, LIMIT, iters);
+            println!(
+                "{:.1} ns/miss",
+                t0.elapsed().as_nanos() as f64 / iters as f64
+            );
+        }
+        #[cfg(has_ucx)]
+        "ucx-evict" => {
+            let iters = num(2);
+            let rc = ucx::UcxRcache::new(LIMIT).expect("ucs_rcache_create failed");
+            ucx_miss_loop(&rc, 0, LIMIT);
+            let t0 = Instant::now();
+            ucx_miss_loop(&rc, LIMIT, iters);
+            println!(
+                "{:.1} ns/miss",
+                t0.elapsed().as_nanos() as f64 / iters as f64
+            );
+        }
+        "drain" => {
+            let (n, rounds) = (num(2), num(3));
+            let (cache, mon) = new_cache(2 * n + 16);
+            let sentinel = region_addr(n) + REQ_OFFSET;
+            drop(cache.get(sentinel, REQ_LEN, ACCESS).unwrap());
+            let mut total = Duration::ZERO;
+            for _ in 0..rounds {
+                for i in 0..n {
+                    drop(
+                        cache
+                            .get(region_addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
+                            .unwrap(),
+                    );
+                }
+                mon.fire_many((0..n).map(|i| {
+                    Invalidation::Range(Range {
+                        start: region_addr(i),
+                        end: region_addr(i) + 4096,
+                    })
+                }));
+                let t0 = Instant::now();
+                drain_once(&cache, sentinel);
+                total += t0.elapsed();
+            }
+            println!(
+                "{:.1} ns/event",
+                total.as_nanos() as f64 / (rounds * n) as f64
+            );
+        }
+        _ => panic!("{usage}"),
+    }
+}
