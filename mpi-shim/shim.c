@@ -508,14 +508,14 @@ static int wrap(struct shim_mr *w, struct regcache_cache *c, struct ibv_pd *pd, 
 	return 0;
 }
 
-/* A pass-through registration; inside ucs_rcache_get, one UCX will cache unwatched. */
+/* A pass-through registration; inside ucs_rcache_get, UCX is told to drop it (ucx_bridge.c). */
 static struct ibv_mr *passthrough_counted(struct ibv_pd *pd, void *addr, size_t length,
 					  uint64_t iova, unsigned int access, int ucx)
 {
 	struct ibv_mr *mr = passthrough(pd, addr, length, iova, access);
 
 	if (ucx && mr)
-		ucx_bridge_count_reg(0);
+		ucx_bridge_count_reg(addr, length, 0);
 	return mr;
 }
 
@@ -559,8 +559,14 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 		return NULL;
 	}
 	__atomic_fetch_add(&shim.wrapped, 1, __ATOMIC_RELAXED);
-	if (ucx)
-		ucx_bridge_count_reg(1);
+	if (ucx) {
+		/* A one-use registration (not cached, so not watched once returned) must not
+		 * stay in UCX's cache either. */
+		struct regcache_mr_info info = { .size = sizeof(info) };
+
+		ucx_bridge_count_reg(addr, length, regcache_mr_query(w->handle, &info) == 0 &&
+					   (info.flags & REGCACHE_MR_CACHED));
+	}
 	return &w->mr;
 }
 

@@ -78,9 +78,11 @@
  * - Enabled for UCX 1.13 and 1.18-1.22, the versions whose code the above was checked against;
  *   with another version the bridge stays off, says why, and UCX keeps its own hooks (safe,
  *   just not ummunotify).
- * - A registration made inside ucs_rcache_get that the shim passes through unwatched (an access
- *   flag it does not cache, a cache that could not be created) would not be invalidated; the
- *   shim counts them (`unwatched=` in the summary) and warns once.
+ * - A registration made inside ucs_rcache_get that no shim cache watches (an access flag it
+ *   does not cache, a cache that could not be created, or a one-use registration: its range
+ *   kept changing between watch and registration) would never be invalidated in UCX's cache:
+ *   it is reported to UCX as invalidated as soon as that ucs_rcache_get returns, so UCX uses it
+ *   for that request only (`unwatched=` in the summary counts them; a cost, not a risk).
  * - ucs_rcache_get is forwarded with seven integer arguments whatever the caller passed (six in
  *   1.13, seven later): on x86-64 and AArch64 an unused seventh argument is a harmless read of
  *   the caller's stack slot or register, and the callee ignores it. Other architectures: no
@@ -151,16 +153,19 @@ static struct {
 	int no_forward;		/* REGCACHE_SHIM_UCX_DANGER_NO_FORWARD */
 	int no_sync;		/* REGCACHE_SHIM_UCX_DANGER_NO_SYNC */
 	int no_seq;		/* REGCACHE_SHIM_UCX_DANGER_NO_SEQ */
-	int warned_unwatched;
 	unsigned version[3];
 	uint64_t rcaches, gets, syncs, forwarded, get_regs, unwatched;
 	uint64_t ucp_lookups, ucp_refused, ucp_gets;
+	uint64_t uncached_forwarded;
 } ub = {
 	.resolve_once = PTHREAD_ONCE_INIT,
 	.activate_once = PTHREAD_ONCE_INIT,
 };
 
 static __thread int in_get;
+/* Hull of the registrations made inside this thread's current ucs_rcache_get that no shim
+ * cache watches (one-use or passed through), forwarded as invalidated when it returns. */
+static __thread uintptr_t uncached_lo, uncached_hi;
 /* ub.fwd_seq as of this thread's previous UCP lookup (MODE_LOOKUP). */
 static __thread uint64_t seen_fwd_seq;
 
@@ -385,6 +390,15 @@ SHIM_EXPORT int ucs_rcache_get(void *rcache, void *address, size_t length, uintp
 	in_get++;
 	rc = ub.real_get(rcache, address, length, a3, a4, a5, a6);
 	in_get--;
+	if (!in_get && uncached_hi) {
+		/* UCX has the region in its table now: an invalidation queued or applied from
+		 * here on removes it, so UCX uses it for this request only. */
+		uintptr_t lo = uncached_lo, hi = uncached_hi;
+
+		uncached_lo = uncached_hi = 0;
+		__atomic_fetch_add(&ub.uncached_forwarded, 1, __ATOMIC_RELAXED);
+		ucx_bridge_invalidated((void *)lo, hi - lo);
+	}
 	return rc;
 }
 #endif
@@ -405,16 +419,21 @@ int ucx_bridge_in_get(void)
 	return in_get > 0;
 }
 
-void ucx_bridge_count_reg(int watched)
+void ucx_bridge_count_reg(void *addr, size_t length, int watched)
 {
+	uintptr_t lo = (uintptr_t)addr, hi = lo + length;
+
 	__atomic_fetch_add(&ub.get_regs, 1, __ATOMIC_RELAXED);
 	if (watched)
 		return;
+	/* No shim cache watches this registration (a one-use registration, or one passed
+	 * through), so nothing would tell UCX when its pages change: UCX must not keep it.
+	 * Reported as invalidated when the outermost ucs_rcache_get returns (see there). */
 	__atomic_fetch_add(&ub.unwatched, 1, __ATOMIC_RELAXED);
-	if (active() && !__atomic_exchange_n(&ub.warned_unwatched, 1, __ATOMIC_RELAXED))
-		bridge_warn("a registration UCX caches was passed through unwatched: UCX's cache "
-			    "may go stale for it (set REGCACHE_SHIM_UCX=0 to let UCX use its own "
-			    "hooks)");
+	if (!uncached_hi || lo < uncached_lo)
+		uncached_lo = lo;
+	if (hi > uncached_hi)
+		uncached_hi = hi;
 }
 
 void ucx_bridge_get_counts(struct ucx_bridge_counts *out)
@@ -431,4 +450,5 @@ void ucx_bridge_get_counts(struct ucx_bridge_counts *out)
 	out->ucp_lookups = __atomic_load_n(&ub.ucp_lookups, __ATOMIC_RELAXED);
 	out->ucp_refused = __atomic_load_n(&ub.ucp_refused, __ATOMIC_RELAXED);
 	out->ucp_gets = __atomic_load_n(&ub.ucp_gets, __ATOMIC_RELAXED);
+	out->uncached_forwarded = __atomic_load_n(&ub.uncached_forwarded, __ATOMIC_RELAXED);
 }

@@ -30,11 +30,13 @@ struct ucx_bridge_counts {
 	uint64_t syncs;		/* gets before which the monitor had moved and was drained */
 	uint64_t forwarded;	/* ucm_vm_munmap calls made */
 	uint64_t get_regs;	/* registrations made inside ucs_rcache_get (UCX misses) */
-	uint64_t unwatched;	/* of those, passed through unwatched (UCX may go stale) */
+	uint64_t unwatched;	/* of those, watched by no shim cache (one-use, passed through):
+				 * reported to UCX as invalidated when its ucs_rcache_get returns */
 	/* UCX 1.18-1.22 (UCP's inline lookup): */
 	uint64_t ucp_lookups;	/* ucs_pgtable_lookup calls from libucp (UCP cache lookups) */
 	uint64_t ucp_refused;	/* of those, answered "not found" after a forward */
 	uint64_t ucp_gets;	/* ucs_rcache_get calls from libucp (UCP cache misses) */
+	uint64_t uncached_forwarded;	/* ucs_rcache_gets after which unwatched ranges were reported */
 };
 
 /* UCX registration-cache hits: gets that registered nothing, plus UCP's inline lookups (1.18+)
@@ -51,8 +53,9 @@ static inline uint64_t ucx_bridge_hits(const struct ucx_bridge_counts *c)
 void ucx_bridge_invalidated(void *addr, size_t len);
 /* Whether the calling thread is inside an interposed ucs_rcache_get. */
 int ucx_bridge_in_get(void);
-/* A registration was made inside ucs_rcache_get; `watched`: through a cache. */
-void ucx_bridge_count_reg(int watched);
+/* A registration of [addr, addr+length) was made inside ucs_rcache_get; `watched`: a shim
+ * cache watches it (else UCX is told it is invalid once that ucs_rcache_get returns). */
+void ucx_bridge_count_reg(void *addr, size_t length, int watched);
 void ucx_bridge_get_counts(struct ucx_bridge_counts *out);
 
 #endif /* REGCACHE_UCX_BRIDGE_H */

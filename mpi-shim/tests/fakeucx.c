@@ -241,8 +241,10 @@ int ucs_rcache_get(void *rcache, void *address, size_t length, uintptr_t a3, uin
 			g = &rc->r[i];
 	if (!g)
 		return -4;
+	/* $FAKEUCS_ON_DEMAND=1: an access flag the shim does not cache (it passes it through). */
 	g->mr = ibv_reg_mr(rc->pd, (void *)s, e - s, IBV_ACCESS_LOCAL_WRITE |
-			   IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
+			   IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
+			   (getenv("FAKEUCS_ON_DEMAND") ? IBV_ACCESS_ON_DEMAND : 0));
 	if (!g->mr)
 		return -3;
 	g->start = s;

@@ -15,6 +15,10 @@
  * the range at UCX) between UCP's queue check and its lookup: the lookup must still miss.
  * MODE race-stale (with REGCACHE_SHIM_UCX_DANGER_NO_SEQ=1): that race returns the old region
  * when the lookup only trusts its own drain, which shows why the bridge counts forwards.
+ * MODE uncached (with FAKEUCS_ON_DEMAND=1: UCX registers with an access flag the shim passes
+ *   through, so no shim cache watches the region): UCX must be told the region is invalid as
+ *   soon as the get that registered it returns, so the next get registers anew. MODE
+ *   uncached-stale (the same with REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1): UCX keeps it.
  * Prints one line per check and `N passed, M failed`.
  */
 #include <pthread.h>
@@ -154,6 +158,27 @@ int main(int argc, char **argv)
 
 	buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	memset(buf, 1, LEN);
+	if (!strncmp(mode, "uncached", 8)) {
+		key1 = get_put(rc, buf);
+		counts(&t);
+		CHECK(key1 && fakeucs_misses == 1 && t.passthrough == 1,
+		      "first get registers, passed through by the shim (unwatched)");
+		calls = fakeucm_vm_munmap_calls;
+		key2 = get_put(rc, buf);
+		if (!strcmp(mode, "uncached-stale")) {
+			CHECK(key2 == key1 && fakeucs_misses == 1,
+			      "negative control: UCX keeps the unwatched region (lkey %u again)", key2);
+		} else {
+			CHECK(calls > 0 && fakeucm_last_addr <= (uintptr_t)buf &&
+			      (uintptr_t)buf < fakeucm_last_addr + fakeucm_last_size,
+			      "the unwatched range was reported to UCX when its get returned");
+			CHECK(key2 && key2 != key1 && fakeucs_misses == 2,
+			      "UCX used it once: the next get registers anew (lkey %u -> %u)", key1,
+			      key2);
+		}
+		munmap(buf, LEN);
+		goto out;
+	}
 	key1 = get_put(rc, buf);
 	CHECK(key1 && fakeucs_misses == 1 && fake_regs == 1, "first get registers through the shim");
 	calls = fakeucm_vm_munmap_calls;
