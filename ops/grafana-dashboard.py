@@ -139,7 +139,8 @@ panel("timeseries", "Invalidations",
       [(rate("regcache_invalidated_entries_total"), "job {{job_id}} rank {{rank}}")],
       8, 8, 8, 14, "ops")
 panel("timeseries", "False positives and drains",
-      "Drains of the monitor's queue, and those that invalidated nothing (false positives). "
+      "Drains of the monitor's queue, and false positives: reported entries whose pages did not "
+      "change (kept cached) and drains that invalidated nothing. "
       "RegcacheFalsePositiveStorm above 100/s and 10% of lookups.",
       [(rate("regcache_false_positives_total"), "false positives job {{job_id}} rank {{rank}}"),
        (rate("regcache_drains_total"), "drains job {{job_id}} rank {{rank}}")],

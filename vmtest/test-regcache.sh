@@ -1,9 +1,12 @@
 #!/bin/bash
 # The regcache oracle with the ummunotify monitor inside both Debian kernels: the monitor's unit
 # tests (ARM/CHECK against the real module), the oracle test
-# binary (seed scenario, 100,000-operation torture, both negative controls) and the demo (and
-# its negative control), all with REGCACHE_MONITOR=ummunotify, so a missing or broken module is
-# a failure, never a silent fallback to userfaultfd. Prints "N passed, M failed".
+# binary (seed scenario, 100,000-operation torture with neighbour noise and revalidation on,
+# both negative controls), the oracle with neighbour noise and revalidation on vs off (same
+# seed; its NOISE lines are the numbers of docs/benchmarks.md), revalidation's negative control
+# (CHECK always "unchanged" must corrupt) and the demo (and its negative control), all with
+# REGCACHE_MONITOR=ummunotify, so a missing or broken module (or one without REVALIDATE) is a
+# failure, never a silent fallback to userfaultfd. Prints "N passed, M failed".
 #   vmtest/test-regcache.sh [--kernels "6.1 6.12"]
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -47,7 +50,13 @@ check() { # name, then run.sh arguments
 }
 for k in $kernels; do
 	check "monitor-unit.$k" --kernel "$k" -- "$unit" monitor::ummunotify --test-threads 1
-	check "oracle.$k" --kernel "$k" -- "$oracle" --test-threads 1
+	check "oracle.$k" --kernel "$k" -- "$oracle" --test-threads 1 \
+		--skip torture_neighbour_noise_revalidation_on_vs_off \
+		--skip torture_revalidate_always_unchanged_mutant_corrupts
+	check "oracle-noise-revalidate-on-vs-off.$k" --kernel "$k" -- \
+		"$oracle" --exact torture_neighbour_noise_revalidation_on_vs_off --nocapture
+	check "revalidate-negative-control.$k" --kernel "$k" -- \
+		"$oracle" --exact torture_revalidate_always_unchanged_mutant_corrupts --nocapture
 	check "demo.$k" --kernel "$k" -- "$cli" demo --monitor ummunotify --iterations 200
 	check "demo-negative-control.$k" --kernel "$k" -- \
 		"$cli" demo --monitor ummunotify --iterations 100 --no-invalidation

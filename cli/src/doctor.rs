@@ -100,9 +100,13 @@ pub fn checks() -> Vec<Line> {
     let uffd_ok = uffd.status == Status::Ok;
     let rdma = rdma_checks();
     let rdma_active = rdma.iter().any(|l| l.status == Status::Ok);
-    let mut lines = vec![module_check(uffd_ok), device_check(uffd_ok), uffd];
+    let reval = revalidate_check();
+    let reval_ok = reval.status == Status::Ok;
+    let mut lines = vec![module_check(uffd_ok), device_check(uffd_ok), reval, uffd];
+    lines.push(thp_check(reval_ok));
     lines.push(memlock_check());
     lines.extend(rdma);
+    lines.extend(fork_safety_check());
     lines.push(uring_check(rdma_active));
     lines.push(monitor_check());
     lines
@@ -527,5 +531,157 @@ fn monitor_check() -> Line {
             format!("{how} a monitor that fails: {e}"),
         )
         .fix("unset REGCACHE_MONITOR to let auto choose, or fix that monitor (see above)"),
+    }
+}
+
+/// Whether the module revalidates reported ranges (issue 11): without it every neighbouring
+/// VMA split costs a re-registration of the cached ranges in the same 2 MiB block.
+fn revalidate_check() -> Line {
+    const CHECK: &str = "ummunotify REVALIDATE";
+    let off = std::env::var(regcache::monitor::ummunotify::REVALIDATE_ENV)
+        .is_ok_and(|v| matches!(v.trim(), "0" | "off" | "no" | "false"));
+    match UmmunotifyMonitor::open_path(DEVICE, abi::FEATURE_FILTER | abi::FEATURE_REVALIDATE) {
+        Ok(m) if m.revalidate_supported() && off => line(
+            Status::Warn,
+            CHECK,
+            "offered by the module but turned off by REGCACHE_REVALIDATE=0: every reported \
+             range is re-registered, even when its pages did not change",
+        )
+        .fix("unset REGCACHE_REVALIDATE"),
+        Ok(m) if m.revalidate_supported() => line(
+            Status::Ok,
+            CHECK,
+            "offered: a range reported by a neighbour's mprotect/mlock/MADV_DONTFORK costs one \
+             CHECK, not a registration",
+        ),
+        Ok(_) => line(
+            Status::Warn,
+            CHECK,
+            "not offered by this module: every reported range is re-registered, even when a \
+             neighbour's VMA split changed none of its pages",
+        )
+        .fix("install the current module (dkms install ummunotify/1.0, or make -C kmod)"),
+        Err(e) => line(
+            Status::Warn,
+            CHECK,
+            format!("cannot tell: {DEVICE} not usable ({e})"),
+        )
+        .fix("see the ummunotify lines above"),
+    }
+}
+
+/// The mode in brackets of a /sys/kernel/mm/transparent_hugepage/* file ("always [madvise]
+/// never" -> "madvise").
+fn bracketed(s: &str) -> Option<&str> {
+    let start = s.find('[')? + 1;
+    let end = start + s[start..].find(']')?;
+    Some(&s[start..end])
+}
+
+/// Transparent huge pages: collapses and splits (and any VMA split in a huge-page-sized block)
+/// are reported as invalidations; they cost a re-registration only without REVALIDATE.
+fn thp_check(revalidate: bool) -> Line {
+    const CHECK: &str = "transparent huge pages";
+    let Some(enabled) = read_trim("/sys/kernel/mm/transparent_hugepage/enabled") else {
+        return line(Status::Ok, CHECK, "not built into this kernel");
+    };
+    let mode = bracketed(&enabled).unwrap_or(enabled.as_str()).to_string();
+    match mode.as_str() {
+        "always" if !revalidate => line(
+            Status::Warn,
+            CHECK,
+            "enabled=always: khugepaged collapses and huge-page splits near registered buffers \
+             are reported, and without REVALIDATE each costs a re-registration",
+        )
+        .fix(
+            "load the module with REVALIDATE (above), or echo madvise > \
+             /sys/kernel/mm/transparent_hugepage/enabled",
+        ),
+        "always" => line(
+            Status::Ok,
+            CHECK,
+            "enabled=always: splits near registered buffers are reported and revalidated \
+             (pinned pages are not collapsed)",
+        ),
+        m => line(Status::Ok, CHECK, format!("enabled={m}")),
+    }
+}
+
+/// rdma-core's fork protection, as a verbs program started here would get it. With
+/// IBV_FORK_ENABLED (ibv_fork_init(), RDMAV_FORK_SAFE or IBV_FORK_SAFE) rdma-core applies
+/// madvise(MADV_DONTFORK) to every registration, splitting VMAs: each split is reported as an
+/// invalidation of the cached ranges in the same 2 MiB block. Nothing when libibverbs is not
+/// installed.
+fn fork_safety_check() -> Option<Line> {
+    const CHECK: &str = "rdma-core fork protection";
+    type IsForkInitialized = unsafe extern "C" fn() -> libc::c_int;
+    // SAFETY: dlopen of a library by its soname; the result is checked. The handle is never
+    // closed (libibverbs keeps providers loaded; unloading it is not supported).
+    let lib = unsafe {
+        libc::dlopen(
+            c"libibverbs.so.1".as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_LOCAL,
+        )
+    };
+    if lib.is_null() {
+        return None;
+    }
+    // SAFETY: `lib` is a valid handle; the symbol name is NUL-terminated.
+    let sym = unsafe { libc::dlsym(lib, c"ibv_is_fork_initialized".as_ptr()) };
+    if sym.is_null() {
+        return Some(line(
+            Status::Ok,
+            CHECK,
+            "libibverbs too old to tell (no ibv_is_fork_initialized)",
+        ));
+    }
+    // SAFETY: ibv_is_fork_initialized takes no argument and returns enum ibv_fork_status (an
+    // int), as declared in <infiniband/verbs.h> since rdma-core 32.
+    let status = unsafe { std::mem::transmute::<*mut libc::c_void, IsForkInitialized>(sym)() };
+    Some(match status {
+        2 => line(
+            Status::Ok,
+            CHECK,
+            "UNNEEDED: the kernel copies DMA pages on fork, rdma-core applies no \
+             MADV_DONTFORK",
+        ),
+        1 => line(
+            Status::Warn,
+            CHECK,
+            "ENABLED (RDMAV_FORK_SAFE/IBV_FORK_SAFE): rdma-core applies MADV_DONTFORK to every \
+             registration, splitting VMAs next to cached buffers (reported invalidations)",
+        )
+        .fix(
+            "unset RDMAV_FORK_SAFE and IBV_FORK_SAFE where the kernel copies DMA pages on fork \
+             (5.13+); with REVALIDATE these reports cost one CHECK each",
+        ),
+        0 => line(
+            Status::Ok,
+            CHECK,
+            "DISABLED here (programs that call ibv_fork_init() madvise each registration)",
+        ),
+        n => line(Status::Ok, CHECK, format!("unknown status {n}")),
+    })
+}
+
+#[cfg(test)]
+mod reval_tests {
+    use super::*;
+
+    #[test]
+    fn bracketed_mode() {
+        assert_eq!(bracketed("always [madvise] never"), Some("madvise"));
+        assert_eq!(bracketed("[always] madvise never"), Some("always"));
+        assert_eq!(bracketed("never"), None);
+        assert_eq!(bracketed("[oops"), None);
+    }
+
+    #[test]
+    fn new_checks_never_fail() {
+        assert_ne!(revalidate_check().status, Status::Fail);
+        assert_ne!(thp_check(false).status, Status::Fail);
+        if let Some(l) = fork_safety_check() {
+            assert_ne!(l.status, Status::Fail);
+        }
     }
 }

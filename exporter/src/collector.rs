@@ -217,8 +217,9 @@ impl Collector for CacheCollector {
         counter(
             e,
             "regcache_false_positives",
-            "Monitor drains where the invalidation counter had moved but no cached \
-             registration was affected (wasted work, not an error)",
+            "Reports that changed no page of a cached registration: each entry the monitor \
+             reported whose pages the kernel confirmed unchanged (ummunotify REVALIDATE; kept \
+             cached), and each drain that found nothing to invalidate (wasted work, not an error)",
             s.false_positives,
         )?;
         counter(

@@ -353,7 +353,8 @@ struct regcache_stats {
      */
     uint64_t invalidated;
     /**
-     * Monitor drains that invalidated nothing.
+     * Reports that changed no page: reported entries whose pages the monitor confirmed unchanged
+     * (kept cached), and monitor drains that invalidated nothing.
      */
     uint64_t false_positives;
     /**

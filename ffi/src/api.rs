@@ -197,6 +197,7 @@ pub unsafe extern "C" fn regcache_create(
             danger_ignore_invalidations: a.flags
                 & regcache_attr_flags::REGCACHE_ATTR_DANGER_IGNORE_INVALIDATIONS as u64
                 != 0,
+            danger_revalidate_unchanged: false,
             on_invalidate: invalidate_hook(&a),
         };
         // SAFETY: forwarded contract on `attr->ops`.

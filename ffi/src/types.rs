@@ -227,7 +227,8 @@ pub struct regcache_stats {
     pub reregistrations: u64,
     /// Entries removed because their pages changed, or by regcache_invalidate().
     pub invalidated: u64,
-    /// Monitor drains that invalidated nothing.
+    /// Reports that changed no page: reported entries whose pages the monitor confirmed unchanged
+    /// (kept cached), and monitor drains that invalidated nothing.
     pub false_positives: u64,
     /// Times the monitor's queue was drained.
     pub drains: u64,

@@ -183,3 +183,38 @@ pub fn is_mapped(addr: usize, len: usize) -> bool {
         ) == 0
     }
 }
+
+/// Neighbour noise: calls that split and re-merge the VMA around one page of our own mapping
+/// and change none of its pages (each is undone at once). The kernel reports a clear over the
+/// whole 2 MiB block around a split, so cached ranges nearby are reported though unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Noise {
+    /// mprotect(PROT_READ), then back to PROT_READ|PROT_WRITE.
+    Mprotect,
+    /// mlock, then munlock.
+    Mlock,
+    /// madvise(MADV_DONTFORK), then MADV_DOFORK.
+    DontFork,
+}
+
+/// Applies `what` to the page at `page` and undoes it; false if the kernel refused the first
+/// call (mlock beyond RLIMIT_MEMLOCK, say).
+pub fn noise(page: usize, what: Noise) -> bool {
+    let p = page as *mut libc::c_void;
+    // SAFETY: `page` is a page of one of the caller's own private anonymous mappings; each call
+    // changes only protection, locking or fork flags, and is undone before returning (no
+    // other thread accesses the caller's buffers).
+    unsafe {
+        match what {
+            Noise::Mprotect => {
+                libc::mprotect(p, PAGE, libc::PROT_READ) == 0
+                    && libc::mprotect(p, PAGE, libc::PROT_READ | libc::PROT_WRITE) == 0
+            }
+            Noise::Mlock => libc::mlock(p, PAGE) == 0 && libc::munlock(p, PAGE) == 0,
+            Noise::DontFork => {
+                libc::madvise(p, PAGE, libc::MADV_DONTFORK) == 0
+                    && libc::madvise(p, PAGE, libc::MADV_DOFORK) == 0
+            }
+        }
+    }
+}

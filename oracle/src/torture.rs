@@ -4,7 +4,9 @@
 //! Every thread owns a pool of buffers and replays its own seeded sequence. Operations: glibc
 //! malloc/free below and above the mmap threshold (so free() unmaps inside glibc), mmap/munmap
 //! (whole, head, tail, middle), mremap (move, shrink, grow), madvise(DONTNEED), brk grow and
-//! shrink, mmap MAP_FIXED over a live buffer, fork with the child writing every buffer. Freed
+//! shrink, mmap MAP_FIXED over a live buffer, fork with the child writing every buffer, and
+//! neighbour noise (mprotect, mlock, MADV_DONTFORK of one page of a buffer's mapping, undone at
+//! once: reported, no page changed; what revalidation keeps cached). Freed
 //! addresses are deliberately handed back to the next mapping (MAP_FIXED_NOREPLACE, or mremap to
 //! them), so a stale registration lands on a live address.
 
@@ -27,6 +29,9 @@ pub struct Plan {
     pub max_transfer: usize,
     /// Include fork() (costly: copies the pinned pages into the child).
     pub fork: bool,
+    /// Include neighbour noise (mem::Noise on a page of a buffer's own mapping, undone at once:
+    /// reported by ummunotify, no page changed) on this percentage of operations.
+    pub noise_percent: u64,
 }
 
 impl Default for Plan {
@@ -38,6 +43,7 @@ impl Default for Plan {
             buffers: 12,
             max_transfer: 256 << 10,
             fork: true,
+            noise_percent: 20,
         }
     }
 }
@@ -57,7 +63,7 @@ pub struct Report {
 }
 
 /// Names of the memory operations, in `Report::by_op` order.
-pub const OPS: [&str; 11] = [
+pub const OPS: [&str; 14] = [
     "alloc",
     "free",
     "munmap-head",
@@ -69,6 +75,9 @@ pub const OPS: [&str; 11] = [
     "madvise-dontneed",
     "map-fixed-over",
     "fork",
+    "noise-mprotect",
+    "noise-mlock",
+    "noise-dontfork",
 ];
 
 #[derive(Default)]
@@ -201,6 +210,12 @@ impl<'a> Worker<'a> {
             self.bufs[slot] = self.alloc();
             return self.bufs[slot].map(|_| 0);
         };
+        if b.kind == Kind::Mmap && self.plan.noise_percent > 0 {
+            let draw = self.rng.range(0, 100) as u64;
+            if draw < self.plan.noise_percent {
+                return self.noise(b);
+            }
+        }
         let choice = self.rng.range(0, 100);
         if b.kind != Kind::Mmap || choice < 30 {
             if self.plan.fork && choice == 99 && self.thread == 0 {
@@ -308,6 +323,18 @@ impl<'a> Worker<'a> {
                 Some(1)
             }
         }
+    }
+
+    /// Neighbour noise on one page of `b`'s mapping (often next to, sometimes inside, the
+    /// ranges this thread's transfers registered).
+    fn noise(&mut self, b: Buf) -> Option<usize> {
+        let page = b.addr + self.rng.range(0, b.len / PAGE) * PAGE;
+        let (what, op) = match self.rng.range(0, 3) {
+            0 => (mem::Noise::Mprotect, 11),
+            1 => (mem::Noise::Mlock, 12),
+            _ => (mem::Noise::DontFork, 13),
+        };
+        mem::noise(page, what).then_some(op)
     }
 
     fn alloc(&mut self) -> Option<Buf> {

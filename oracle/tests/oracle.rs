@@ -3,6 +3,7 @@
 //! seed (a failure prints the seed to replay).
 
 use regcache::monitor::select::{self, Choice};
+use regcache::monitor::ummunotify::{abi, UmmunotifyMonitor, DEVICE};
 use regcache::registrar::uring::SoftNic;
 use regcache::{Cache, Config, MonitorKind};
 use regcache_oracle::{scenario, torture};
@@ -17,6 +18,13 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// A cache on the monitor named by REGCACHE_MONITOR (default: best available), which must cache.
 fn cache(ignore_invalidations: bool) -> (Cache, Arc<SoftNic>) {
+    cache_with(Config {
+        danger_ignore_invalidations: ignore_invalidations,
+        ..Config::default()
+    })
+}
+
+fn cache_with(cfg: Config) -> (Cache, Arc<SoftNic>) {
     let nic = Arc::new(SoftNic::new(16384).expect("io_uring software NIC"));
     let (monitor, why) = select::open(Choice::from_env().unwrap()).expect("monitor");
     assert_ne!(
@@ -24,11 +32,33 @@ fn cache(ignore_invalidations: bool) -> (Cache, Arc<SoftNic>) {
         MonitorKind::None,
         "no monitor works here: {why:?}"
     );
-    let cfg = Config {
-        danger_ignore_invalidations: ignore_invalidations,
-        ..Config::default()
-    };
     (Cache::new(monitor, nic.clone(), cfg), nic)
+}
+
+/// A cache on ummunotify with (`revalidate`) or without REVALIDATE; None (skip) where the
+/// module or the feature is missing, unless REGCACHE_MONITOR=ummunotify (the guest): then a
+/// failure.
+fn ummunotify_cache(revalidate: bool, cfg: Config) -> Option<(Cache, Arc<SoftNic>)> {
+    let required = std::env::var("REGCACHE_MONITOR").as_deref() == Ok("ummunotify");
+    let wanted = abi::FEATURE_FILTER
+        | if revalidate {
+            abi::FEATURE_REVALIDATE
+        } else {
+            0
+        };
+    let m = match UmmunotifyMonitor::open_path(DEVICE, wanted) {
+        Ok(m) if !revalidate || m.revalidate_supported() => m,
+        Ok(_) if required => panic!("{DEVICE} does not offer REVALIDATE"),
+        Err(e) if required => panic!("REGCACHE_MONITOR=ummunotify but {DEVICE}: {e}"),
+        _ => {
+            eprintln!("skipped: no ummunotify with REVALIDATE here");
+            return None;
+        }
+    };
+    let nic = Arc::new(SoftNic::new(16384).expect("io_uring software NIC"));
+    let c = Cache::new(Box::new(m), nic.clone(), cfg);
+    assert_eq!(c.revalidating(), revalidate);
+    Some((c, nic))
 }
 
 #[test]
@@ -111,5 +141,79 @@ fn torture_negative_control_detects_corruption() {
     assert!(
         r.corruptions > 0,
         "with invalidation off the oracle must detect corruption"
+    );
+}
+
+/// Neighbour noise with revalidation on and off, same plan and seed: 0 corruptions both ways;
+/// with it on, the noise is kept cached (false positives counted). Prints the numbers of
+/// docs/benchmarks.md. ummunotify only (the guest).
+#[test]
+fn torture_neighbour_noise_revalidation_on_vs_off() {
+    let p = plan(50_000);
+    let mut rows = Vec::new();
+    for revalidate in [true, false] {
+        let Some((c, nic)) = ummunotify_cache(revalidate, Config::default()) else {
+            return;
+        };
+        let r = torture::run(&p, &c, &nic, &|_| {});
+        assert_eq!(r.errors, 0, "seed {:#x}: {:?}", p.seed, r.first_error);
+        assert_eq!(
+            r.corruptions, 0,
+            "seed {:#x} revalidate={revalidate}: stale registrations were used",
+            p.seed
+        );
+        let s = &r.stats;
+        rows.push(format!(
+            "revalidate={:<5} ops={} transfers={} hits={} misses={} registrations={} \
+             one-use={} reregistrations={} invalidated={} false_positives={} drains={} \
+             noise={}",
+            if revalidate { "on" } else { "off" },
+            r.ops,
+            r.transfers,
+            s.hits,
+            s.misses,
+            s.registrations,
+            s.uncacheable,
+            s.reregistrations,
+            s.invalidated,
+            s.false_positives,
+            s.drains,
+            r.by_op[11] + r.by_op[12] + r.by_op[13],
+        ));
+        if revalidate {
+            assert!(
+                s.false_positives > 0,
+                "neighbour noise must be revalidated and kept: {s:?}"
+            );
+        }
+    }
+    for row in rows {
+        println!("NOISE seed={:#x} threads={} {row}", p.seed, p.threads);
+    }
+}
+
+/// The negative control of revalidation: a CHECK that always answers "unchanged" keeps
+/// entries whose pages were replaced, and the oracle must see the corruption.
+#[test]
+fn torture_revalidate_always_unchanged_mutant_corrupts() {
+    let cfg = Config {
+        danger_revalidate_unchanged: true,
+        ..Config::default()
+    };
+    let Some((c, nic)) = ummunotify_cache(true, cfg) else {
+        return;
+    };
+    let p = torture::Plan {
+        ops: 10_000,
+        ..plan(10_000)
+    };
+    let r = torture::run(&p, &c, &nic, &|_| {});
+    eprintln!(
+        "revalidation mutant: {} corruptions in {} transfers",
+        r.corruptions, r.transfers
+    );
+    assert!(
+        r.corruptions > 0,
+        "with CHECK always unchanged the oracle must detect corruption"
     );
 }

@@ -28,6 +28,7 @@ mod index;
 mod life;
 mod lru;
 mod recent;
+mod reval;
 mod slot;
 mod stats;
 
@@ -61,6 +62,10 @@ pub struct Config {
     /// TEST ONLY — the negative control: never check the monitor, so cached registrations are
     /// trusted after their memory was unmapped. Exists to prove the oracles detect staleness.
     pub danger_ignore_invalidations: bool,
+    /// TEST ONLY — the negative control of revalidation: every CHECK is taken as "unchanged",
+    /// so an entry whose pages were replaced is kept. Only acts when the monitor revalidates
+    /// (reval.rs); exists to prove the oracle detects a wrong "unchanged".
+    pub danger_revalidate_unchanged: bool,
     /// Called with every range the monitor reports changed (for bridges that keep another
     /// cache coherent, e.g. UCX's ucm_vm_munmap). Runs on the thread that drains, under the
     /// cache's miss lock: it must not call back into this cache.
@@ -92,6 +97,7 @@ impl Default for Config {
             max_bytes: default_max_bytes(),
             max_merge: 1 << 30,
             danger_ignore_invalidations: false,
+            danger_revalidate_unchanged: false,
             on_invalidate: None,
         }
     }
@@ -501,6 +507,8 @@ impl Cache {
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Before the watch (reval.rs): the counter value ARM compares hits with.
+            let mark = self.reval_mark();
             if let Err(e) = self.monitor.watch(target, id) {
                 if !last {
                     continue;
@@ -521,8 +529,10 @@ impl Cache {
                     continue;
                 }
             };
+            self.reval_arm(id, mark);
             // Anything that changed the pages after watch() is reported now; if it touched the
-            // new registration, it may already be stale: undo it.
+            // new registration, it may already be stale (unless CHECK says its pages are the
+            // ones pinned, reval.rs): undo it.
             if !self.cfg.danger_ignore_invalidations && self.drain(st, Some((id, target))) {
                 self.monitor.unwatch(target, id);
                 self.deregister(&reg, target);
@@ -754,12 +764,15 @@ impl Cache {
                 0
             }
         };
+        // Reported entries whose pages did not change (reval.rs): kept, not forwarded.
+        let kept = self.reval_unchanged(&events, pending.map(|(id, _)| id));
         let mut pending_hit = false;
         let removed: Vec<EntryPtr> = {
             let mut idx = self.index.write();
             let mut victims = Vec::new();
             for inv in &events {
                 match *inv {
+                    Invalidation::Cookie { cookie, .. } if kept.contains(&cookie) => {}
                     Invalidation::Cookie { cookie, hint } => {
                         pending_hit |= pending.is_some_and(|(id, _)| id == cookie);
                         victims.extend(
@@ -780,9 +793,14 @@ impl Cache {
             }
             victims.into_iter().filter_map(|s| idx.remove(s)).collect()
         };
-        if removed.is_empty() && !pending_hit {
-            self.stats.false_positives.fetch_add(1, Ordering::Relaxed);
-        }
+        // One per kept entry, or one for a drain that found nothing it had to act on.
+        let false_positives = match kept.len() {
+            0 if removed.is_empty() && !pending_hit => 1,
+            n => n as u64,
+        };
+        self.stats
+            .false_positives
+            .fetch_add(false_positives, Ordering::Relaxed);
         self.stats
             .invalidated
             .fetch_add(removed.len() as u64, Ordering::Relaxed);
@@ -795,6 +813,8 @@ impl Cache {
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
+                    // A kept entry's pages are the ones pinned: nothing to tell.
+                    Invalidation::Cookie { cookie, .. } if kept.contains(&cookie) => continue,
                     Invalidation::Cookie { hint, .. } => hint,
                     Invalidation::Range(r) => r,
                     Invalidation::All => Range {

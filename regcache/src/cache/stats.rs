@@ -164,7 +164,9 @@ pub struct StatsSnapshot {
     pub reregistrations: u64,
     /// Entries removed because the monitor (or `invalidate`) reported their pages changed.
     pub invalidated: u64,
-    /// Drains in which the counter had moved but no cached entry was invalidated.
+    /// Reports that changed no page of a cached registration: each reported entry whose pages
+    /// the monitor confirmed unchanged (revalidation, reval.rs: kept cached), and each drain in
+    /// which the counter had moved but no cached entry was reported.
     pub false_positives: u64,
     /// Times the monitor's queue was drained.
     pub drains: u64,

@@ -34,6 +34,20 @@ pub enum Invalidation {
     All,
 }
 
+/// What a monitor that revalidates (ummunotify with REVALIDATE, docs/ummunotify-abi.md) says
+/// about a watched range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revalidation {
+    /// ARM: armed with a digest of the frames mapped now. CHECK: the same frames are mapped, with
+    /// at least the same access: a registration that pinned them is still right.
+    Unchanged,
+    /// ARM: armed as changed (not trackable, or hit since the given counter). CHECK: anything else
+    /// than Unchanged; the registration must be retired.
+    Changed,
+    /// CHECK: the range was never armed.
+    NotArmed,
+}
+
 /// Which monitor is in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MonitorKind {
@@ -97,6 +111,28 @@ pub trait Monitor: Send + Sync {
     /// one range without affecting overlapping ones may leave it watched (a later event is then a
     /// false positive, never a false negative).
     fn unwatch(&self, range: Range, cookie: u64);
+
+    /// Whether this monitor can tell whether a reported range's pages really changed
+    /// (`revalidate_arm_since` / `revalidate_check` work): ummunotify with REVALIDATE. The
+    /// default, and userfaultfd and `none`, say no.
+    fn revalidates(&self) -> bool {
+        false
+    }
+
+    /// ARM the watched range `cookie` after its pages were pinned: record what is mapped there
+    /// now, as changed if the range was hit after the counter had the value `since` (read before
+    /// the range was watched). Monitors that do not revalidate answer an error (ENOTTY).
+    fn revalidate_arm_since(&self, cookie: u64, since: u64) -> Result<Revalidation> {
+        let _ = (cookie, since);
+        Err(std::io::Error::from_raw_os_error(libc::ENOTTY).into())
+    }
+
+    /// CHECK the armed range `cookie`: `Unchanged` only if the frames mapped at ARM are still
+    /// mapped with at least the same access. Monitors that do not revalidate answer an error.
+    fn revalidate_check(&self, cookie: u64) -> Result<Revalidation> {
+        let _ = cookie;
+        Err(std::io::Error::from_raw_os_error(libc::ENOTTY).into())
+    }
 
     /// Moves every pending invalidation into `out` and returns the generation up to which `out`
     /// is complete: every invalidation that moved the counter to a value <= the returned one is

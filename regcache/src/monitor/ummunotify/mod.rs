@@ -20,21 +20,22 @@ use std::sync::atomic::AtomicU64;
 /// Default device path.
 pub const DEVICE: &str = "/dev/ummunotify";
 
+/// Environment variable: `0` (or `off`, `no`, `false`) opens the device without REVALIDATE.
+pub const REVALIDATE_ENV: &str = "REGCACHE_REVALIDATE";
+
+/// Whether `REGCACHE_REVALIDATE`'s value asks for REVALIDATE (anything but an explicit "off").
+fn revalidate_wanted(v: Option<&str>) -> bool {
+    !matches!(
+        v.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("0" | "off" | "no" | "false")
+    )
+}
+
 /// Records read per read() call: one page's worth, as the 2010 driver returns at most.
 const EVENTS_PER_READ: usize = 128;
 
 /// What the module says about an armed range (docs/ummunotify-abi.md, REVALIDATE).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Revalidation {
-    /// ARM: armed with a digest of the frames mapped now. CHECK: the same frames are mapped, with
-    /// at least the same access: a registration that pinned them is still right.
-    Unchanged,
-    /// ARM: armed as changed (not trackable, or hit since the given counter). CHECK: anything else
-    /// than Unchanged; the registration must be retired.
-    Changed,
-    /// CHECK: the range was never armed.
-    NotArmed,
-}
+pub use super::Revalidation;
 
 pub struct UmmunotifyMonitor {
     fd: OwnedFd,
@@ -49,9 +50,15 @@ unsafe impl Send for UmmunotifyMonitor {}
 unsafe impl Sync for UmmunotifyMonitor {}
 
 impl UmmunotifyMonitor {
-    /// Opens the default device and asks for the FILTER and REVALIDATE features.
+    /// Opens the default device and asks for the FILTER and REVALIDATE features (REVALIDATE
+    /// not when `REGCACHE_REVALIDATE=0`: the cache then retires every reported entry, as with
+    /// a module that lacks it).
     pub fn open() -> Result<Self> {
-        Self::open_path(DEVICE, abi::FEATURE_FILTER | abi::FEATURE_REVALIDATE)
+        let mut wanted = abi::FEATURE_FILTER;
+        if revalidate_wanted(std::env::var(REVALIDATE_ENV).ok().as_deref()) {
+            wanted |= abi::FEATURE_REVALIDATE;
+        }
+        Self::open_path(DEVICE, wanted)
     }
 
     /// Opens `path`, negotiates `wanted` features (the kernel grants a subset), maps the counter.
@@ -113,8 +120,10 @@ impl UmmunotifyMonitor {
         self.features & abi::FEATURE_REVALIDATE != 0
     }
 
-    /// The counter value to pass to [`arm_since`](Self::arm_since): read after watching the
-    /// range and before pinning it.
+    /// The counter value to pass to [`arm_since`](Self::arm_since): read BEFORE watching the
+    /// range (then any hit of the range counts as "since"; read after the watch, a hit whose
+    /// counter increment was already visible could still be zapping pages while they are
+    /// pinned, and a page faulted in after it would be what ARM digests).
     pub fn counter_now(&self) -> u64 {
         <Self as Monitor>::counter(self).load(std::sync::atomic::Ordering::Acquire)
     }
@@ -195,6 +204,18 @@ impl Monitor for UmmunotifyMonitor {
         // SAFETY: the page is mapped for as long as `self` lives, 8-byte aligned (page aligned),
         // and the kernel updates the u64 with single aligned stores, so atomic loads are sound.
         unsafe { self.counter.as_ref() }
+    }
+
+    fn revalidates(&self) -> bool {
+        self.revalidate_supported()
+    }
+
+    fn revalidate_arm_since(&self, cookie: u64, since: u64) -> Result<Revalidation> {
+        UmmunotifyMonitor::arm_since(self, cookie, since)
+    }
+
+    fn revalidate_check(&self, cookie: u64) -> Result<Revalidation> {
+        UmmunotifyMonitor::check(self, cookie)
     }
 
     fn watch(&self, range: Range, cookie: u64) -> std::result::Result<(), WatchError> {
@@ -394,6 +415,16 @@ mod tests {
         assert_eq!(m.check(1).unwrap(), Revalidation::Changed);
         m.unwatch(r, 1);
         assert!(m.arm(1).is_err());
+    }
+
+    #[test]
+    fn revalidate_env_switch() {
+        assert!(revalidate_wanted(None));
+        assert!(revalidate_wanted(Some("1")));
+        assert!(revalidate_wanted(Some("")));
+        for off in ["0", "off", " NO ", "false"] {
+            assert!(!revalidate_wanted(Some(off)), "{off}");
+        }
     }
 
     #[test]

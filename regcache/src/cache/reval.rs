@@ -1,0 +1,106 @@
+//! Revalidation (issue 11): a reported range whose pages did not change keeps its registration.
+//!
+//! With a monitor that revalidates (ummunotify with REVALIDATE, docs/ummunotify-abi.md), many
+//! reported invalidations change nothing behind the range (a VMA split anywhere in the same
+//! 2 MiB block sends a clear over the whole block). The protocol, on a miss:
+//!
+//! 1. `mark`: read the counter BEFORE watching the range. Every hit of the range then comes
+//!    after this read, so its "counter after the hit" is greater than the mark. (Read after the
+//!    watch, a hit whose counter increment was already visible could still be zapping the
+//!    pages while the registrar pins them — madvise(DONTNEED) and pinning both run under the
+//!    mmap read lock — and a page faulted in after it would be what ARM digests.)
+//! 2. watch, then the registrar pins.
+//! 3. `arm`: ARM with `since = mark`: armed as changed if the range was hit after the mark.
+//!
+//! When a drained event reports an entry (by cookie: live in the index, or the registration in
+//! flight), `unchanged` asks CHECK: only `Unchanged` keeps it (a false positive, counted, and
+//! not forwarded to `on_invalidate`); `Changed`, `NotArmed` or an error retires it as before.
+//! CHECK runs under the miss lock but never under the index write lock, and only for events
+//! that report an entry; any change after the CHECK moves the counter past the drained
+//! generation, so the next lookup drains and checks again.
+//!
+//! Range and "all" invalidations (userfaultfd, a lost event) are never revalidated. The
+//! argument assumes the registrar pins the pages (ibv_reg_mr, io_uring fixed buffers): a
+//! registration that follows the pages by itself (ODP) is not cached through this path anyway.
+
+use super::Cache;
+use crate::monitor::{Invalidation, Revalidation};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+impl Cache {
+    /// Whether this cache revalidates reported entries (its monitor supports it).
+    pub fn revalidating(&self) -> bool {
+        !self.cfg.danger_ignore_invalidations && self.monitor.revalidates()
+    }
+
+    /// Step 1, before watching a range about to be registered: the counter value for
+    /// `reval_arm`, or `None` when not revalidating.
+    pub(super) fn reval_mark(&self) -> Option<u64> {
+        if !self.revalidating() {
+            return None;
+        }
+        // Acquire: the kernel's counter store; any hit of a range watched after this load
+        // stores a greater value (the watch is ordered after the load, the hit after the watch).
+        Some(self.monitor.counter().load(Ordering::Acquire))
+    }
+
+    /// Step 3, after the registrar pinned the range watched under `cookie`. The answer needs no
+    /// action: a range hit since `mark` has an event queued (the post-registration drain finds
+    /// it, and CHECK then answers Changed), an untrackable one answers Changed to every CHECK,
+    /// and a failed ARM leaves it not armed.
+    pub(super) fn reval_arm(&self, cookie: u64, mark: Option<u64>) {
+        if let Some(since) = mark {
+            let _ = self.monitor.revalidate_arm_since(cookie, since);
+        }
+    }
+
+    /// The cookies among `events` that report an entry (live in the index, or `pending`, the
+    /// registration in flight) whose pages CHECK says did not change: those events are false
+    /// positives. Empty when not revalidating.
+    pub(super) fn reval_unchanged(
+        &self,
+        events: &[Invalidation],
+        pending: Option<u64>,
+    ) -> HashSet<u64> {
+        let mut kept = HashSet::new();
+        if !self.revalidating() {
+            return kept;
+        }
+        let mut checked = HashSet::new();
+        for inv in events {
+            let Invalidation::Cookie { cookie, hint } = *inv else {
+                continue;
+            };
+            if !checked.insert(cookie) {
+                continue; // a duplicate report: one CHECK answers for both
+            }
+            let reported = pending == Some(cookie) || {
+                let idx = self.index.read();
+                idx.overlapping(hint)
+                    .into_iter()
+                    .any(|s| idx.get(s).is_some_and(|e| e.id == cookie))
+            };
+            if reported && self.check_unchanged(cookie) {
+                kept.insert(cookie);
+            }
+        }
+        kept
+    }
+
+    /// CHECK: true only for `Unchanged`; anything in doubt (changed, not armed, an error) is
+    /// false.
+    fn check_unchanged(&self, cookie: u64) -> bool {
+        if self.cfg.danger_revalidate_unchanged {
+            return true; // TEST ONLY: the negative control (Config)
+        }
+        matches!(
+            self.monitor.revalidate_check(cookie),
+            Ok(Revalidation::Unchanged)
+        )
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+#[path = "reval_tests.rs"]
+mod tests;

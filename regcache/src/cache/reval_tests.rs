@@ -1,0 +1,397 @@
+//! Revalidation (reval.rs) against a fake monitor that models the module's ARM_SINCE / CHECK:
+//! per cookie a "frames" generation (a real change bumps it), the counter after the last hit,
+//! and what ARM recorded.
+
+use super::super::*;
+use crate::monitor::Revalidation;
+use crate::registrar::noop::NoopRegistrar;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+
+#[derive(Default)]
+struct Kernel {
+    watched: HashMap<u64, Range>,
+    /// Frames generation per cookie: a real change of the range bumps it.
+    frames: HashMap<u64, u64>,
+    /// Counter value after the last hit, per cookie (ARM_SINCE compares it).
+    hit_counter: HashMap<u64, u64>,
+    /// What ARM recorded: Some(frames) = armed, None = armed as changed.
+    armed: HashMap<u64, Option<u64>>,
+    last_watched: u64,
+}
+
+#[derive(Default)]
+struct FakeMon {
+    counter: AtomicU64,
+    queue: Mutex<Vec<Invalidation>>,
+    k: Mutex<Kernel>,
+    /// The next watch is hit by a real change right after the range is registered.
+    change_in_watch: AtomicBool,
+    /// The next ARM is followed by a hit that changes nothing (before the drain).
+    noise_after_arm: AtomicBool,
+    arm_error: AtomicBool,
+    check_error: AtomicBool,
+    /// Answer like a module without REVALIDATE.
+    no_reval: AtomicBool,
+    checks: AtomicU64,
+}
+
+impl FakeMon {
+    /// A hit of `cookie`'s range: `real` replaces its frames. Queued, then the counter moves.
+    fn hit(&self, cookie: u64, real: bool) {
+        let mut k = self.k.lock();
+        let Some(&range) = k.watched.get(&cookie) else {
+            return;
+        };
+        if real {
+            *k.frames.entry(cookie).or_default() += 1;
+        }
+        let after = self.counter.load(Ordering::Relaxed) + 1;
+        k.hit_counter.insert(cookie, after);
+        self.queue.lock().push(Invalidation::Cookie {
+            cookie,
+            hint: range,
+        });
+        self.counter.store(after, Ordering::Release);
+    }
+
+    fn cookie_at(&self, start: usize) -> u64 {
+        let k = self.k.lock();
+        *k.watched.iter().find(|(_, r)| r.start == start).unwrap().0
+    }
+
+    fn last_watched(&self) -> u64 {
+        self.k.lock().last_watched
+    }
+}
+
+impl Monitor for Arc<FakeMon> {
+    fn kind(&self) -> MonitorKind {
+        MonitorKind::Ummunotify
+    }
+    fn counter(&self) -> &AtomicU64 {
+        &self.counter
+    }
+    fn revalidates(&self) -> bool {
+        !self.no_reval.load(Ordering::Relaxed)
+    }
+    fn revalidate_arm_since(&self, cookie: u64, since: u64) -> Result<Revalidation> {
+        if self.arm_error.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO).into());
+        }
+        let answer = {
+            let mut k = self.k.lock();
+            let hit_since = k.hit_counter.get(&cookie).copied().unwrap_or(0) > since;
+            let frames = k.frames.get(&cookie).copied().unwrap_or(0);
+            let rec = (!hit_since).then_some(frames);
+            k.armed.insert(cookie, rec);
+            if hit_since {
+                Revalidation::Changed
+            } else {
+                Revalidation::Unchanged
+            }
+        };
+        if self.noise_after_arm.swap(false, Ordering::Relaxed) {
+            self.hit(cookie, false);
+        }
+        Ok(answer)
+    }
+    fn revalidate_check(&self, cookie: u64) -> Result<Revalidation> {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        if self.check_error.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO).into());
+        }
+        let k = self.k.lock();
+        let now = k.frames.get(&cookie).copied().unwrap_or(0);
+        Ok(match k.armed.get(&cookie) {
+            None => Revalidation::NotArmed,
+            Some(Some(at_arm)) if *at_arm == now => Revalidation::Unchanged,
+            Some(_) => Revalidation::Changed,
+        })
+    }
+    fn watch(&self, range: Range, cookie: u64) -> std::result::Result<(), WatchError> {
+        {
+            let mut k = self.k.lock();
+            k.watched.insert(cookie, range);
+            k.last_watched = cookie;
+        }
+        if self.change_in_watch.swap(false, Ordering::Relaxed) {
+            self.hit(cookie, true);
+        }
+        Ok(())
+    }
+    fn unwatch(&self, _range: Range, cookie: u64) {
+        let mut k = self.k.lock();
+        k.watched.remove(&cookie);
+        k.armed.remove(&cookie);
+        k.hit_counter.remove(&cookie);
+    }
+    fn drain(&self, out: &mut Vec<Invalidation>) -> Result<u64> {
+        let g = self.counter.load(Ordering::Acquire);
+        out.append(&mut self.queue.lock());
+        Ok(g)
+    }
+}
+
+/// A registrar that hits the range being registered while "pinning" it (after the watch,
+/// before ARM): `noise_pins` times with no change, `change_pins` times with a real change.
+#[derive(Default)]
+struct PinRacer {
+    inner: NoopRegistrar,
+    mon: Mutex<Option<Arc<FakeMon>>>,
+    noise_pins: AtomicU32,
+    change_pins: AtomicU32,
+}
+
+impl PinRacer {
+    fn take(n: &AtomicU32) -> bool {
+        n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl Registrar for PinRacer {
+    fn name(&self) -> &'static str {
+        "pin-racer"
+    }
+    fn register(&self, addr: usize, len: usize, access: Access) -> Result<Registration> {
+        if let Some(m) = &*self.mon.lock() {
+            if Self::take(&self.noise_pins) {
+                m.hit(m.last_watched(), false);
+            } else if Self::take(&self.change_pins) {
+                m.hit(m.last_watched(), true);
+            }
+        }
+        self.inner.register(addr, len, access)
+    }
+    fn deregister(&self, reg: &Registration, addr: usize, len: usize) {
+        self.inner.deregister(reg, addr, len)
+    }
+}
+
+const P: usize = 4096;
+const RW: Access = Access::LOCAL_WRITE;
+const A: usize = 0x4000_0000;
+
+struct Setup {
+    c: Cache,
+    m: Arc<FakeMon>,
+    r: Arc<PinRacer>,
+    forwarded: Arc<Mutex<Vec<Range>>>,
+}
+
+fn setup(mut cfg: Config) -> Setup {
+    let m = Arc::new(FakeMon::default());
+    let r = Arc::new(PinRacer::default());
+    *r.mon.lock() = Some(m.clone());
+    let forwarded = Arc::new(Mutex::new(Vec::new()));
+    let f = forwarded.clone();
+    cfg.on_invalidate = Some(InvalidateHook(Arc::new(move |r| f.lock().push(r))));
+    let c = Cache::new(Box::new(m.clone()), r.clone(), cfg);
+    Setup { c, m, r, forwarded }
+}
+
+fn range(start: usize, pages: usize) -> Range {
+    Range {
+        start,
+        end: start + pages * P,
+    }
+}
+
+#[test]
+fn unchanged_keeps_the_entry_counts_a_false_positive_and_forwards_nothing() {
+    let s = setup(Config::default());
+    assert!(s.c.revalidating());
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.hit(s.m.cookie_at(A), false);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert_eq!(h.lkey(), key, "the kept registration");
+    assert!(h.is_cached());
+    let st = s.c.stats();
+    assert_eq!(
+        (st.hits, st.misses, st.invalidated, st.false_positives),
+        (1, 1, 0, 1)
+    );
+    assert_eq!((st.registrations, st.deregistrations), (1, 0));
+    assert_eq!(s.m.checks.load(Ordering::Relaxed), 1);
+    assert!(
+        s.forwarded.lock().is_empty(),
+        "a kept entry is not reported"
+    );
+}
+
+#[test]
+fn changed_retires_and_forwards() {
+    let s = setup(Config::default());
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.hit(s.m.cookie_at(A), true);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert_ne!(h.lkey(), key, "a new registration");
+    let st = s.c.stats();
+    assert_eq!(
+        (st.hits, st.misses, st.invalidated, st.false_positives),
+        (0, 2, 1, 0)
+    );
+    assert_eq!(st.reregistrations, 1);
+    assert_eq!(s.r.inner.deregistered(), 1);
+    assert_eq!(*s.forwarded.lock(), vec![range(A, 1)]);
+}
+
+#[test]
+fn not_armed_retires() {
+    let s = setup(Config::default());
+    s.m.arm_error.store(true, Ordering::Relaxed);
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.hit(s.m.cookie_at(A), false);
+    assert_ne!(s.c.get(A, P, RW).unwrap().lkey(), key);
+    assert_eq!(s.c.stats().invalidated, 1);
+    assert_eq!(s.forwarded.lock().len(), 1);
+}
+
+#[test]
+fn check_error_retires() {
+    let s = setup(Config::default());
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.check_error.store(true, Ordering::Relaxed);
+    s.m.hit(s.m.cookie_at(A), false);
+    assert_ne!(s.c.get(A, P, RW).unwrap().lkey(), key);
+    let st = s.c.stats();
+    assert_eq!((st.invalidated, st.false_positives), (1, 0));
+    assert_eq!(s.forwarded.lock().len(), 1);
+}
+
+#[test]
+fn without_revalidation_noise_retires_as_before() {
+    let s = setup(Config::default());
+    s.m.no_reval.store(true, Ordering::Relaxed);
+    assert!(!s.c.revalidating());
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.hit(s.m.cookie_at(A), false);
+    assert_ne!(s.c.get(A, P, RW).unwrap().lkey(), key);
+    assert_eq!(s.c.stats().invalidated, 1);
+    assert_eq!(
+        s.m.checks.load(Ordering::Relaxed),
+        0,
+        "no CHECK without the feature"
+    );
+}
+
+#[test]
+fn range_and_all_invalidations_are_never_revalidated() {
+    let s = setup(Config::default());
+    drop(s.c.get(A, P, RW).unwrap());
+    drop(s.c.get(A + 16 * P, P, RW).unwrap());
+    s.m.queue.lock().push(Invalidation::Range(range(A, 1)));
+    s.m.counter.fetch_add(1, Ordering::Release);
+    drop(s.c.get(A + 16 * P, P, RW).unwrap());
+    assert_eq!(s.c.cached_entries(), 1);
+    s.m.queue.lock().push(Invalidation::All);
+    s.m.counter.fetch_add(1, Ordering::Release);
+    drop(s.c.get(A + 32 * P, P, RW).unwrap());
+    assert_eq!(s.c.stats().invalidated, 2);
+    assert_eq!(s.m.checks.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn event_between_pin_and_arm_is_retried() {
+    let s = setup(Config::default());
+    // Hit (no change) while pinning: ARM_SINCE arms it as changed, the drain undoes it.
+    s.r.noise_pins.store(1, Ordering::Relaxed);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert!(h.is_cached());
+    let st = s.c.stats();
+    assert_eq!((st.registrations, st.deregistrations), (2, 1));
+    assert_eq!(st.uncacheable, 0);
+    drop(h);
+    // A real change while pinning: the same.
+    s.r.change_pins.store(1, Ordering::Relaxed);
+    assert!(s.c.get(A + 16 * P, P, RW).unwrap().is_cached());
+    assert_eq!(s.c.stats().registrations, 4);
+}
+
+#[test]
+fn event_during_every_pin_is_not_cached() {
+    let s = setup(Config::default());
+    s.r.change_pins.store(u32::MAX, Ordering::Relaxed);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert!(!h.is_cached(), "one-use after the retries");
+    let st = s.c.stats();
+    assert_eq!(st.uncacheable, 1);
+    assert_eq!(st.false_positives, 0);
+    assert_eq!(s.c.cached_entries(), 0);
+}
+
+/// The mark is read before the watch: a real change that hits the range right after it is
+/// registered (its counter increment visible before the pin) is still "since the mark". Read
+/// after the watch, ARM would have digested the new frames and CHECK would keep a stale entry.
+#[test]
+fn change_right_after_watch_is_not_trusted() {
+    let s = setup(Config::default());
+    s.m.change_in_watch.store(true, Ordering::Relaxed);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert!(h.is_cached());
+    let st = s.c.stats();
+    assert_eq!(
+        (st.registrations, st.deregistrations),
+        (2, 1),
+        "the first registration was undone"
+    );
+    assert_eq!(st.false_positives, 0);
+}
+
+#[test]
+fn noise_after_arm_before_the_drain_is_cached_first_time() {
+    let s = setup(Config::default());
+    s.m.noise_after_arm.store(true, Ordering::Relaxed);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert!(h.is_cached());
+    let st = s.c.stats();
+    assert_eq!((st.registrations, st.deregistrations), (1, 0));
+    assert_eq!(st.false_positives, 1);
+    assert!(s.forwarded.lock().is_empty());
+}
+
+#[test]
+fn kept_and_retired_in_one_drain() {
+    let s = setup(Config::default());
+    drop(s.c.get(A, P, RW).unwrap());
+    drop(s.c.get(A + 16 * P, P, RW).unwrap());
+    s.m.hit(s.m.cookie_at(A), false);
+    s.m.hit(s.m.cookie_at(A + 16 * P), true);
+    assert!(s.c.sync().unwrap());
+    let st = s.c.stats();
+    assert_eq!((st.invalidated, st.false_positives), (1, 1));
+    assert_eq!(s.c.cached_entries(), 1);
+    assert_eq!(*s.forwarded.lock(), vec![range(A + 16 * P, 1)]);
+    // The kept one is hit, the changed one misses.
+    drop(s.c.get(A, P, RW).unwrap());
+    assert_eq!(s.c.stats().hits, 1);
+}
+
+#[test]
+fn kept_entry_in_use_is_still_retired_by_a_later_change() {
+    let s = setup(Config::default());
+    let h = s.c.get(A, P, RW).unwrap();
+    let cookie = s.m.cookie_at(A);
+    s.m.hit(cookie, false);
+    assert!(s.c.sync().unwrap());
+    assert_eq!(s.c.cached_entries(), 1);
+    s.m.hit(cookie, true);
+    assert!(s.c.sync().unwrap());
+    assert_eq!(s.c.cached_entries(), 0);
+    assert_eq!(s.r.inner.deregistered(), 0, "held: deregistered on release");
+    drop(h);
+    assert_eq!(s.r.inner.deregistered(), 1);
+}
+
+/// The mutant the oracle's negative control uses: a changed entry is kept (stale).
+#[test]
+fn danger_revalidate_unchanged_keeps_a_changed_entry() {
+    let s = setup(Config {
+        danger_revalidate_unchanged: true,
+        ..Config::default()
+    });
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.hit(s.m.cookie_at(A), true);
+    assert_eq!(s.c.get(A, P, RW).unwrap().lkey(), key, "stale, on purpose");
+}
