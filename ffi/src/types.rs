@@ -128,7 +128,12 @@ pub struct regcache_attr {
 /// effects are visible to lookups: inside regcache_get() (a miss, or a hit after the monitor's
 /// counter moved) and regcache_sync(), on the calling thread. So once regcache_sync() returns,
 /// the callback has seen every change made before the call. Ranges may repeat, may be larger
-/// than what changed (whole registrations), and may no longer be cached.
+/// than what changed (whole registrations), and may no longer be cached. Also, on the thread
+/// that evicts or flushes, every range the cache stops watching without a report (an evicted
+/// entry; every entry on regcache_flush()): a registration handed out earlier inside it (one a
+/// merge displaced, still held) is watched by nothing any more, so a cache kept coherent must
+/// drop it. Since REVALIDATE (ummunotify(4)), a reported range whose pages did not change is
+/// not passed: the registration is still right.
 ///
 /// Rules: it runs under the cache's internal lock, so it must not call any regcache function
 /// on the same cache (deadlock), must not block on anything a regcache caller may hold, must

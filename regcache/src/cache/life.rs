@@ -242,6 +242,12 @@ impl Cache {
         // Relaxed: statistics.
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         self.monitor.unwatch(e.range, e.id);
+        // No longer watched: a registration handed out for a range inside it (one a merge
+        // displaced, still held) is watched by nothing now; a cache kept coherent through the
+        // hook (the UCX bridge) must drop it (`Config::on_invalidate`).
+        if let Some(hook) = &self.cfg.on_invalidate {
+            (hook.0)(e.range);
+        }
         self.deregister(&e.reg, e.range);
         let freed = e.range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out

@@ -67,8 +67,12 @@ pub struct Config {
     /// (reval.rs); exists to prove the oracle detects a wrong "unchanged".
     pub danger_revalidate_unchanged: bool,
     /// Called with every range the monitor reports changed (for bridges that keep another
-    /// cache coherent, e.g. UCX's ucm_vm_munmap). Runs on the thread that drains, under the
-    /// cache's miss lock: it must not call back into this cache.
+    /// cache coherent, e.g. UCX's ucm_vm_munmap), and with every range the cache stops
+    /// watching without a report: an evicted entry, or every entry on `flush`. (A registration
+    /// handed out earlier may lie inside such a range without being that entry: one a merge
+    /// displaced, still held. Nothing watches it any more, so the other cache must drop it.)
+    /// Runs on the thread that drains, evicts or flushes, under the cache's miss lock: it must
+    /// not call back into this cache.
     ///
     /// It should not panic. If it does, the panic propagates out of the call that drained
     /// (`get`, `sync`...) after the cache has put its own state in order: the invalidated
@@ -961,7 +965,14 @@ impl Cache {
                 .filter_map(|s| idx.remove(s))
                 .collect()
         };
+        let ranges: Vec<Range> = all.iter().map(|e| e.range).collect();
         self.retire(&mut st, all);
+        // No longer watched: a cache kept coherent through the hook must drop them too.
+        if let Some(hook) = &self.cfg.on_invalidate {
+            for r in ranges {
+                (hook.0)(r);
+            }
+        }
     }
 
     /// Entries currently cached (in the index); 0 in a fork child, whose cache is disabled

@@ -519,6 +519,50 @@ fn invalidation_hook_sees_every_drained_range() {
     );
 }
 
+/// A registration handed out and still held after a merge displaced its entry is watched by
+/// nothing once the merged entry is evicted: the hook (the UCX bridge) must hear of the range,
+/// or the cache it keeps coherent would keep the held registration's region past a change.
+/// Eviction and flush pass every range they stop watching.
+#[test]
+fn invalidation_hook_hears_of_ranges_no_longer_watched() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let hook = InvalidateHook(Arc::new(move |r: Range| sink.lock().push(r)));
+    let (c, _m, _r) = setup(Config {
+        on_invalidate: Some(hook),
+        max_entries: 1,
+        ..Config::default()
+    });
+    let base = 0x4300_0000;
+    let held = c.get(base, P, RW).unwrap(); // entry A, held (as UCX holds it)
+    drop(c.get(base, 2 * P, RW).unwrap()); // B = A merged with the next page: A displaced
+    assert!(
+        seen.lock().is_empty(),
+        "nothing changed, nothing evicted yet"
+    );
+    drop(c.get(base + 64 * P, P, RW).unwrap()); // max_entries = 1: B, unreferenced, evicted
+    let covered = seen
+        .lock()
+        .iter()
+        .any(|r| r.start <= base && base + P <= r.end);
+    assert!(
+        covered,
+        "the held registration's range is reported once nothing watches it: {:?}",
+        seen.lock()
+    );
+    seen.lock().clear();
+    c.flush();
+    assert_eq!(
+        *seen.lock(),
+        vec![Range {
+            start: base + 64 * P,
+            end: base + 65 * P,
+        }],
+        "flush reports what it stops watching"
+    );
+    drop(held);
+}
+
 /// A registrar that knows which registrations are live: deregistering one twice, or one that
 /// a handle still uses, is caught by the tests below.
 #[derive(Default)]
