@@ -212,7 +212,75 @@ TEST(unregister_stops_events)
 	ASSERT_EQ(drain(fd, ev, 4), 0);
 }
 
-TEST(unregister_drops_queued_event)
+/*
+ * UNREGISTER of a range whose INVAL is still queued drops the record (the
+ * cookie is gone) but leaves a LAST carrying the counter, so that a reader
+ * that saw the counter move resyncs instead of waiting for a record that
+ * never comes (issue 12, item 9).
+ */
+TEST(unregister_of_queued_range_leaves_last)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(poll(&pfd, 1, 0), 1);
+	ASSERT_EQ(drain(fd, ev, 4), 1);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[0].user_cookie_counter, *c);
+	ASSERT_EQ(drain(fd, ev, 4), 0);
+	ASSERT_EQ(poll(&pfd, 1, 0), 0);
+}
+
+/* Other queued ranges are reported as before, then LAST. */
+TEST(unregister_of_one_queued_range_keeps_the_others)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(2, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(umn_reg(fd, p + PAGE, PAGE, 6), 0);
+	ASSERT_EQ(munmap(p, 2 * PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[0].user_cookie_counter, 6);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[1].user_cookie_counter, *c);
+}
+
+/*
+ * The documented fast path: the counter moved, so read (blocking).  With
+ * the only queued range unregistered, the LAST must be there; before the
+ * fix this read slept forever (the alarm ends the test).
+ */
+TEST(blocking_read_after_unregister_of_queued_range_returns_last)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open_flags(0);
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_NE(*c, 0);
+	alarm(10);
+	ASSERT_EQ(read(fd, ev, sizeof(ev)), sizeof(ev[0]));
+	alarm(0);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[0].user_cookie_counter, *c);
+}
+
+/* An unregistered range that was not queued leaves nothing to read. */
+TEST(unregister_of_unqueued_range_leaves_nothing)
 {
 	struct ummunotify_event ev[4];
 	int fd = umn_open();
@@ -220,6 +288,7 @@ TEST(unregister_drops_queued_event)
 
 	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
 	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
 	ASSERT_EQ(umn_unreg(fd, 5), 0);
 	ASSERT_EQ(drain(fd, ev, 4), 0);
 }
@@ -854,3 +923,4 @@ TEST(fork_child_sees_the_same_counter_page)
 	ASSERT_TRUE(WIFEXITED(st));
 	ASSERT_EQ(WEXITSTATUS(st), 0);
 }
+
