@@ -7,7 +7,9 @@
 #define _GNU_SOURCE
 #include <poll.h>
 #include <pthread.h>
+#include <linux/userfaultfd.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/select.h>
 #include <stddef.h>
@@ -922,5 +924,170 @@ TEST(fork_child_sees_the_same_counter_page)
 	waitpid(pid, &st, 0);
 	ASSERT_TRUE(WIFEXITED(st));
 	ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+/* ---- interruptible waits (issue 12, item 12) -------------------------- */
+
+/*
+ * read() holds the fd's mutex across copy_to_user(); a buffer backed by
+ * userfaultfd keeps it there until the fault is resolved.  Meanwhile every
+ * ioctl of another thread waits for the mutex: that wait must end with
+ * EINTR on a signal (handler without SA_RESTART), not sleep in D state.
+ */
+struct blocked_op {
+	int fd;
+	unsigned long cmd;
+	void *arg;
+	pid_t tid;
+	volatile int started;
+	volatile int done;
+	int ret;
+	int err;
+};
+
+static void on_sigusr1(int sig)
+{
+}
+
+static void *blocked_ioctl(void *arg)
+{
+	struct blocked_op *op = arg;
+
+	op->tid = syscall(SYS_gettid);
+	op->started = 1;
+	op->ret = ioctl(op->fd, op->cmd, op->arg);
+	op->err = errno;
+	op->done = 1;
+	return NULL;
+}
+
+struct uffd_read {
+	int fd;
+	void *buf;
+	ssize_t ret;
+};
+
+static void *read_into_uffd(void *arg)
+{
+	struct uffd_read *r = arg;
+
+	r->ret = read(r->fd, r->buf, 2 * sizeof(struct ummunotify_event));
+	return NULL;
+}
+
+/* The thread sleeps in a syscall (its /proc stat state is S or D). */
+static int sleeping_in_syscall(pid_t tid)
+{
+	char path[64], buf[512], *s;
+	FILE *f;
+	int ok = 0;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f)) {
+		s = strrchr(buf, ')');
+		ok = s && (s[2] == 'S' || s[2] == 'D');
+	}
+	fclose(f);
+	return ok;
+}
+
+TEST(ioctls_waiting_for_the_mutex_are_interruptible)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register ureg;
+	struct uffdio_zeropage zp;
+	struct sigaction sa = { .sa_handler = on_sigusr1 };	/* no SA_RESTART */
+	struct ummunotify_register_ioctl rr;
+	struct ummunotify_event probe[2];
+	struct uffd_read rd;
+	struct pollfd pfd;
+	uint64_t cookie = 5;
+	uint32_t feat = 0;
+	pthread_t reader, t;
+	int fd = umn_open(), uffd, i, k;
+	char *p = map_pages(2, 1), *buf;
+	struct {
+		const char *name;
+		unsigned long cmd;
+		void *arg;
+	} ops[] = {
+		{ "REGISTER", UMMUNOTIFY_REGISTER_REGION, &rr },
+		{ "UNREGISTER", UMMUNOTIFY_UNREGISTER_REGION, &cookie },
+		{ "EXCHANGE_FEATURES", UMMUNOTIFY_EXCHANGE_FEATURES, &feat },
+	};
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (uffd < 0)
+		SKIP("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(ioctl(uffd, UFFDIO_API, &api), 0);
+	buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(buf != MAP_FAILED);
+	ureg.range.start = (uintptr_t)buf;
+	ureg.range.len = PAGE;
+	ureg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_REGISTER, &ureg), 0);
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+
+	/* Something to read, then a reader stuck in copy_to_user(). */
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	rd.fd = fd;
+	rd.buf = buf;
+	ASSERT_EQ(pthread_create(&reader, NULL, read_into_uffd, &rd), 0);
+	pfd.fd = uffd;
+	pfd.events = POLLIN;
+	ASSERT_EQ(poll(&pfd, 1, 10000), 1);	/* the reader faulted */
+
+	memset(&rr, 0, sizeof(rr));
+	rr.start = (uintptr_t)p + PAGE;
+	rr.end = rr.start + PAGE;
+	rr.user_cookie = 6;
+	for (k = 0; k < 3; k++) {
+		struct blocked_op op = {
+			.fd = fd, .cmd = ops[k].cmd, .arg = ops[k].arg,
+		};
+
+		ASSERT_EQ(pthread_create(&t, NULL, blocked_ioctl, &op), 0);
+		while (!op.started)
+			usleep(1000);
+		for (i = 0; i < 200 && !sleeping_in_syscall(op.tid); i++)
+			usleep(10000);
+		usleep(100000);
+		ASSERT_EQ(op.done, 0);	/* waiting for the mutex */
+		pthread_kill(t, SIGUSR1);
+		for (i = 0; i < 300 && !op.done; i++)
+			usleep(10000);
+		if (!op.done) {
+			/* Let the reader go: the ioctl then completes. */
+			zp.range.start = (uintptr_t)buf;
+			zp.range.len = PAGE;
+			zp.mode = 0;
+			ioctl(uffd, UFFDIO_ZEROPAGE, &zp);
+			pthread_join(t, NULL);
+			FAIL("%s still waiting 3 s after a signal; returned %d (%s) once the mutex was free",
+			     ops[k].name, op.ret, strerror(op.err));
+		}
+		pthread_join(t, NULL);
+		if (op.ret != -1 || op.err != EINTR)
+			FAIL("%s: got %d errno %d (%s), want EINTR", ops[k].name,
+			     op.ret, op.err, strerror(op.err));
+	}
+
+	/* Resolve the fault: the read completes, nothing was lost. */
+	zp.range.start = (uintptr_t)buf;
+	zp.range.len = PAGE;
+	zp.mode = 0;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_ZEROPAGE, &zp), 0);
+	pthread_join(reader, NULL);
+	ASSERT_EQ(rd.ret, 2 * sizeof(struct ummunotify_event));
+	memcpy(probe, buf, sizeof(probe));
+	ASSERT_EQ(probe[0].user_cookie_counter, 5);
+	ASSERT_EQ(probe[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	/* The interrupted REGISTER did nothing: cookie 6 is free. */
+	ASSERT_EQ(umn_unreg(fd, 6), -1);
 }
 
