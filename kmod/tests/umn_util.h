@@ -130,6 +130,17 @@ static inline int write_str_file(const char *path, const char *s)
 
 #define LIVE_REGIONS "/sys/module/ummunotify/parameters/live_regions"
 #define MAX_REGIONS "/sys/module/ummunotify/parameters/max_regions"
+#define MAX_USER_REGIONS "/sys/module/ummunotify/parameters/max_user_regions"
+#define MAX_MM_REGIONS "/sys/module/ummunotify/parameters/max_mm_regions"
+
+/* Writes a number to a parameter file; 0 or -1. */
+static inline int write_long_file(const char *path, long v)
+{
+	char s[32];
+
+	snprintf(s, sizeof(s), "%ld", v);
+	return write_str_file(path, s);
+}
 
 /* Passes fd over a unix socket (SCM_RIGHTS); 0 on success. */
 static inline int umn_send_fd(int sock, int fd)
