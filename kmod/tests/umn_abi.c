@@ -1091,3 +1091,36 @@ TEST(ioctls_waiting_for_the_mutex_are_interruptible)
 	ASSERT_EQ(umn_unreg(fd, 6), -1);
 }
 
+/* ---- module interface (issue 12, item 13) ----------------------------- */
+
+static int path_exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * The limits are module parameters (writable by root), the live count is
+ * a debugfs file, and the module has no MODULE_VERSION of its own.
+ */
+TEST(limits_are_parameters_live_count_in_debugfs_no_version)
+{
+	const char *par = "/sys/module/ummunotify/parameters/";
+	const char *names[] = { "max_regions", "max_user_regions",
+				"max_mm_regions" };
+	char path[256];
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s%s", par, names[i]);
+		if (read_long_file(path) <= 0)
+			FAIL("%s missing", path);
+	}
+	snprintf(path, sizeof(path), "%slive_regions", par);
+	if (path_exists(path))
+		FAIL("%s: should be in debugfs", path);
+	if (umn_debugfs_mounted() && read_long_file(LIVE_REGIONS) < 0)
+		FAIL("%s missing", LIVE_REGIONS);
+	if (path_exists("/sys/module/ummunotify/version"))
+		FAIL("MODULE_VERSION still set");
+}
+
