@@ -1124,3 +1124,62 @@ TEST(limits_are_parameters_live_count_in_debugfs_no_version)
 		FAIL("MODULE_VERSION still set");
 }
 
+/* ---- INVAL is read only after the pages changed (issue 12, item 10) --- */
+
+struct dontneed {
+	char *p;
+	size_t len;
+};
+
+static void *dontneed_all(void *arg)
+{
+	struct dontneed *d = arg;
+
+	madvise(d->p, d->len, MADV_DONTNEED);
+	return NULL;
+}
+
+/*
+ * MADV_DONTNEED of a large populated buffer: the notifier callback runs at
+ * the start, then the zap walks the whole buffer.  The watched page is the
+ * last one, so it is zapped last.  A reader woken by the INVAL that looks
+ * at the page at once (as a client re-pinning it would) must no longer see
+ * the old page: read() returns the record only once the invalidation that
+ * queued it has ended.  Before the fix, the old contents were visible.
+ */
+TEST_TIMEOUT(inval_is_read_only_after_the_pages_changed, 300)
+{
+	const size_t len = 256UL << 20;
+	struct ummunotify_event ev[4];
+	int fd = umn_open(), round, stale = 0, n;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct dontneed d = { .len = len };
+	volatile char *last;
+	pthread_t t;
+	char seen;
+
+	d.p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(d.p != MAP_FAILED);
+	madvise(d.p, len, MADV_NOHUGEPAGE);	/* 4 KiB pages: a slow zap */
+	last = d.p + len - PAGE;
+	ASSERT_EQ(umn_reg(fd, (void *)last, PAGE, 7), 0);
+	for (round = 0; round < 3; round++) {
+		memset(d.p, 0xab, len);
+		while (umn_read(fd, ev, 4) > 0)
+			;	/* whatever the memset queued */
+		ASSERT_EQ(pthread_create(&t, NULL, dontneed_all, &d), 0);
+		ASSERT_EQ(poll(&pfd, 1, 20000), 1);
+		n = read(fd, ev, sizeof(ev));
+		seen = *last;	/* "re-pin" at once */
+		pthread_join(t, NULL);
+		ASSERT_TRUE(n >= (int)sizeof(ev[0]));
+		ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+		ASSERT_EQ(ev[0].user_cookie_counter, 7);
+		if (seen == (char)0xab)
+			stale++;
+	}
+	printf("# INVAL read while the old page was still mapped: %d of 3\n",
+	       stale);
+	ASSERT_EQ(stale, 0);
+}
