@@ -3,8 +3,8 @@
  * ummunotify: the /dev/ummunotify misc device and its file operations.
  *
  * An fd is bound to the address space of the process that opened it.
- * Every ioctl, read and mmap first checks that the caller runs in that
- * address space and fails with EIO otherwise (a fork child, a process that
+ * Every ioctl, read, mmap and O_ASYNC change first checks that the caller
+ * runs in that address space and fails with EIO otherwise (a fork child, a process that
  * received the fd over a Unix socket), before touching anything.
  * Locking rules: see umn_region.c.
  */
@@ -188,10 +188,20 @@ static __poll_t umn_poll(struct file *file, struct poll_table_struct *wait)
 	return umn_region_readable(uf) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
+/*
+ * O_ASYNC (fcntl F_SETFL, ioctl FIOASYNC): same-mm only, like every other
+ * entry point, so that a process that received the fd can neither get
+ * SIGIO for the opener's invalidations nor turn off the opener's.  fd == -1
+ * is __fput() removing the subscription of the last reference, which may
+ * run in any process: always allowed.  (F_SETOWN has no driver hook: a
+ * holder of the fd can redirect the SIGIO of an opener that enabled it.)
+ */
 static int umn_fasync(int fd, struct file *file, int on)
 {
 	struct umn_file *uf = file->private_data;
 
+	if (fd != -1 && !umn_same_mm(uf))
+		return -EIO;
 	return fasync_helper(fd, file, on, &uf->fasync);
 }
 
