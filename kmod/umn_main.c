@@ -115,7 +115,8 @@ static long umn_exchange_features(struct umn_file *uf, u32 __user *arg)
 	if (get_user(wanted, arg))
 		return -EFAULT;
 
-	mutex_lock(&uf->mutex);
+	if (mutex_lock_interruptible(&uf->mutex))
+		return -ERESTARTSYS;
 	if (test_bit(UMN_USED, &uf->flags))
 		ret = -EINVAL;
 	else if (put_user(wanted & UMN_FEATURES_SUPPORTED, arg))

@@ -4,22 +4,27 @@
  *
  * Locking rules (this file owns both locks of struct umn_file):
  *
- * - umn_file::mutex serializes REGISTER, UNREGISTER, EXCHANGE_FEATURES and
- *   read().  It protects the cookie tree, the region count and the setting
- *   of UMN_USED by REGISTER/UNREGISTER (features never change once a range
- *   exists).  Only holders of the mutex take entries off the queue or free
- *   regions, so a region seen under it stays valid and queued while it is
- *   held.  It is taken before mmap_lock (mmu_interval_notifier_insert() may
- *   take mmap_lock, copy_to_user() may fault) and never under it: the mmap
+ * - umn_file::mutex serializes REGISTER, UNREGISTER, EXCHANGE_FEATURES,
+ *   ARM, CHECK and read().  Every entry point takes it interruptibly and
+ *   fails with ERESTARTSYS on a signal (EINTR for a handler without
+ *   SA_RESTART): read() holds it across copy_to_user(), which may wait for
+ *   a page fault as long as user space wants (userfaultfd).  It protects
+ *   the cookie tree, the region count and the setting of UMN_USED by
+ *   REGISTER/UNREGISTER (features never change once a range exists).
+ *   Only holders of the mutex take entries off the queue or free regions,
+ *   so a region seen under it stays valid and queued while it is held.
+ *   It is taken before mmap_lock (mmu_interval_notifier_insert() may take
+ *   mmap_lock, copy_to_user() may fault) and never under it: the mmap
  *   handler does not take it.  It may be held across
- *   mmu_interval_read_begin() and mmu_interval_notifier_remove(), which
- *   sleep until running invalidations end: the invalidation path never
- *   takes the mutex.
+ *   mmu_interval_read_begin() (REGISTER, ARM, CHECK, read()) and
+ *   mmu_interval_notifier_remove(), which sleep until running
+ *   invalidations end: the invalidation path never takes the mutex.
  *
  * - umn_file::lock is a spinlock.  It protects the queue, need_last, the
  *   queue state of every region (queued, hint, hint_start, hint_end, hits,
- *   peek_hits, hit_counter) and the generation counter.  The notifier callback takes it
- *   and may run where sleeping is not allowed: nothing sleeps under it.
+ *   peek_hits, hit_counter) and the generation counter.  The notifier
+ *   callback takes it and may run where sleeping is not allowed: nothing
+ *   sleeps under it.
  *   It nests inside the mutex, never the other way round.
  *
  * - A region is linked into the kernel's interval tree (umn_notifier.c)
@@ -136,7 +141,10 @@ int umn_region_register(struct umn_file *uf,
 	region->cookie = req->user_cookie;
 	INIT_LIST_HEAD(&region->qentry);
 
-	mutex_lock(&uf->mutex);
+	if (mutex_lock_interruptible(&uf->mutex)) {
+		kmem_cache_free(umn_region_cache, region);
+		return -ERESTARTSYS;
+	}
 	if (uf->nregions >= READ_ONCE(umn_max_regions)) {
 		ret = -ENOSPC;
 	} else if (!umn_cookie_insert(uf, region)) {
@@ -179,7 +187,8 @@ int umn_region_unregister(struct umn_file *uf, u64 cookie)
 	struct umn_region *region;
 	int ret = 0;
 
-	mutex_lock(&uf->mutex);
+	if (mutex_lock_interruptible(&uf->mutex))
+		return -ERESTARTSYS;
 	region = umn_region_find(uf, cookie);
 	if (region) {
 		rb_erase(&region->node, &uf->cookies);
