@@ -167,24 +167,38 @@ int umn_region_register(struct umn_file *uf,
 	return ret;
 }
 
-/* Caller holds uf->mutex, or is the last user of uf. */
-static void umn_region_destroy(struct umn_file *uf, struct umn_region *region)
+/*
+ * Caller holds uf->mutex, or is the last user of uf.  Returns whether the
+ * region had a record queued (now dropped).
+ */
+static bool umn_region_destroy(struct umn_file *uf, struct umn_region *region)
 {
+	bool queued;
+
 	/* After this, no callback runs or will run for the region. */
 	umn_notifier_remove(region);
 
 	spin_lock(&uf->lock);
-	if (region->queued)
+	queued = region->queued;
+	if (queued)
 		list_del(&region->qentry);
 	spin_unlock(&uf->lock);
 
 	atomic_long_dec(&umn_live);
 	kmem_cache_free(umn_region_cache, region);
+	return queued;
 }
 
+/*
+ * A queued record goes with its range, but the counter has moved: a LAST
+ * (with the counter as it is now) tells the reader that it has seen
+ * everything, so that a client comparing the counter page with the last
+ * LAST resyncs instead of waiting for a record that will never come.
+ */
 int umn_region_unregister(struct umn_file *uf, u64 cookie)
 {
 	struct umn_region *region;
+	bool resync = false;
 	int ret = 0;
 
 	if (mutex_lock_interruptible(&uf->mutex))
@@ -193,12 +207,20 @@ int umn_region_unregister(struct umn_file *uf, u64 cookie)
 	if (region) {
 		rb_erase(&region->node, &uf->cookies);
 		uf->nregions--;
-		umn_region_destroy(uf, region);
+		resync = umn_region_destroy(uf, region);
 		set_bit(UMN_USED, &uf->flags);
 	} else {
 		ret = -EINVAL;
 	}
+	if (resync) {
+		spin_lock(&uf->lock);
+		uf->need_last = true;
+		spin_unlock(&uf->lock);
+	}
 	mutex_unlock(&uf->mutex);
+
+	if (resync)
+		wake_up_interruptible(&uf->wait);
 	return ret;
 }
 
