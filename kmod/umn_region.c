@@ -289,11 +289,12 @@ static void umn_event_fill(struct ummunotify_event *ev,
 
 /*
  * Build up to @max records from the head of the queue without taking
- * anything off it.  Caller holds uf->mutex.  Returns the number of INVAL
- * records; *@last tells whether a LAST record was appended.
+ * anything off it; @regs[i] is the region of record i.  Caller holds
+ * uf->mutex.  Returns the number of INVAL records; *@last tells whether a
+ * LAST record was appended.
  */
 static size_t umn_queue_peek(struct umn_file *uf, struct ummunotify_event *evs,
-			     size_t max, bool *last)
+			     struct umn_region **regs, size_t max, bool *last)
 {
 	struct umn_region *r;
 	bool more = false;
@@ -307,6 +308,7 @@ static size_t umn_queue_peek(struct umn_file *uf, struct ummunotify_event *evs,
 			break;
 		}
 		r->peek_hits = r->hits;
+		regs[n] = r;
 		umn_event_fill(&evs[n++], r);
 	}
 	/* LAST only when the queue ends here and there is room for it. */
@@ -347,12 +349,31 @@ static void umn_queue_commit(struct umn_file *uf, size_t n, bool last)
 }
 
 /*
+ * The callback queues a record at invalidate_range_start, before the pages
+ * are unmapped or replaced.  A reader that re-pinned the range as soon as
+ * it read the record could pin the old pages, which the invalidation then
+ * drops, and no further record would come.  So a record is handed out
+ * only once every invalidation of its range that was running when it was
+ * read has ended: mmu_interval_read_begin() sleeps until then (it returns
+ * at once when none is running).  Caller holds uf->mutex (the regions stay
+ * registered), not uf->lock; invalidations never take the mutex.
+ */
+static void umn_queue_wait_settled(struct umn_region **regs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		mmu_interval_read_begin(&regs[i]->mni);
+}
+
+/*
  * Returns the number of bytes read, 0 if there is nothing to read, or a
  * negative errno.  On a fault nothing is consumed.
  */
 ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count)
 {
 	struct ummunotify_event *evs;
+	struct umn_region **regs;
 	size_t max, n, bytes;
 	bool last;
 	ssize_t ret;
@@ -361,15 +382,17 @@ ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count)
 	if (!max)
 		return -EINVAL;
 
-	evs = kmalloc_array(max, sizeof(*evs), GFP_KERNEL);
+	evs = kmalloc_array(max, sizeof(*evs) + sizeof(*regs), GFP_KERNEL);
 	if (!evs)
 		return -ENOMEM;
+	regs = (struct umn_region **)(evs + max);
 
 	if (mutex_lock_interruptible(&uf->mutex)) {
 		kfree(evs);
 		return -ERESTARTSYS;
 	}
-	n = umn_queue_peek(uf, evs, max, &last);
+	n = umn_queue_peek(uf, evs, regs, max, &last);
+	umn_queue_wait_settled(regs, n);
 	bytes = (n + last) * sizeof(*evs);
 	if (!bytes) {
 		ret = 0;
