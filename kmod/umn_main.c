@@ -18,10 +18,17 @@
 #include <linux/sched/mm.h>
 #include <linux/uaccess.h>
 #include <linux/random.h>
+#include <linux/debugfs.h>
+#include <linux/seq_file.h>
 
 #include "umn.h"
 
-static int umn_max_regions_set(const char *val, const struct kernel_param *kp)
+/*
+ * The limits: unsigned ints read with READ_ONCE() by REGISTER, written
+ * here with WRITE_ONCE().  Lowering one never takes ranges away; REGISTER
+ * beyond any of them fails with ENOSPC.
+ */
+static int umn_limit_set(const char *val, const struct kernel_param *kp)
 {
 	unsigned int v;
 	int ret;
@@ -29,33 +36,33 @@ static int umn_max_regions_set(const char *val, const struct kernel_param *kp)
 	ret = kstrtouint(val, 0, &v);
 	if (ret)
 		return ret;
-	WRITE_ONCE(umn_max_regions, v);
+	WRITE_ONCE(*(unsigned int *)kp->arg, v);
 	return 0;
 }
 
-static int umn_max_regions_get(char *buf, const struct kernel_param *kp)
+static int umn_limit_get(char *buf, const struct kernel_param *kp)
 {
-	return scnprintf(buf, PAGE_SIZE, "%u\n", READ_ONCE(umn_max_regions));
+	return scnprintf(buf, PAGE_SIZE, "%u\n",
+			 READ_ONCE(*(unsigned int *)kp->arg));
 }
 
-static const struct kernel_param_ops umn_max_regions_ops = {
-	.set = umn_max_regions_set,
-	.get = umn_max_regions_get,
+static const struct kernel_param_ops umn_limit_ops = {
+	.set = umn_limit_set,
+	.get = umn_limit_get,
 };
-module_param_cb(max_regions, &umn_max_regions_ops, NULL, 0644);
-MODULE_PARM_DESC(max_regions,
-		 "Maximum number of ranges per fd (REGISTER fails with ENOSPC)");
 
-static int umn_live_regions_get(char *buf, const struct kernel_param *kp)
+module_param_cb(max_regions, &umn_limit_ops, &umn_max_regions, 0644);
+MODULE_PARM_DESC(max_regions, "Maximum number of ranges per fd");
+
+/* debugfs: ummunotify/live_regions, ranges alive in all fds (leak checks) */
+static struct dentry *umn_debugfs;
+
+static int umn_live_regions_show(struct seq_file *m, void *unused)
 {
-	return scnprintf(buf, PAGE_SIZE, "%ld\n", umn_live_regions());
+	seq_printf(m, "%ld\n", umn_live_regions());
+	return 0;
 }
-
-static const struct kernel_param_ops umn_live_regions_ops = {
-	.get = umn_live_regions_get,
-};
-module_param_cb(live_regions, &umn_live_regions_ops, NULL, 0444);
-MODULE_PARM_DESC(live_regions, "Ranges registered in all fds (read-only)");
+DEFINE_SHOW_ATTRIBUTE(umn_live_regions);
 
 static bool umn_same_mm(const struct umn_file *uf)
 {
@@ -246,13 +253,19 @@ static int __init umn_init(void)
 	if (ret)
 		return ret;
 	ret = misc_register(&umn_misc);
-	if (ret)
+	if (ret) {
 		umn_region_cache_exit();
-	return ret;
+		return ret;
+	}
+	umn_debugfs = debugfs_create_dir("ummunotify", NULL);
+	debugfs_create_file("live_regions", 0444, umn_debugfs, NULL,
+			    &umn_live_regions_fops);
+	return 0;
 }
 
 static void __exit umn_exit(void)
 {
+	debugfs_remove(umn_debugfs);
 	misc_deregister(&umn_misc);
 	umn_region_cache_exit();
 }
@@ -261,5 +274,4 @@ module_init(umn_init);
 module_exit(umn_exit);
 
 MODULE_LICENSE("GPL");
-MODULE_VERSION("1.0");
 MODULE_DESCRIPTION("User space notification of MMU invalidations");
