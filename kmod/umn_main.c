@@ -20,13 +20,14 @@
 #include <linux/random.h>
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
+#include <linux/cred.h>
 
 #include "umn.h"
 
 /*
- * The limits: unsigned ints read with READ_ONCE() by REGISTER, written
- * here with WRITE_ONCE().  Lowering one never takes ranges away; REGISTER
- * beyond any of them fails with ENOSPC.
+ * The limits (see umn_acct.c): unsigned ints read with READ_ONCE() by
+ * REGISTER, written here with WRITE_ONCE().  Lowering one never takes
+ * ranges away; REGISTER beyond any of them fails with ENOSPC.
  */
 static int umn_limit_set(const char *val, const struct kernel_param *kp)
 {
@@ -53,6 +54,13 @@ static const struct kernel_param_ops umn_limit_ops = {
 
 module_param_cb(max_regions, &umn_limit_ops, &umn_max_regions, 0644);
 MODULE_PARM_DESC(max_regions, "Maximum number of ranges per fd");
+module_param_cb(max_user_regions, &umn_limit_ops, &umn_max_user_regions,
+		0644);
+MODULE_PARM_DESC(max_user_regions,
+		 "Maximum number of ranges per user, in all fds");
+module_param_cb(max_mm_regions, &umn_limit_ops, &umn_max_mm_regions, 0644);
+MODULE_PARM_DESC(max_mm_regions,
+		 "Maximum number of ranges per address space, in all fds");
 
 /* debugfs: ummunotify/live_regions, ranges alive in all fds (leak checks) */
 static struct dentry *umn_debugfs;
@@ -94,6 +102,16 @@ static int umn_open(struct inode *inode, struct file *file)
 	INIT_LIST_HEAD(&uf->queue);
 	init_waitqueue_head(&uf->wait);
 	get_random_bytes(&uf->reval_key, sizeof(uf->reval_key));
+	uf->user_acct = umn_acct_get(UMN_ACCT_USER,
+				     __kuid_val(current_euid()));
+	uf->mm_acct = umn_acct_get(UMN_ACCT_MM, (unsigned long)current->mm);
+	if (!uf->user_acct || !uf->mm_acct) {
+		umn_acct_put(uf->user_acct);
+		umn_acct_put(uf->mm_acct);
+		umn_counter_free(uf);
+		kfree(uf);
+		return -ENOMEM;
+	}
 	uf->mm = current->mm;
 	mmgrab(uf->mm);
 
@@ -108,6 +126,9 @@ static int umn_release(struct inode *inode, struct file *file)
 
 	umn_region_remove_all(uf);
 	umn_counter_free(uf);
+	umn_acct_put(uf->user_acct);
+	/* Before mmdrop(): the mm's address is the counter's key. */
+	umn_acct_put(uf->mm_acct);
 	mmdrop(uf->mm);
 	mutex_destroy(&uf->mutex);
 	kfree(uf);

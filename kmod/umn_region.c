@@ -121,6 +121,29 @@ static int umn_region_check(const struct ummunotify_register_ioctl *req)
 	return 0;
 }
 
+/*
+ * One more range on the fd, its user and its mm, or ENOSPC.  Caller holds
+ * uf->mutex (so the per-fd count cannot move).
+ */
+static int umn_region_charge(struct umn_file *uf)
+{
+	if (uf->nregions >= READ_ONCE(umn_max_regions))
+		return -ENOSPC;
+	if (!umn_acct_charge(uf->user_acct, READ_ONCE(umn_max_user_regions)))
+		return -ENOSPC;
+	if (!umn_acct_charge(uf->mm_acct, READ_ONCE(umn_max_mm_regions))) {
+		umn_acct_uncharge(uf->user_acct);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static void umn_region_uncharge(struct umn_file *uf)
+{
+	umn_acct_uncharge(uf->mm_acct);
+	umn_acct_uncharge(uf->user_acct);
+}
+
 /* Caller: current->mm == uf->mm (so the mm has users). */
 int umn_region_register(struct umn_file *uf,
 			const struct ummunotify_register_ioctl *req)
@@ -145,21 +168,25 @@ int umn_region_register(struct umn_file *uf,
 		kmem_cache_free(umn_region_cache, region);
 		return -ERESTARTSYS;
 	}
-	if (uf->nregions >= READ_ONCE(umn_max_regions)) {
-		ret = -ENOSPC;
-	} else if (!umn_cookie_insert(uf, region)) {
+	ret = umn_region_charge(uf);
+	if (ret)
+		goto out;
+	if (!umn_cookie_insert(uf, region)) {
 		ret = -EINVAL;
 	} else {
 		ret = umn_notifier_insert(region);
-		if (ret) {
+		if (ret)
 			rb_erase(&region->node, &uf->cookies);
-		} else {
-			uf->nregions++;
-			atomic_long_inc(&umn_live);
-			/* Under the mutex: EXCHANGE_FEATURES sees it. */
-			set_bit(UMN_USED, &uf->flags);
-		}
 	}
+	if (ret) {
+		umn_region_uncharge(uf);
+		goto out;
+	}
+	uf->nregions++;
+	atomic_long_inc(&umn_live);
+	/* Under the mutex: EXCHANGE_FEATURES sees it. */
+	set_bit(UMN_USED, &uf->flags);
+out:
 	mutex_unlock(&uf->mutex);
 
 	if (ret)
@@ -184,6 +211,7 @@ static bool umn_region_destroy(struct umn_file *uf, struct umn_region *region)
 		list_del(&region->qentry);
 	spin_unlock(&uf->lock);
 
+	umn_region_uncharge(uf);
 	atomic_long_dec(&umn_live);
 	kmem_cache_free(umn_region_cache, region);
 	return queued;
@@ -240,10 +268,19 @@ void umn_region_remove_all(struct umn_file *uf)
  * bumps the counter.  A region not yet queued is queued with the hint
  * clipped to it; a region hit again while queued loses its hint (the
  * record will cover the whole range).
+ *
+ * Returns true when the queue was empty: only then are readers woken and
+ * SIGIO sent.  A reader sleeps only while the queue is empty and no LAST
+ * is pending; poll() reports the level; an edge-triggered reader reads
+ * until EAGAIN, and a record kept queued because it was hit during a read
+ * is still on the queue then.  So one wake-up per fd per batch, however
+ * many ranges an invalidation hits (issue 12: thousands of overlapping
+ * ranges made thousands of wake-ups and signals).
  */
-void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
+bool umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
 {
 	struct umn_file *uf = region->uf;
+	bool was_empty = list_empty(&uf->queue);
 
 	lockdep_assert_held(&uf->lock);
 
@@ -252,13 +289,14 @@ void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
 	region->hit_counter = umn_counter_read(uf) + 1;
 	if (region->queued) {
 		region->hint = false;
-		return;
+		return false;
 	}
 	region->queued = true;
 	region->hint = true;
 	region->hint_start = max(start, region->start);
 	region->hint_end = min(end, region->end);
 	list_add_tail(&region->qentry, &uf->queue);
+	return was_empty;
 }
 
 bool umn_region_readable(struct umn_file *uf)
