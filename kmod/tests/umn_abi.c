@@ -1183,3 +1183,74 @@ TEST_TIMEOUT(inval_is_read_only_after_the_pages_changed, 300)
 	       stale);
 	ASSERT_EQ(stale, 0);
 }
+
+/* ---- wake-ups: once per batch, again for a hit during a read (item 8) - */
+
+/*
+ * SIGIO (and wake-ups) only when the queue goes from empty to non-empty,
+ * plus once for a hit that lands while a read() is between building its
+ * records and handing them out (the reader may have its LAST already).
+ * The read is held there by a userfaultfd-backed buffer.
+ */
+TEST(sigio_once_per_batch_and_for_a_hit_during_a_read)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register ureg;
+	struct uffdio_zeropage zp;
+	struct ummunotify_event ev[8];
+	struct pollfd pfd;
+	struct uffd_read rd;
+	pthread_t reader;
+	int fd = umn_open(), uffd, i;
+	char *p = map_pages(4, 1), *buf;
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (uffd < 0)
+		SKIP("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(ioctl(uffd, UFFDIO_API, &api), 0);
+	signal(SIGIO, on_sigio);
+	ASSERT_EQ(fcntl(fd, F_SETOWN, getpid()), 0);
+	ASSERT_EQ(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC), 0);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(umn_reg(fd, p + i * PAGE, PAGE, 10 + i), 0);
+
+	/* Empty -> non-empty: one SIGIO; a second range: none. */
+	got_sigio = 0;
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	for (i = 0; i < 100 && !got_sigio; i++)
+		usleep(10000);
+	ASSERT_EQ(got_sigio, 1);
+	got_sigio = 0;
+	ASSERT_EQ(munmap(p + PAGE, PAGE), 0);
+	usleep(300000);
+	ASSERT_EQ(got_sigio, 0);
+
+	/* A read stuck in copy_to_user(); a hit now signals again. */
+	buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(buf != MAP_FAILED);
+	ureg.range.start = (uintptr_t)buf;
+	ureg.range.len = PAGE;
+	ureg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_REGISTER, &ureg), 0);
+	rd.fd = fd;
+	rd.buf = buf;
+	ASSERT_EQ(pthread_create(&reader, NULL, read_into_uffd, &rd), 0);
+	pfd.fd = uffd;
+	pfd.events = POLLIN;
+	ASSERT_EQ(poll(&pfd, 1, 10000), 1);
+	ASSERT_EQ(munmap(p + 2 * PAGE, PAGE), 0);
+	for (i = 0; i < 100 && !got_sigio; i++)
+		usleep(10000);
+	zp.range.start = (uintptr_t)buf;
+	zp.range.len = PAGE;
+	zp.mode = 0;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_ZEROPAGE, &zp), 0);
+	pthread_join(reader, NULL);
+	ASSERT_EQ(got_sigio, 1);
+	/* The reader got two INVALs; the one queued during the read follows. */
+	ASSERT_EQ(rd.ret, 2 * sizeof(ev[0]));
+	ASSERT_EQ(umn_read(fd, ev, 8), 2);
+	ASSERT_EQ(ev[0].user_cookie_counter, 12);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+}
