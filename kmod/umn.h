@@ -42,14 +42,16 @@ enum {
 /**
  * struct umn_file - state of one open /dev/ummunotify
  * @mm: the opener's address space (mmgrab'ed, never mmget'ed)
- * @lock: spinlock, protects @queue, @need_last and the queue state of
- *	every region; taken by the notifier callback
+ * @lock: spinlock, protects @queue, @need_last, @reading and the queue
+ *	state of every region; taken by the notifier callback
  * @mutex: serializes register, unregister and read; protects @cookies and
  *	@nregions
  * @cookies: every registered region, by cookie
  * @nregions: number of entries in @cookies
  * @queue: regions with a pending INVAL record
  * @need_last: an INVAL was returned and no LAST since the queue emptied
+ * @reading: a read() has built its records and not yet committed them,
+ *	and no hit has woken readers since
  * @features: negotiated UMMUNOTIFY_FEATURE_* bits
  * @flags: UMN_* bits
  * @counter_page: page holding the generation counter
@@ -68,6 +70,7 @@ struct umn_file {
 	unsigned int		nregions;
 	struct list_head	queue;
 	bool			need_last;
+	bool			reading;
 	u32			features;
 	unsigned long		flags;
 	struct page		*counter_page;

@@ -20,12 +20,12 @@
  *   mmu_interval_notifier_remove(), which sleep until running
  *   invalidations end: the invalidation path never takes the mutex.
  *
- * - umn_file::lock is a spinlock.  It protects the queue, need_last, the
- *   queue state of every region (queued, hint, hint_start, hint_end, hits,
- *   peek_hits, hit_counter) and the generation counter.  The notifier
- *   callback takes it and may run where sleeping is not allowed: nothing
- *   sleeps under it.
- *   It nests inside the mutex, never the other way round.
+ * - umn_file::lock is a spinlock.  It protects the queue, need_last,
+ *   reading, the queue state of every region (queued, hint, hint_start,
+ *   hint_end, hits, peek_hits, hit_counter) and the generation counter.
+ *   The notifier callback takes it and may run where sleeping is not
+ *   allowed: nothing sleeps under it.  It nests inside the mutex, never
+ *   the other way round.
  *
  * - A region is linked into the kernel's interval tree (umn_notifier.c)
  *   for exactly as long as it is in the cookie tree.  It is freed only after
@@ -269,34 +269,40 @@ void umn_region_remove_all(struct umn_file *uf)
  * clipped to it; a region hit again while queued loses its hint (the
  * record will cover the whole range).
  *
- * Returns true when the queue was empty: only then are readers woken and
- * SIGIO sent.  A reader sleeps only while the queue is empty and no LAST
- * is pending; poll() reports the level; an edge-triggered reader reads
- * until EAGAIN, and a record kept queued because it was hit during a read
- * is still on the queue then.  So one wake-up per fd per batch, however
- * many ranges an invalidation hits (issue 12: thousands of overlapping
- * ranges made thousands of wake-ups and signals).
+ * Returns true when the queue was empty or a read() is between building
+ * its records and committing them: only then are readers woken and SIGIO
+ * sent.  A reader sleeps only while the queue is empty and no LAST is
+ * pending, and poll() reports the level; a hit on a non-empty queue that
+ * no read() is taking records from adds nothing a woken reader would not
+ * find.  A hit during a read() may land after the LAST that read returns
+ * (a range queued after the records were built, or one of them hit again
+ * and kept queued): the first such hit wakes again, so that a reader that
+ * stops at LAST is told.  So one wake-up per fd per batch, however many ranges an
+ * invalidation hits (issue 12: thousands of overlapping ranges made
+ * thousands of wake-ups and signals).
  */
 bool umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
 {
 	struct umn_file *uf = region->uf;
-	bool was_empty = list_empty(&uf->queue);
+	bool wake = list_empty(&uf->queue) || uf->reading;
 
 	lockdep_assert_held(&uf->lock);
+
+	uf->reading = false;
 
 	region->hits++;
 	/* The counter is bumped right after, under the same lock. */
 	region->hit_counter = umn_counter_read(uf) + 1;
 	if (region->queued) {
 		region->hint = false;
-		return false;
+		return wake;
 	}
 	region->queued = true;
 	region->hint = true;
 	region->hint_start = max(start, region->start);
 	region->hint_end = min(end, region->end);
 	list_add_tail(&region->qentry, &uf->queue);
-	return was_empty;
+	return wake;
 }
 
 bool umn_region_readable(struct umn_file *uf)
@@ -349,6 +355,7 @@ static size_t umn_queue_peek(struct umn_file *uf, struct ummunotify_event *evs,
 		regs[n] = r;
 		umn_event_fill(&evs[n++], r);
 	}
+	uf->reading = true;
 	/* LAST only when the queue ends here and there is room for it. */
 	if (!more && n < max && (n || uf->need_last)) {
 		memset(&evs[n], 0, sizeof(evs[n]));
@@ -383,6 +390,15 @@ static void umn_queue_commit(struct umn_file *uf, size_t n, bool last)
 		uf->need_last = false;
 	else if (n)
 		uf->need_last = true;
+	uf->reading = false;
+	spin_unlock(&uf->lock);
+}
+
+/* Nothing was handed out: the records stay queued as they are. */
+static void umn_queue_abort(struct umn_file *uf)
+{
+	spin_lock(&uf->lock);
+	uf->reading = false;
 	spin_unlock(&uf->lock);
 }
 
@@ -433,8 +449,10 @@ ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count)
 	umn_queue_wait_settled(regs, n);
 	bytes = (n + last) * sizeof(*evs);
 	if (!bytes) {
+		umn_queue_abort(uf);
 		ret = 0;
 	} else if (copy_to_user(buf, evs, bytes)) {
+		umn_queue_abort(uf);
 		ret = -EFAULT;
 	} else {
 		umn_queue_commit(uf, n, last);
