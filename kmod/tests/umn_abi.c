@@ -965,6 +965,7 @@ struct uffd_read {
 	int fd;
 	void *buf;
 	ssize_t ret;
+	int err;
 };
 
 static void *read_into_uffd(void *arg)
@@ -972,6 +973,7 @@ static void *read_into_uffd(void *arg)
 	struct uffd_read *r = arg;
 
 	r->ret = read(r->fd, r->buf, 2 * sizeof(struct ummunotify_event));
+	r->err = errno;
 	return NULL;
 }
 
@@ -1019,7 +1021,7 @@ TEST(ioctls_waiting_for_the_mutex_are_interruptible)
 		{ "EXCHANGE_FEATURES", UMMUNOTIFY_EXCHANGE_FEATURES, &feat },
 	};
 
-	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (uffd < 0)
 		SKIP("userfaultfd: %s", strerror(errno));
 	ASSERT_EQ(ioctl(uffd, UFFDIO_API, &api), 0);
@@ -1040,7 +1042,9 @@ TEST(ioctls_waiting_for_the_mutex_are_interruptible)
 	ASSERT_EQ(pthread_create(&reader, NULL, read_into_uffd, &rd), 0);
 	pfd.fd = uffd;
 	pfd.events = POLLIN;
-	ASSERT_EQ(poll(&pfd, 1, 10000), 1);	/* the reader faulted */
+	/* A blocking uffd polls EPOLLERR at once: it is O_NONBLOCK. */
+	ASSERT_EQ(poll(&pfd, 1, 10000), 1);
+	ASSERT_TRUE(pfd.revents & POLLIN);	/* the reader faulted */
 
 	memset(&rr, 0, sizeof(rr));
 	rr.start = (uintptr_t)p + PAGE;
@@ -1204,7 +1208,7 @@ TEST(sigio_once_per_batch_and_for_a_hit_during_a_read)
 	int fd = umn_open(), uffd, i, n;
 	char *p = map_pages(4, 1), *buf;
 
-	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (uffd < 0)
 		SKIP("userfaultfd: %s", strerror(errno));
 	ASSERT_EQ(ioctl(uffd, UFFDIO_API, &api), 0);
@@ -1239,7 +1243,9 @@ TEST(sigio_once_per_batch_and_for_a_hit_during_a_read)
 	ASSERT_EQ(pthread_create(&reader, NULL, read_into_uffd, &rd), 0);
 	pfd.fd = uffd;
 	pfd.events = POLLIN;
+	/* A blocking uffd polls EPOLLERR at once: it is O_NONBLOCK. */
 	ASSERT_EQ(poll(&pfd, 1, 10000), 1);
+	ASSERT_TRUE(pfd.revents & POLLIN);
 	ASSERT_EQ(munmap(p + 2 * PAGE, PAGE), 0);
 	for (i = 0; i < 100 && !got_sigio; i++)
 		usleep(10000);
@@ -1248,6 +1254,8 @@ TEST(sigio_once_per_batch_and_for_a_hit_during_a_read)
 	zp.mode = 0;
 	ASSERT_EQ(ioctl(uffd, UFFDIO_ZEROPAGE, &zp), 0);
 	pthread_join(reader, NULL);
+	printf("# held read returned %zd (errno %d), SIGIO during it: %d\n",
+	       rd.ret, rd.err, (int)got_sigio);
 	ASSERT_EQ(got_sigio, 1);
 	/* The reader got two INVALs; the one queued during the read follows. */
 	ASSERT_EQ(rd.ret, 2 * sizeof(ev[0]));
