@@ -42,14 +42,16 @@ enum {
 /**
  * struct umn_file - state of one open /dev/ummunotify
  * @mm: the opener's address space (mmgrab'ed, never mmget'ed)
- * @lock: spinlock, protects @queue, @need_last and the queue state of
- *	every region; taken by the notifier callback
+ * @lock: spinlock, protects @queue, @need_last, @reading and the queue
+ *	state of every region; taken by the notifier callback
  * @mutex: serializes register, unregister and read; protects @cookies and
  *	@nregions
  * @cookies: every registered region, by cookie
  * @nregions: number of entries in @cookies
  * @queue: regions with a pending INVAL record
  * @need_last: an INVAL was returned and no LAST since the queue emptied
+ * @reading: a read() has built its records and not yet committed them,
+ *	and no hit has woken readers since
  * @features: negotiated UMMUNOTIFY_FEATURE_* bits
  * @flags: UMN_* bits
  * @counter_page: page holding the generation counter
@@ -57,6 +59,8 @@ enum {
  * @wait: readers and pollers
  * @fasync: SIGIO subscribers
  * @reval_key: random per-fd key of the revalidation digests (set at open)
+ * @user_acct: ranges charged to the opener's user (umn_acct.c)
+ * @mm_acct: ranges charged to @mm (umn_acct.c)
  */
 struct umn_file {
 	struct mm_struct	*mm;
@@ -66,6 +70,7 @@ struct umn_file {
 	unsigned int		nregions;
 	struct list_head	queue;
 	bool			need_last;
+	bool			reading;
 	u32			features;
 	unsigned long		flags;
 	struct page		*counter_page;
@@ -73,6 +78,8 @@ struct umn_file {
 	wait_queue_head_t	wait;
 	struct fasync_struct	*fasync;
 	siphash_key_t		reval_key;
+	struct umn_acct		*user_acct;
+	struct umn_acct		*mm_acct;
 };
 
 /* umn_region::reval: revalidation state (under umn_file::mutex) */
@@ -123,6 +130,19 @@ struct umn_region {
 	u64				digest;
 };
 
+/* umn_acct.c */
+enum {
+	UMN_ACCT_USER,
+	UMN_ACCT_MM,
+};
+
+extern unsigned int umn_max_user_regions;
+extern unsigned int umn_max_mm_regions;
+struct umn_acct *umn_acct_get(unsigned int kind, unsigned long key);
+void umn_acct_put(struct umn_acct *a);
+bool umn_acct_charge(struct umn_acct *a, unsigned int limit);
+void umn_acct_uncharge(struct umn_acct *a);
+
 /* umn_region.c */
 extern unsigned int umn_max_regions;
 int umn_region_cache_init(void);
@@ -132,7 +152,7 @@ int umn_region_register(struct umn_file *uf,
 			const struct ummunotify_register_ioctl *req);
 int umn_region_unregister(struct umn_file *uf, u64 cookie);
 void umn_region_remove_all(struct umn_file *uf);
-void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end);
+bool umn_region_queue_hit(struct umn_region *region, u64 start, u64 end);
 struct umn_region *umn_region_find(struct umn_file *uf, u64 cookie);
 bool umn_region_readable(struct umn_file *uf);
 ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count);

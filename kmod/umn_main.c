@@ -3,8 +3,8 @@
  * ummunotify: the /dev/ummunotify misc device and its file operations.
  *
  * An fd is bound to the address space of the process that opened it.
- * Every ioctl, read and mmap first checks that the caller runs in that
- * address space and fails with EIO otherwise (a fork child, a process that
+ * Every ioctl, read, mmap and O_ASYNC change first checks that the caller
+ * runs in that address space and fails with EIO otherwise (a fork child, a process that
  * received the fd over a Unix socket), before touching anything.
  * Locking rules: see umn_region.c.
  */
@@ -18,10 +18,18 @@
 #include <linux/sched/mm.h>
 #include <linux/uaccess.h>
 #include <linux/random.h>
+#include <linux/debugfs.h>
+#include <linux/seq_file.h>
+#include <linux/cred.h>
 
 #include "umn.h"
 
-static int umn_max_regions_set(const char *val, const struct kernel_param *kp)
+/*
+ * The limits (see umn_acct.c): unsigned ints read with READ_ONCE() by
+ * REGISTER, written here with WRITE_ONCE().  Lowering one never takes
+ * ranges away; REGISTER beyond any of them fails with ENOSPC.
+ */
+static int umn_limit_set(const char *val, const struct kernel_param *kp)
 {
 	unsigned int v;
 	int ret;
@@ -29,33 +37,40 @@ static int umn_max_regions_set(const char *val, const struct kernel_param *kp)
 	ret = kstrtouint(val, 0, &v);
 	if (ret)
 		return ret;
-	WRITE_ONCE(umn_max_regions, v);
+	WRITE_ONCE(*(unsigned int *)kp->arg, v);
 	return 0;
 }
 
-static int umn_max_regions_get(char *buf, const struct kernel_param *kp)
+static int umn_limit_get(char *buf, const struct kernel_param *kp)
 {
-	return scnprintf(buf, PAGE_SIZE, "%u\n", READ_ONCE(umn_max_regions));
+	return scnprintf(buf, PAGE_SIZE, "%u\n",
+			 READ_ONCE(*(unsigned int *)kp->arg));
 }
 
-static const struct kernel_param_ops umn_max_regions_ops = {
-	.set = umn_max_regions_set,
-	.get = umn_max_regions_get,
+static const struct kernel_param_ops umn_limit_ops = {
+	.set = umn_limit_set,
+	.get = umn_limit_get,
 };
-module_param_cb(max_regions, &umn_max_regions_ops, NULL, 0644);
-MODULE_PARM_DESC(max_regions,
-		 "Maximum number of ranges per fd (REGISTER fails with ENOSPC)");
 
-static int umn_live_regions_get(char *buf, const struct kernel_param *kp)
+module_param_cb(max_regions, &umn_limit_ops, &umn_max_regions, 0644);
+MODULE_PARM_DESC(max_regions, "Maximum number of ranges per fd");
+module_param_cb(max_user_regions, &umn_limit_ops, &umn_max_user_regions,
+		0644);
+MODULE_PARM_DESC(max_user_regions,
+		 "Maximum number of ranges per user, in all fds");
+module_param_cb(max_mm_regions, &umn_limit_ops, &umn_max_mm_regions, 0644);
+MODULE_PARM_DESC(max_mm_regions,
+		 "Maximum number of ranges per address space, in all fds");
+
+/* debugfs: ummunotify/live_regions, ranges alive in all fds (leak checks) */
+static struct dentry *umn_debugfs;
+
+static int umn_live_regions_show(struct seq_file *m, void *unused)
 {
-	return scnprintf(buf, PAGE_SIZE, "%ld\n", umn_live_regions());
+	seq_printf(m, "%ld\n", umn_live_regions());
+	return 0;
 }
-
-static const struct kernel_param_ops umn_live_regions_ops = {
-	.get = umn_live_regions_get,
-};
-module_param_cb(live_regions, &umn_live_regions_ops, NULL, 0444);
-MODULE_PARM_DESC(live_regions, "Ranges registered in all fds (read-only)");
+DEFINE_SHOW_ATTRIBUTE(umn_live_regions);
 
 static bool umn_same_mm(const struct umn_file *uf)
 {
@@ -87,6 +102,16 @@ static int umn_open(struct inode *inode, struct file *file)
 	INIT_LIST_HEAD(&uf->queue);
 	init_waitqueue_head(&uf->wait);
 	get_random_bytes(&uf->reval_key, sizeof(uf->reval_key));
+	uf->user_acct = umn_acct_get(UMN_ACCT_USER,
+				     __kuid_val(current_euid()));
+	uf->mm_acct = umn_acct_get(UMN_ACCT_MM, (unsigned long)current->mm);
+	if (!uf->user_acct || !uf->mm_acct) {
+		umn_acct_put(uf->user_acct);
+		umn_acct_put(uf->mm_acct);
+		umn_counter_free(uf);
+		kfree(uf);
+		return -ENOMEM;
+	}
 	uf->mm = current->mm;
 	mmgrab(uf->mm);
 
@@ -101,6 +126,9 @@ static int umn_release(struct inode *inode, struct file *file)
 
 	umn_region_remove_all(uf);
 	umn_counter_free(uf);
+	umn_acct_put(uf->user_acct);
+	/* Before mmdrop(): the mm's address is the counter's key. */
+	umn_acct_put(uf->mm_acct);
 	mmdrop(uf->mm);
 	mutex_destroy(&uf->mutex);
 	kfree(uf);
@@ -115,7 +143,8 @@ static long umn_exchange_features(struct umn_file *uf, u32 __user *arg)
 	if (get_user(wanted, arg))
 		return -EFAULT;
 
-	mutex_lock(&uf->mutex);
+	if (mutex_lock_interruptible(&uf->mutex))
+		return -ERESTARTSYS;
 	if (test_bit(UMN_USED, &uf->flags))
 		ret = -EINVAL;
 	else if (put_user(wanted & UMN_FEATURES_SUPPORTED, arg))
@@ -188,10 +217,20 @@ static __poll_t umn_poll(struct file *file, struct poll_table_struct *wait)
 	return umn_region_readable(uf) ? EPOLLIN | EPOLLRDNORM : 0;
 }
 
+/*
+ * O_ASYNC (fcntl F_SETFL, ioctl FIOASYNC): same-mm only, like every other
+ * entry point, so that a process that received the fd can neither get
+ * SIGIO for the opener's invalidations nor turn off the opener's.  fd == -1
+ * is __fput() removing the subscription of the last reference, which may
+ * run in any process: always allowed.  (F_SETOWN has no driver hook: a
+ * holder of the fd can redirect the SIGIO of an opener that enabled it.)
+ */
 static int umn_fasync(int fd, struct file *file, int on)
 {
 	struct umn_file *uf = file->private_data;
 
+	if (fd != -1 && !umn_same_mm(uf))
+		return -EIO;
 	return fasync_helper(fd, file, on, &uf->fasync);
 }
 
@@ -235,13 +274,19 @@ static int __init umn_init(void)
 	if (ret)
 		return ret;
 	ret = misc_register(&umn_misc);
-	if (ret)
+	if (ret) {
 		umn_region_cache_exit();
-	return ret;
+		return ret;
+	}
+	umn_debugfs = debugfs_create_dir("ummunotify", NULL);
+	debugfs_create_file("live_regions", 0444, umn_debugfs, NULL,
+			    &umn_live_regions_fops);
+	return 0;
 }
 
 static void __exit umn_exit(void)
 {
+	debugfs_remove(umn_debugfs);
 	misc_deregister(&umn_misc);
 	umn_region_cache_exit();
 }
@@ -250,5 +295,4 @@ module_init(umn_init);
 module_exit(umn_exit);
 
 MODULE_LICENSE("GPL");
-MODULE_VERSION("1.0");
 MODULE_DESCRIPTION("User space notification of MMU invalidations");

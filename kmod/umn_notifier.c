@@ -6,8 +6,10 @@
  * kernel's interval tree finds the ranges an invalidation overlaps in
  * O(log n + k) and calls back only those.  The callback never sleeps (it
  * may run where blocking is not allowed, e.g. from the OOM reaper): it takes
- * umn_file::lock, queues the range, bumps the counter, wakes readers and
- * returns true.  Locking rules: see umn_region.c.
+ * umn_file::lock, queues the range, bumps the counter, wakes readers if the
+ * queue was empty and returns true; where the invalidation may block it
+ * calls cond_resched() (an invalidation runs one callback per overlapping
+ * range, up to max_mm_regions of them: see umn_acct.c).  Locking rules: see umn_region.c.
  *
  * Process exit arrives as MMU_NOTIFY_RELEASE over the whole address space:
  * it is reported like any other invalidation.  The notifiers stay in the
@@ -37,19 +39,23 @@ static bool umn_invalidate(struct mmu_interval_notifier *mni,
 	struct umn_region *region = container_of(mni, struct umn_region, mni);
 	struct umn_file *uf = region->uf;
 	bool report = umn_event_reported(uf, range);
+	bool wake = false;
 
 	spin_lock(&uf->lock);
 	mmu_interval_set_seq(mni, cur_seq);
 	if (report) {
-		umn_region_queue_hit(region, range->start, range->end);
+		wake = umn_region_queue_hit(region, range->start, range->end);
 		umn_counter_bump(uf);
 	}
 	spin_unlock(&uf->lock);
 
-	if (report) {
+	if (wake) {
 		wake_up_interruptible(&uf->wait);
 		kill_fasync(&uf->fasync, SIGIO, POLL_IN);
 	}
+	/* One callback per overlapping range: let others run between them. */
+	if (mmu_notifier_range_blockable(range))
+		cond_resched();
 	return true;
 }
 

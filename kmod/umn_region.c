@@ -4,23 +4,28 @@
  *
  * Locking rules (this file owns both locks of struct umn_file):
  *
- * - umn_file::mutex serializes REGISTER, UNREGISTER, EXCHANGE_FEATURES and
- *   read().  It protects the cookie tree, the region count and the setting
- *   of UMN_USED by REGISTER/UNREGISTER (features never change once a range
- *   exists).  Only holders of the mutex take entries off the queue or free
- *   regions, so a region seen under it stays valid and queued while it is
- *   held.  It is taken before mmap_lock (mmu_interval_notifier_insert() may
- *   take mmap_lock, copy_to_user() may fault) and never under it: the mmap
+ * - umn_file::mutex serializes REGISTER, UNREGISTER, EXCHANGE_FEATURES,
+ *   ARM, CHECK and read().  Every entry point takes it interruptibly and
+ *   fails with ERESTARTSYS on a signal (EINTR for a handler without
+ *   SA_RESTART): read() holds it across copy_to_user(), which may wait for
+ *   a page fault as long as user space wants (userfaultfd).  It protects
+ *   the cookie tree, the region count and the setting of UMN_USED by
+ *   REGISTER/UNREGISTER (features never change once a range exists).
+ *   Only holders of the mutex take entries off the queue or free regions,
+ *   so a region seen under it stays valid and queued while it is held.
+ *   It is taken before mmap_lock (mmu_interval_notifier_insert() may take
+ *   mmap_lock, copy_to_user() may fault) and never under it: the mmap
  *   handler does not take it.  It may be held across
- *   mmu_interval_read_begin() and mmu_interval_notifier_remove(), which
- *   sleep until running invalidations end: the invalidation path never
- *   takes the mutex.
+ *   mmu_interval_read_begin() (REGISTER, ARM, CHECK, read()) and
+ *   mmu_interval_notifier_remove(), which sleep until running
+ *   invalidations end: the invalidation path never takes the mutex.
  *
- * - umn_file::lock is a spinlock.  It protects the queue, need_last, the
- *   queue state of every region (queued, hint, hint_start, hint_end, hits,
- *   peek_hits, hit_counter) and the generation counter.  The notifier callback takes it
- *   and may run where sleeping is not allowed: nothing sleeps under it.
- *   It nests inside the mutex, never the other way round.
+ * - umn_file::lock is a spinlock.  It protects the queue, need_last,
+ *   reading, the queue state of every region (queued, hint, hint_start,
+ *   hint_end, hits, peek_hits, hit_counter) and the generation counter.
+ *   The notifier callback takes it and may run where sleeping is not
+ *   allowed: nothing sleeps under it.  It nests inside the mutex, never
+ *   the other way round.
  *
  * - A region is linked into the kernel's interval tree (umn_notifier.c)
  *   for exactly as long as it is in the cookie tree.  It is freed only after
@@ -116,6 +121,29 @@ static int umn_region_check(const struct ummunotify_register_ioctl *req)
 	return 0;
 }
 
+/*
+ * One more range on the fd, its user and its mm, or ENOSPC.  Caller holds
+ * uf->mutex (so the per-fd count cannot move).
+ */
+static int umn_region_charge(struct umn_file *uf)
+{
+	if (uf->nregions >= READ_ONCE(umn_max_regions))
+		return -ENOSPC;
+	if (!umn_acct_charge(uf->user_acct, READ_ONCE(umn_max_user_regions)))
+		return -ENOSPC;
+	if (!umn_acct_charge(uf->mm_acct, READ_ONCE(umn_max_mm_regions))) {
+		umn_acct_uncharge(uf->user_acct);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static void umn_region_uncharge(struct umn_file *uf)
+{
+	umn_acct_uncharge(uf->mm_acct);
+	umn_acct_uncharge(uf->user_acct);
+}
+
 /* Caller: current->mm == uf->mm (so the mm has users). */
 int umn_region_register(struct umn_file *uf,
 			const struct ummunotify_register_ioctl *req)
@@ -136,22 +164,29 @@ int umn_region_register(struct umn_file *uf,
 	region->cookie = req->user_cookie;
 	INIT_LIST_HEAD(&region->qentry);
 
-	mutex_lock(&uf->mutex);
-	if (uf->nregions >= READ_ONCE(umn_max_regions)) {
-		ret = -ENOSPC;
-	} else if (!umn_cookie_insert(uf, region)) {
+	if (mutex_lock_interruptible(&uf->mutex)) {
+		kmem_cache_free(umn_region_cache, region);
+		return -ERESTARTSYS;
+	}
+	ret = umn_region_charge(uf);
+	if (ret)
+		goto out;
+	if (!umn_cookie_insert(uf, region)) {
 		ret = -EINVAL;
 	} else {
 		ret = umn_notifier_insert(region);
-		if (ret) {
+		if (ret)
 			rb_erase(&region->node, &uf->cookies);
-		} else {
-			uf->nregions++;
-			atomic_long_inc(&umn_live);
-			/* Under the mutex: EXCHANGE_FEATURES sees it. */
-			set_bit(UMN_USED, &uf->flags);
-		}
 	}
+	if (ret) {
+		umn_region_uncharge(uf);
+		goto out;
+	}
+	uf->nregions++;
+	atomic_long_inc(&umn_live);
+	/* Under the mutex: EXCHANGE_FEATURES sees it. */
+	set_bit(UMN_USED, &uf->flags);
+out:
 	mutex_unlock(&uf->mutex);
 
 	if (ret)
@@ -159,37 +194,61 @@ int umn_region_register(struct umn_file *uf,
 	return ret;
 }
 
-/* Caller holds uf->mutex, or is the last user of uf. */
-static void umn_region_destroy(struct umn_file *uf, struct umn_region *region)
+/*
+ * Caller holds uf->mutex, or is the last user of uf.  Returns whether the
+ * region had a record queued (now dropped).
+ */
+static bool umn_region_destroy(struct umn_file *uf, struct umn_region *region)
 {
+	bool queued;
+
 	/* After this, no callback runs or will run for the region. */
 	umn_notifier_remove(region);
 
 	spin_lock(&uf->lock);
-	if (region->queued)
+	queued = region->queued;
+	if (queued)
 		list_del(&region->qentry);
 	spin_unlock(&uf->lock);
 
+	umn_region_uncharge(uf);
 	atomic_long_dec(&umn_live);
 	kmem_cache_free(umn_region_cache, region);
+	return queued;
 }
 
+/*
+ * A queued record goes with its range, but the counter has moved: a LAST
+ * (with the counter as it is now) tells the reader that it has seen
+ * everything, so that a client comparing the counter page with the last
+ * LAST resyncs instead of waiting for a record that will never come.
+ */
 int umn_region_unregister(struct umn_file *uf, u64 cookie)
 {
 	struct umn_region *region;
+	bool resync = false;
 	int ret = 0;
 
-	mutex_lock(&uf->mutex);
+	if (mutex_lock_interruptible(&uf->mutex))
+		return -ERESTARTSYS;
 	region = umn_region_find(uf, cookie);
 	if (region) {
 		rb_erase(&region->node, &uf->cookies);
 		uf->nregions--;
-		umn_region_destroy(uf, region);
+		resync = umn_region_destroy(uf, region);
 		set_bit(UMN_USED, &uf->flags);
 	} else {
 		ret = -EINVAL;
 	}
+	if (resync) {
+		spin_lock(&uf->lock);
+		uf->need_last = true;
+		spin_unlock(&uf->lock);
+	}
 	mutex_unlock(&uf->mutex);
+
+	if (resync)
+		wake_up_interruptible(&uf->wait);
 	return ret;
 }
 
@@ -209,25 +268,41 @@ void umn_region_remove_all(struct umn_file *uf)
  * bumps the counter.  A region not yet queued is queued with the hint
  * clipped to it; a region hit again while queued loses its hint (the
  * record will cover the whole range).
+ *
+ * Returns true when the queue was empty or a read() is between building
+ * its records and committing them: only then are readers woken and SIGIO
+ * sent.  A reader sleeps only while the queue is empty and no LAST is
+ * pending, and poll() reports the level; a hit on a non-empty queue that
+ * no read() is taking records from adds nothing a woken reader would not
+ * find.  A hit during a read() may land after the LAST that read returns
+ * (a range queued after the records were built, or one of them hit again
+ * and kept queued): the first such hit wakes again, so that a reader that
+ * stops at LAST is told.  So one wake-up per fd per batch, however many ranges an
+ * invalidation hits (issue 12: thousands of overlapping ranges made
+ * thousands of wake-ups and signals).
  */
-void umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
+bool umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
 {
 	struct umn_file *uf = region->uf;
+	bool wake = list_empty(&uf->queue) || uf->reading;
 
 	lockdep_assert_held(&uf->lock);
+
+	uf->reading = false;
 
 	region->hits++;
 	/* The counter is bumped right after, under the same lock. */
 	region->hit_counter = umn_counter_read(uf) + 1;
 	if (region->queued) {
 		region->hint = false;
-		return;
+		return wake;
 	}
 	region->queued = true;
 	region->hint = true;
 	region->hint_start = max(start, region->start);
 	region->hint_end = min(end, region->end);
 	list_add_tail(&region->qentry, &uf->queue);
+	return wake;
 }
 
 bool umn_region_readable(struct umn_file *uf)
@@ -258,11 +333,12 @@ static void umn_event_fill(struct ummunotify_event *ev,
 
 /*
  * Build up to @max records from the head of the queue without taking
- * anything off it.  Caller holds uf->mutex.  Returns the number of INVAL
- * records; *@last tells whether a LAST record was appended.
+ * anything off it; @regs[i] is the region of record i.  Caller holds
+ * uf->mutex.  Returns the number of INVAL records; *@last tells whether a
+ * LAST record was appended.
  */
 static size_t umn_queue_peek(struct umn_file *uf, struct ummunotify_event *evs,
-			     size_t max, bool *last)
+			     struct umn_region **regs, size_t max, bool *last)
 {
 	struct umn_region *r;
 	bool more = false;
@@ -276,8 +352,10 @@ static size_t umn_queue_peek(struct umn_file *uf, struct ummunotify_event *evs,
 			break;
 		}
 		r->peek_hits = r->hits;
+		regs[n] = r;
 		umn_event_fill(&evs[n++], r);
 	}
+	uf->reading = true;
 	/* LAST only when the queue ends here and there is room for it. */
 	if (!more && n < max && (n || uf->need_last)) {
 		memset(&evs[n], 0, sizeof(evs[n]));
@@ -312,7 +390,34 @@ static void umn_queue_commit(struct umn_file *uf, size_t n, bool last)
 		uf->need_last = false;
 	else if (n)
 		uf->need_last = true;
+	uf->reading = false;
 	spin_unlock(&uf->lock);
+}
+
+/* Nothing was handed out: the records stay queued as they are. */
+static void umn_queue_abort(struct umn_file *uf)
+{
+	spin_lock(&uf->lock);
+	uf->reading = false;
+	spin_unlock(&uf->lock);
+}
+
+/*
+ * The callback queues a record at invalidate_range_start, before the pages
+ * are unmapped or replaced.  A reader that re-pinned the range as soon as
+ * it read the record could pin the old pages, which the invalidation then
+ * drops, and no further record would come.  So a record is handed out
+ * only once every invalidation of its range that was running when it was
+ * read has ended: mmu_interval_read_begin() sleeps until then (it returns
+ * at once when none is running).  Caller holds uf->mutex (the regions stay
+ * registered), not uf->lock; invalidations never take the mutex.
+ */
+static void umn_queue_wait_settled(struct umn_region **regs, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		mmu_interval_read_begin(&regs[i]->mni);
 }
 
 /*
@@ -322,6 +427,7 @@ static void umn_queue_commit(struct umn_file *uf, size_t n, bool last)
 ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count)
 {
 	struct ummunotify_event *evs;
+	struct umn_region **regs;
 	size_t max, n, bytes;
 	bool last;
 	ssize_t ret;
@@ -330,19 +436,23 @@ ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count)
 	if (!max)
 		return -EINVAL;
 
-	evs = kmalloc_array(max, sizeof(*evs), GFP_KERNEL);
+	evs = kmalloc_array(max, sizeof(*evs) + sizeof(*regs), GFP_KERNEL);
 	if (!evs)
 		return -ENOMEM;
+	regs = (struct umn_region **)(evs + max);
 
 	if (mutex_lock_interruptible(&uf->mutex)) {
 		kfree(evs);
 		return -ERESTARTSYS;
 	}
-	n = umn_queue_peek(uf, evs, max, &last);
+	n = umn_queue_peek(uf, evs, regs, max, &last);
+	umn_queue_wait_settled(regs, n);
 	bytes = (n + last) * sizeof(*evs);
 	if (!bytes) {
+		umn_queue_abort(uf);
 		ret = 0;
 	} else if (copy_to_user(buf, evs, bytes)) {
+		umn_queue_abort(uf);
 		ret = -EFAULT;
 	} else {
 		umn_queue_commit(uf, n, last);

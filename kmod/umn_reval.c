@@ -248,7 +248,8 @@ long umn_reval_ioctl(struct umn_file *uf, unsigned int cmd,
 	if (req.flags & ~valid_flags)
 		return -EINVAL;
 
-	mutex_lock(&uf->mutex);
+	if (mutex_lock_interruptible(&uf->mutex))
+		return -ERESTARTSYS;
 	region = umn_region_find(uf, req.user_cookie);
 	if (!region)
 		ret = -EINVAL;

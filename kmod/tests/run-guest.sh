@@ -48,7 +48,11 @@ done
 rm -f "$tmp"
 
 # Nothing left registered, and the module unloads and reloads cleanly.
-if [ "$(cat /sys/module/ummunotify/parameters/live_regions)" = 0 ]; then
+# The live count is in debugfs (a module parameter before issue 12).
+live=/sys/kernel/debug/ummunotify/live_regions
+[ -e "$live" ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+[ -e "$live" ] || live=/sys/module/ummunotify/parameters/live_regions
+if [ "$(cat "$live")" = 0 ]; then
 	result ok no_ranges_left_after_suite
 else
 	result not-ok no_ranges_left_after_suite

@@ -7,7 +7,9 @@
 #define _GNU_SOURCE
 #include <poll.h>
 #include <pthread.h>
+#include <linux/userfaultfd.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/select.h>
 #include <stddef.h>
@@ -212,7 +214,75 @@ TEST(unregister_stops_events)
 	ASSERT_EQ(drain(fd, ev, 4), 0);
 }
 
-TEST(unregister_drops_queued_event)
+/*
+ * UNREGISTER of a range whose INVAL is still queued drops the record (the
+ * cookie is gone) but leaves a LAST carrying the counter, so that a reader
+ * that saw the counter move resyncs instead of waiting for a record that
+ * never comes (issue 12, item 9).
+ */
+TEST(unregister_of_queued_range_leaves_last)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(poll(&pfd, 1, 0), 1);
+	ASSERT_EQ(drain(fd, ev, 4), 1);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[0].user_cookie_counter, *c);
+	ASSERT_EQ(drain(fd, ev, 4), 0);
+	ASSERT_EQ(poll(&pfd, 1, 0), 0);
+}
+
+/* Other queued ranges are reported as before, then LAST. */
+TEST(unregister_of_one_queued_range_keeps_the_others)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(2, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(umn_reg(fd, p + PAGE, PAGE, 6), 0);
+	ASSERT_EQ(munmap(p, 2 * PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[0].user_cookie_counter, 6);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[1].user_cookie_counter, *c);
+}
+
+/*
+ * The documented fast path: the counter moved, so read (blocking).  With
+ * the only queued range unregistered, the LAST must be there; before the
+ * fix this read slept forever (the alarm ends the test).
+ */
+TEST(blocking_read_after_unregister_of_queued_range_returns_last)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open_flags(0);
+	volatile uint64_t *c = umn_counter(fd);
+	char *p = map_pages(1, 1);
+
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_unreg(fd, 5), 0);
+	ASSERT_NE(*c, 0);
+	alarm(10);
+	ASSERT_EQ(read(fd, ev, sizeof(ev)), sizeof(ev[0]));
+	alarm(0);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	ASSERT_EQ(ev[0].user_cookie_counter, *c);
+}
+
+/* An unregistered range that was not queued leaves nothing to read. */
+TEST(unregister_of_unqueued_range_leaves_nothing)
 {
 	struct ummunotify_event ev[4];
 	int fd = umn_open();
@@ -220,6 +290,7 @@ TEST(unregister_drops_queued_event)
 
 	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
 	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(drain(fd, ev, 4), 2);
 	ASSERT_EQ(umn_unreg(fd, 5), 0);
 	ASSERT_EQ(drain(fd, ev, 4), 0);
 }
@@ -853,4 +924,350 @@ TEST(fork_child_sees_the_same_counter_page)
 	waitpid(pid, &st, 0);
 	ASSERT_TRUE(WIFEXITED(st));
 	ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+/* ---- interruptible waits (issue 12, item 12) -------------------------- */
+
+/*
+ * read() holds the fd's mutex across copy_to_user(); a buffer backed by
+ * userfaultfd keeps it there until the fault is resolved.  Meanwhile every
+ * ioctl of another thread waits for the mutex: that wait must end with
+ * EINTR on a signal (handler without SA_RESTART), not sleep in D state.
+ */
+struct blocked_op {
+	int fd;
+	unsigned long cmd;
+	void *arg;
+	pid_t tid;
+	volatile int started;
+	volatile int done;
+	int ret;
+	int err;
+};
+
+static void on_sigusr1(int sig)
+{
+}
+
+static void *blocked_ioctl(void *arg)
+{
+	struct blocked_op *op = arg;
+
+	op->tid = syscall(SYS_gettid);
+	op->started = 1;
+	op->ret = ioctl(op->fd, op->cmd, op->arg);
+	op->err = errno;
+	op->done = 1;
+	return NULL;
+}
+
+struct uffd_read {
+	int fd;
+	void *buf;
+	ssize_t ret;
+	int err;
+};
+
+static void *read_into_uffd(void *arg)
+{
+	struct uffd_read *r = arg;
+
+	r->ret = read(r->fd, r->buf, 2 * sizeof(struct ummunotify_event));
+	r->err = errno;
+	return NULL;
+}
+
+/* The thread sleeps in a syscall (its /proc stat state is S or D). */
+static int sleeping_in_syscall(pid_t tid)
+{
+	char path[64], buf[512], *s;
+	FILE *f;
+	int ok = 0;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f)) {
+		s = strrchr(buf, ')');
+		ok = s && (s[2] == 'S' || s[2] == 'D');
+	}
+	fclose(f);
+	return ok;
+}
+
+TEST(ioctls_waiting_for_the_mutex_are_interruptible)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register ureg;
+	struct uffdio_zeropage zp;
+	struct sigaction sa = { .sa_handler = on_sigusr1 };	/* no SA_RESTART */
+	struct ummunotify_register_ioctl rr;
+	struct ummunotify_event probe[2];
+	struct uffd_read rd;
+	struct pollfd pfd;
+	uint64_t cookie = 5;
+	uint32_t feat = 0;
+	pthread_t reader, t;
+	int fd = umn_open(), uffd, i, k;
+	char *p = map_pages(2, 1), *buf;
+	struct {
+		const char *name;
+		unsigned long cmd;
+		void *arg;
+	} ops[] = {
+		{ "REGISTER", UMMUNOTIFY_REGISTER_REGION, &rr },
+		{ "UNREGISTER", UMMUNOTIFY_UNREGISTER_REGION, &cookie },
+		{ "EXCHANGE_FEATURES", UMMUNOTIFY_EXCHANGE_FEATURES, &feat },
+	};
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		SKIP("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(ioctl(uffd, UFFDIO_API, &api), 0);
+	buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(buf != MAP_FAILED);
+	ureg.range.start = (uintptr_t)buf;
+	ureg.range.len = PAGE;
+	ureg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_REGISTER, &ureg), 0);
+	ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+
+	/* Something to read, then a reader stuck in copy_to_user(). */
+	ASSERT_EQ(umn_reg(fd, p, PAGE, 5), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	rd.fd = fd;
+	rd.buf = buf;
+	ASSERT_EQ(pthread_create(&reader, NULL, read_into_uffd, &rd), 0);
+	pfd.fd = uffd;
+	pfd.events = POLLIN;
+	/* A blocking uffd polls EPOLLERR at once: it is O_NONBLOCK. */
+	ASSERT_EQ(poll(&pfd, 1, 10000), 1);
+	ASSERT_TRUE(pfd.revents & POLLIN);	/* the reader faulted */
+
+	memset(&rr, 0, sizeof(rr));
+	rr.start = (uintptr_t)p + PAGE;
+	rr.end = rr.start + PAGE;
+	rr.user_cookie = 6;
+	for (k = 0; k < 3; k++) {
+		struct blocked_op op = {
+			.fd = fd, .cmd = ops[k].cmd, .arg = ops[k].arg,
+		};
+
+		ASSERT_EQ(pthread_create(&t, NULL, blocked_ioctl, &op), 0);
+		while (!op.started)
+			usleep(1000);
+		for (i = 0; i < 200 && !sleeping_in_syscall(op.tid); i++)
+			usleep(10000);
+		usleep(100000);
+		ASSERT_EQ(op.done, 0);	/* waiting for the mutex */
+		pthread_kill(t, SIGUSR1);
+		for (i = 0; i < 300 && !op.done; i++)
+			usleep(10000);
+		if (!op.done) {
+			/* Let the reader go: the ioctl then completes. */
+			zp.range.start = (uintptr_t)buf;
+			zp.range.len = PAGE;
+			zp.mode = 0;
+			ioctl(uffd, UFFDIO_ZEROPAGE, &zp);
+			pthread_join(t, NULL);
+			FAIL("%s still waiting 3 s after a signal; returned %d (%s) once the mutex was free",
+			     ops[k].name, op.ret, strerror(op.err));
+		}
+		pthread_join(t, NULL);
+		if (op.ret != -1 || op.err != EINTR)
+			FAIL("%s: got %d errno %d (%s), want EINTR", ops[k].name,
+			     op.ret, op.err, strerror(op.err));
+	}
+
+	/* Resolve the fault: the read completes, nothing was lost. */
+	zp.range.start = (uintptr_t)buf;
+	zp.range.len = PAGE;
+	zp.mode = 0;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_ZEROPAGE, &zp), 0);
+	pthread_join(reader, NULL);
+	ASSERT_EQ(rd.ret, 2 * sizeof(struct ummunotify_event));
+	memcpy(probe, buf, sizeof(probe));
+	ASSERT_EQ(probe[0].user_cookie_counter, 5);
+	ASSERT_EQ(probe[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	/* The interrupted REGISTER did nothing: cookie 6 is free. */
+	ASSERT_EQ(umn_unreg(fd, 6), -1);
+}
+
+/* ---- module interface (issue 12, item 13) ----------------------------- */
+
+static int path_exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * The limits are module parameters (writable by root), the live count is
+ * a debugfs file, and the module has no MODULE_VERSION of its own.
+ */
+TEST(limits_are_parameters_live_count_in_debugfs_no_version)
+{
+	const char *par = "/sys/module/ummunotify/parameters/";
+	const char *names[] = { "max_regions", "max_user_regions",
+				"max_mm_regions" };
+	char path[256];
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s%s", par, names[i]);
+		if (read_long_file(path) <= 0)
+			FAIL("%s missing", path);
+	}
+	snprintf(path, sizeof(path), "%slive_regions", par);
+	if (path_exists(path))
+		FAIL("%s: should be in debugfs", path);
+	if (umn_debugfs_mounted() && read_long_file(LIVE_REGIONS) < 0)
+		FAIL("%s missing", LIVE_REGIONS);
+	if (path_exists("/sys/module/ummunotify/version"))
+		FAIL("MODULE_VERSION still set");
+}
+
+/* ---- INVAL is read only after the pages changed (issue 12, item 10) --- */
+
+struct dontneed {
+	char *p;
+	size_t len;
+};
+
+static void *dontneed_all(void *arg)
+{
+	struct dontneed *d = arg;
+
+	madvise(d->p, d->len, MADV_DONTNEED);
+	return NULL;
+}
+
+/*
+ * MADV_DONTNEED of a large populated buffer: the notifier callback runs at
+ * the start, then the zap walks the whole buffer.  The watched page is the
+ * last one, so it is zapped last.  A reader woken by the INVAL that looks
+ * at the page at once (as a client re-pinning it would) must no longer see
+ * the old page: read() returns the record only once the invalidation that
+ * queued it has ended.  Before the fix, the old contents were visible.
+ */
+TEST_TIMEOUT(inval_is_read_only_after_the_pages_changed, 300)
+{
+	const size_t len = 256UL << 20;
+	struct ummunotify_event ev[4];
+	int fd = umn_open(), round, stale = 0, n;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct dontneed d = { .len = len };
+	volatile char *last;
+	pthread_t t;
+	char seen;
+
+	d.p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(d.p != MAP_FAILED);
+	madvise(d.p, len, MADV_NOHUGEPAGE);	/* 4 KiB pages: a slow zap */
+	last = d.p + len - PAGE;
+	ASSERT_EQ(umn_reg(fd, (void *)last, PAGE, 7), 0);
+	for (round = 0; round < 3; round++) {
+		memset(d.p, 0xab, len);
+		while (umn_read(fd, ev, 4) > 0)
+			;	/* whatever the memset queued */
+		ASSERT_EQ(pthread_create(&t, NULL, dontneed_all, &d), 0);
+		ASSERT_EQ(poll(&pfd, 1, 20000), 1);
+		n = read(fd, ev, sizeof(ev));
+		seen = *last;	/* "re-pin" at once */
+		pthread_join(t, NULL);
+		ASSERT_TRUE(n >= (int)sizeof(ev[0]));
+		ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+		ASSERT_EQ(ev[0].user_cookie_counter, 7);
+		if (seen == (char)0xab)
+			stale++;
+	}
+	printf("# INVAL read while the old page was still mapped: %d of 3\n",
+	       stale);
+	ASSERT_EQ(stale, 0);
+}
+
+/* ---- wake-ups: once per batch, again for a hit during a read (item 8) - */
+
+/*
+ * SIGIO (and wake-ups) only when the queue goes from empty to non-empty,
+ * plus once for a hit that lands while a read() is between building its
+ * records and handing them out (the reader may have its LAST already).
+ * The read is held there by a userfaultfd-backed buffer.
+ */
+TEST(sigio_once_per_batch_and_for_a_hit_during_a_read)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register ureg;
+	struct uffdio_zeropage zp;
+	struct ummunotify_event ev[8];
+	struct pollfd pfd;
+	struct uffd_read rd;
+	pthread_t reader;
+	int fd = umn_open(), uffd, i, n;
+	char *p = map_pages(4, 1), *buf;
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		SKIP("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(ioctl(uffd, UFFDIO_API, &api), 0);
+	/* Mapped first: not in a hole the munmaps below leave. */
+	buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(buf != MAP_FAILED);
+	signal(SIGIO, on_sigio);
+	ASSERT_EQ(fcntl(fd, F_SETOWN, getpid()), 0);
+	ASSERT_EQ(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC), 0);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(umn_reg(fd, p + i * PAGE, PAGE, 10 + i), 0);
+
+	/* Empty -> non-empty: one SIGIO; a second range: none. */
+	got_sigio = 0;
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	for (i = 0; i < 100 && !got_sigio; i++)
+		usleep(10000);
+	ASSERT_EQ(got_sigio, 1);
+	got_sigio = 0;
+	ASSERT_EQ(munmap(p + PAGE, PAGE), 0);
+	usleep(300000);
+	ASSERT_EQ(got_sigio, 0);
+
+	/* A read stuck in copy_to_user(); a hit now signals again. */
+	ureg.range.start = (uintptr_t)buf;
+	ureg.range.len = PAGE;
+	ureg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_REGISTER, &ureg), 0);
+	rd.fd = fd;
+	rd.buf = buf;
+	ASSERT_EQ(pthread_create(&reader, NULL, read_into_uffd, &rd), 0);
+	pfd.fd = uffd;
+	pfd.events = POLLIN;
+	/* A blocking uffd polls EPOLLERR at once: it is O_NONBLOCK. */
+	ASSERT_EQ(poll(&pfd, 1, 10000), 1);
+	ASSERT_TRUE(pfd.revents & POLLIN);
+	ASSERT_EQ(munmap(p + 2 * PAGE, PAGE), 0);
+	for (i = 0; i < 100 && !got_sigio; i++)
+		usleep(10000);
+	zp.range.start = (uintptr_t)buf;
+	zp.range.len = PAGE;
+	zp.mode = 0;
+	ASSERT_EQ(ioctl(uffd, UFFDIO_ZEROPAGE, &zp), 0);
+	pthread_join(reader, NULL);
+	printf("# held read returned %zd (errno %d), SIGIO during it: %d\n",
+	       rd.ret, rd.err, (int)got_sigio);
+	ASSERT_EQ(got_sigio, 1);
+	/* The reader got two INVALs; the one queued during the read follows. */
+	ASSERT_EQ(rd.ret, 2 * sizeof(ev[0]));
+	memcpy(ev, buf, 2 * sizeof(ev[0]));
+	printf("# the held read: %d %llu, %d %llu\n", ev[0].type,
+	       (unsigned long long)ev[0].user_cookie_counter, ev[1].type,
+	       (unsigned long long)ev[1].user_cookie_counter);
+	n = umn_read(fd, ev, 8);
+	for (i = 0; i < n; i++)
+		printf("# then: %d %llu\n", ev[i].type,
+		       (unsigned long long)ev[i].user_cookie_counter);
+	ASSERT_EQ(n, 2);
+	ASSERT_EQ(ev[0].user_cookie_counter, 12);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_LAST);
 }

@@ -2,7 +2,8 @@
 /*
  * Isolation: an fd works only in the address space that opened it.  A fork
  * child, or a process that received the fd over a Unix socket, gets EIO
- * from every ioctl, read and mmap, and nothing of the opener's state moves.
+ * from every ioctl, read, mmap and O_ASYNC change (fcntl F_SETFL, ioctl
+ * FIOASYNC), and nothing of the opener's state moves.
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -18,6 +19,7 @@ static int foreign_ops_fail_eio(int fd, const void *p)
 	struct ummunotify_event ev[2];
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	uint32_t f = UMMUNOTIFY_FEATURE_FILTER;
+	int fl, on;
 
 	errno = 0;
 	if (umn_reg(fd, p, PAGE, 77) != -1 || errno != EIO)
@@ -35,6 +37,17 @@ static int foreign_ops_fail_eio(int fd, const void *p)
 		return 6;
 	if (ioctl(fd, 0x5401, NULL) != -1 || errno != EIO)
 		return 7;
+	/* fasync: no SIGIO for the opener's invalidations (issue 12, 11). */
+	fl = fcntl(fd, F_GETFL);
+	if (fcntl(fd, F_SETFL, fl ^ O_ASYNC) != -1 || errno != EIO)
+		return 8;
+	if (fcntl(fd, F_GETFL) != fl)
+		return 9;
+	on = !(fl & O_ASYNC);
+	if (ioctl(fd, FIOASYNC, &on) != -1 || errno != EIO)
+		return 10;
+	if (fcntl(fd, F_GETFL) != fl)
+		return 11;
 	return 0;
 }
 
@@ -219,4 +232,84 @@ TEST(exec_after_fork_gets_eio)
 	waitpid(pid, &st, 0);
 	ASSERT_TRUE(WIFEXITED(st));
 	ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
+static volatile sig_atomic_t sigios;
+
+static void count_sigio(int sig)
+{
+	sigios++;
+}
+
+/*
+ * A process that received the fd cannot subscribe to SIGIO (F_SETOWN to
+ * itself, then O_ASYNC): EIO, and the opener's invalidations signal nobody.
+ * Nor can it turn off the opener's own subscription.
+ */
+TEST(fd_passed_over_unix_socket_gets_no_sigio)
+{
+	int sv[2], fd = umn_open(), st;
+	char *p = map_pages(2, 1);
+	pid_t pid;
+
+	signal(SIGIO, count_sigio);
+	ASSERT_EQ(umn_reg(fd, p, 2 * PAGE, 3), 0);
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	pid = fork();
+	if (!pid) {
+		struct ummunotify_event ev[4];
+		int r, i, res;
+
+		close(fd);
+		close(sv[0]);
+		r = umn_recv_fd(sv[1]);
+		if (r < 0)
+			_exit(1);
+		if (fcntl(r, F_SETOWN, getpid()))
+			_exit(2);
+		res = fcntl(r, F_SETFL, fcntl(r, F_GETFL) | O_ASYNC);
+		if (res != -1 || errno != EIO)
+			_exit(3);
+		if (write(sv[1], "r", 1) != 1)	/* the parent may munmap */
+			_exit(4);
+		if (read(sv[1], ev, 1) != 1)	/* it did */
+			_exit(5);
+		for (i = 0; i < 50 && !sigios; i++)
+			usleep(10000);
+		_exit(sigios ? 6 : 0);
+	}
+	close(sv[1]);
+	ASSERT_EQ(umn_send_fd(sv[0], fd), 0);
+	ASSERT_EQ(read(sv[0], &st, 1), 1);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(write(sv[0], "x", 1), 1);
+	waitpid(pid, &st, 0);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+
+	/* The opener subscribes; a foreign process cannot unsubscribe it. */
+	ASSERT_EQ(fcntl(fd, F_SETOWN, getpid()), 0);
+	ASSERT_EQ(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC), 0);
+	pid = fork();
+	if (!pid) {
+		int fl = fcntl(fd, F_GETFL);
+
+		if (fcntl(fd, F_SETFL, fl & ~O_ASYNC) != -1 || errno != EIO)
+			_exit(1);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+	ASSERT_TRUE(fcntl(fd, F_GETFL) & O_ASYNC);
+	{
+		struct ummunotify_event ev[4];
+
+		ASSERT_TRUE(umn_read(fd, ev, 4) >= 0);	/* empty the queue */
+	}
+	sigios = 0;
+	ASSERT_EQ(munmap(p + PAGE, PAGE), 0);
+	for (st = 0; st < 100 && !sigios; st++)
+		usleep(10000);
+	ASSERT_NE(sigios, 0);
 }

@@ -296,3 +296,170 @@ TEST(allocations_are_charged_to_memory_cgroup)
 	ASSERT_TRUE(after - before >= 20000L * 64);
 	close(fd);
 }
+
+/* ---- per-user and per-mm bounds (issue 12, item 8) -------------------- */
+
+static long param_or_fail(const char *path)
+{
+	long v = read_long_file(path);
+
+	if (v <= 0)
+		FAIL("%s: missing (%ld)", path, v);
+	return v;
+}
+
+/* Registers ranges over [p, p + PAGE) until ENOSPC (or @max); returns n. */
+static long fill_fd(int fd, void *p, long first_cookie, long max)
+{
+	long n;
+
+	for (n = 0; n < max; n++) {
+		if (umn_reg(fd, p, PAGE, first_cookie + n)) {
+			if (errno != ENOSPC)
+				FAIL("REGISTER %ld: %s", n, strerror(errno));
+			break;
+		}
+	}
+	return n;
+}
+
+/*
+ * The per-user bound is charged across fds and processes of the same
+ * user: with max_user_regions = 100, four fds of one process hold 100
+ * ranges in all, a fork child's own fd gets ENOSPC at once, and closing
+ * an fd gives its share back.
+ */
+TEST(user_bound_gives_enospc_across_fds_and_processes)
+{
+	long old = param_or_fail(MAX_USER_REGIONS);
+	long old_mm = param_or_fail(MAX_MM_REGIONS);
+	char *p = map_pages(1, 1);
+	int fd[4], i, st;
+	long n[4], total = 0, again;
+	pid_t pid;
+
+	for (i = 0; i < 4; i++)
+		fd[i] = umn_open();
+	ASSERT_EQ(write_long_file(MAX_MM_REGIONS, 1000000), 0);
+	ASSERT_EQ(write_long_file(MAX_USER_REGIONS, 100), 0);
+	for (i = 0; i < 4; i++) {
+		n[i] = fill_fd(fd[i], p, i * 1000, i < 3 ? 30 : 1000);
+		total += n[i];
+	}
+	pid = fork();
+	if (!pid) {
+		int cfd = umn_open();
+
+		if (umn_reg(cfd, p, PAGE, 1) != -1 || errno != ENOSPC)
+			_exit(1);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	close(fd[0]);
+	again = fill_fd(fd[3], p, 5000, 1000);
+	ASSERT_EQ(write_long_file(MAX_USER_REGIONS, old), 0);
+	ASSERT_EQ(write_long_file(MAX_MM_REGIONS, old_mm), 0);
+	ASSERT_EQ(n[0] + n[1] + n[2], 90);
+	ASSERT_EQ(n[3], 10);
+	ASSERT_EQ(total, 100);
+	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ASSERT_EQ(again, 30);
+}
+
+/*
+ * The per-mm bound: two fds of one process share it; another process (a
+ * fork child, its own mm) of the same user is not affected by it.
+ */
+TEST(mm_bound_gives_enospc_across_fds)
+{
+	long old = param_or_fail(MAX_MM_REGIONS);
+	char *p = map_pages(1, 1);
+	int fd = umn_open(), fd2 = umn_open(), st;
+	long a, b;
+	pid_t pid;
+
+	ASSERT_EQ(write_long_file(MAX_MM_REGIONS, 50), 0);
+	a = fill_fd(fd, p, 0, 30);
+	b = fill_fd(fd2, p, 0, 1000);
+	pid = fork();
+	if (!pid) {
+		int cfd = umn_open();
+
+		_exit(fill_fd(cfd, p, 0, 1000) == 50 ? 0 : 1);
+	}
+	waitpid(pid, &st, 0);
+	ASSERT_EQ(write_long_file(MAX_MM_REGIONS, old), 0);
+	ASSERT_EQ(a, 30);
+	ASSERT_EQ(b, 20);
+	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static volatile sig_atomic_t sigios;
+
+static void count_sigio(int sig)
+{
+	sigios++;
+}
+
+/*
+ * The worst an unprivileged process can do to one invalidation of its own
+ * mm: as many ranges as the bounds allow, all over the same page, spread
+ * over several fds with SIGIO on.  The munmap of that page runs one
+ * callback per range; its time is printed (docs/bench-kmod.md) and must
+ * stay bounded.
+ */
+TEST_TIMEOUT(munmap_with_most_overlapping_ranges_allowed_is_bounded, 900)
+{
+	long max_mm = param_or_fail(MAX_MM_REGIONS);
+	long max_user = param_or_fail(MAX_USER_REGIONS);
+	long max_fd = param_or_fail(MAX_REGIONS), n = 0, k, nfull = 0;
+	struct ummunotify_event ev[128];
+	uint64_t t0, t_reg, t_unmap, t_again;
+	int fd[8], nfd = 0, i;
+	char *p = map_pages(1, 1);
+
+	signal(SIGIO, count_sigio);
+	while (nfd < 8) {
+		fd[nfd] = umn_open();
+		ASSERT_EQ(fcntl(fd[nfd], F_SETOWN, getpid()), 0);
+		ASSERT_EQ(fcntl(fd[nfd], F_SETFL,
+				fcntl(fd[nfd], F_GETFL) | O_ASYNC), 0);
+		t0 = now_ns();
+		k = fill_fd(fd[nfd], p, 0, max_fd + 1);
+		t_reg = now_ns() - t0;
+		nfd++;
+		n += k;
+		nfull += k > 0;	/* an fd with ranges ends with a LAST */
+		printf("# fd %d: %ld ranges in %.0f ms\n", nfd, k, t_reg / 1e6);
+		if (k < max_fd)
+			break;
+	}
+	ASSERT_TRUE(n <= max_mm && n <= max_user);
+	t0 = now_ns();
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	t_unmap = now_ns() - t0;
+	/* Again while every range is still queued (no new wake-ups). */
+	ASSERT_TRUE(mmap(p, PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_POPULATE,
+			 -1, 0) == p);
+	t0 = now_ns();
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	t_again = now_ns() - t0;
+	printf("# munmap of one page under %ld overlapping ranges in %d fds "
+	       "(max_mm_regions %ld, max_user_regions %ld): %.1f ms, "
+	       "again while queued: %.1f ms, SIGIO handled %d\n",
+	       n, nfd, max_mm, max_user, t_unmap / 1e6, t_again / 1e6,
+	       (int)sigios);
+	ASSERT_TRUE(t_unmap < 20000000000ULL);
+	ASSERT_TRUE(t_again < 20000000000ULL);
+	/* Everything is reported. */
+	for (i = 0, k = 0; i < nfd; i++) {
+		int r;
+
+		while ((r = umn_read(fd[i], ev, 128)) > 0)
+			k += r;
+	}
+	ASSERT_EQ(k, n + nfull);
+	for (i = 0; i < nfd; i++)
+		close(fd[i]);
+}

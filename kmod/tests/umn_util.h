@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -128,8 +129,38 @@ static inline int write_str_file(const char *path, const char *s)
 	return ret;
 }
 
-#define LIVE_REGIONS "/sys/module/ummunotify/parameters/live_regions"
 #define MAX_REGIONS "/sys/module/ummunotify/parameters/max_regions"
+#define MAX_USER_REGIONS "/sys/module/ummunotify/parameters/max_user_regions"
+#define MAX_MM_REGIONS "/sys/module/ummunotify/parameters/max_mm_regions"
+#define UMN_DEBUGFS "/sys/kernel/debug/ummunotify"
+#define LIVE_REGIONS_DEBUGFS UMN_DEBUGFS "/live_regions"
+#define LIVE_REGIONS_PARAM "/sys/module/ummunotify/parameters/live_regions"
+
+/* The live count is in debugfs; mounts debugfs if needed (root). */
+static inline int umn_debugfs_mounted(void)
+{
+	if (access(UMN_DEBUGFS, F_OK) == 0)
+		return 1;
+	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
+	return access(UMN_DEBUGFS, F_OK) == 0;
+}
+
+/* Path of the live count (a module older than issue 12: a parameter). */
+static inline const char *umn_live_regions_path(void)
+{
+	return umn_debugfs_mounted() ? LIVE_REGIONS_DEBUGFS : LIVE_REGIONS_PARAM;
+}
+
+#define LIVE_REGIONS umn_live_regions_path()
+
+/* Writes a number to a parameter file; 0 or -1. */
+static inline int write_long_file(const char *path, long v)
+{
+	char s[32];
+
+	snprintf(s, sizeof(s), "%ld", v);
+	return write_str_file(path, s);
+}
 
 /* Passes fd over a unix socket (SCM_RIGHTS); 0 on success. */
 static inline int umn_send_fd(int sock, int fd)
