@@ -136,7 +136,7 @@ fn module_check(uffd_ok: bool) -> Line {
                 None => "no version exported".into(),
             },
         };
-        let params = ["max_regions", "live_regions"]
+        let params = ["max_regions", "max_user_regions", "max_mm_regions"]
             .iter()
             .filter_map(|p| read_trim(sys.join("parameters").join(p)).map(|v| format!("{p}={v}")))
             .collect::<Vec<_>>();
