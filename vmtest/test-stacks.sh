@@ -39,7 +39,9 @@
 # Prints "N passed, M failed". 6.12 only by default (rxe on 6.1 is ~7x slower, see test-ucx.sh).
 #   vmtest/test-stacks.sh [--kernels "6.12 6.1"] [--stacks "ompi5-ucx ..."]
 #                         [--runs "plain shim ..."] [--msgs N] [--keep]
-#   vmtest/test-stacks.sh --guest MSGS STACKS RUNS    (inside guest-rxe.sh; used by the above)
+#                         [--shim-env "NAME=VALUE ..."]  (added to every shim run's ranks,
+#                                                        e.g. REGCACHE_REVALIDATE=0)
+#   vmtest/test-stacks.sh --guest MSGS STACKS RUNS [SHIM_ENV]   (inside guest-rxe.sh)
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -50,6 +52,7 @@ stacks="ompi4-ucx ompi5-ucx ompi5-ofi mpich5-ucx mpich5-ofi impi-ofi impi-sysofi
 runs="plain shim shim_defaults no_forward no_sync same_buffer"
 msgs=40
 keep=0
+shim_env=
 
 # shellcheck source=vmtest/pairtest.sh
 . "$HERE/pairtest.sh"
@@ -212,6 +215,8 @@ shim_args() {
 	[ "$hooks" = off ] && printf '%s\n' "${HOOKS_OFF_MCA[@]}" "${HOOKS_OFF[@]}"
 	printf '%s\n' "REGCACHE_TEST_PRELOAD=$SHIM" REGCACHE_MONITOR=ummunotify \
 		REGCACHE_SHIM_VERBOSE=1 "REGCACHE_SHIM_METRICS=textfile=$OUT/$tag.metrics"
+	# shellcheck disable=SC2086
+	[ -z "$SHIM_ENV" ] || printf '%s\n' $SHIM_ENV
 }
 
 # total_bad of a run (the larger of the ranks' values), or "" when no rank reported.
@@ -355,6 +360,7 @@ guest() {
 	local st r
 	OUT=$(mktemp -d)
 	MSGS=$1
+	SHIM_ENV=${4:-}
 	hostname testvm # Open MPI rejects the guest's "(none)"
 	eval "$("$HERE/stacks.sh" --paths)" # fetched and checked by the host part
 	echo "# kernel $(uname -r), monitor: $(ls /dev/ummunotify 2>/dev/null || echo none)," \
@@ -371,7 +377,7 @@ guest() {
 }
 
 if [ "${1:-}" = --guest ]; then
-	guest "$2" "$3" "$4"
+	guest "$2" "$3" "$4" "${5:-}"
 	exit
 fi
 while [ $# -gt 0 ]; do
@@ -381,7 +387,8 @@ while [ $# -gt 0 ]; do
 	--runs) runs=$2; shift 2 ;;
 	--msgs) msgs=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
-	*) echo "usage: $0 [--kernels K] [--stacks S] [--runs R] [--msgs N] [--keep]" >&2; exit 2 ;;
+	--shim-env) shim_env=$2; shift 2 ;;
+	*) echo "usage: $0 [--kernels K] [--stacks S] [--runs R] [--msgs N] [--keep] [--shim-env E]" >&2; exit 2 ;;
 	esac
 done
 
@@ -406,4 +413,4 @@ for st in $stacks; do
 			fail_early "building mpi_reuse.$abi failed"
 	fi
 done
-RUN_TIMEOUT=${RUN_TIMEOUT:-3000} KEEP_LOGS=$keep run_kernels stacks "$msgs" "$stacks" "$runs"
+RUN_TIMEOUT=${RUN_TIMEOUT:-3000} KEEP_LOGS=$keep run_kernels stacks "$msgs" "$stacks" "$runs" "$shim_env"
