@@ -11,7 +11,8 @@ nok() { echo "not ok $*"; fail=$((fail + 1)); }
 
 # One server/client pair. The caller defines pair_server and pair_client, each called as
 # `pair_server TAG ARGS...` and run with its output in $OUT/TAG.server or $OUT/TAG.client;
-# the server in the background, the client PAIR_DELAY seconds later (default 0). When the
+# the server in the background, the client PAIR_DELAY seconds later (default 0) and, with
+# PAIR_WAIT_PORT, once the server listens on that TCP port. When the
 # client is done: PAIR_END=grace (default) gives the server 30 s more to finish before it is
 # killed; PAIR_END=kill_if_died kills it at once if the client died (exit > 1), else waits.
 # Writes "rc_s rc_c" to $OUT/TAG.rc.
@@ -20,6 +21,15 @@ run_pair() {
 	pair_server "$@" >"$OUT/$tag.server" 2>&1 &
 	srv=$!
 	[ "${PAIR_DELAY:-0}" = 0 ] || sleep "$PAIR_DELAY"
+	# PAIR_WAIT_PORT: also wait (up to 60 s) until the server listens on that TCP port, so
+	# that a slow start (a loaded host) cannot make the client race it.
+	if [ -n "${PAIR_WAIT_PORT:-}" ]; then
+		for _ in $(seq 120); do
+			[ -n "$(ss -Hltn "sport = :$PAIR_WAIT_PORT" 2>/dev/null)" ] && break
+			kill -0 $srv 2>/dev/null || break
+			sleep 0.5
+		done
+	fi
 	pair_client "$@" >"$OUT/$tag.client" 2>&1
 	rc_c=$?
 	case ${PAIR_END:-grace} in

@@ -29,7 +29,8 @@ kernels="6.12 6.1"
 perf_pair() {
 	rm -rf "$OUT/$1.metrics"
 	mkdir "$OUT/$1.metrics"
-	PAIR_DELAY=2 PAIR_END=grace run_pair "$@"
+	# perftest's server listens on TCP 18515 for the client's out-of-band exchange.
+	PAIR_DELAY=1 PAIR_WAIT_PORT=18515 PAIR_END=grace run_pair "$@"
 }
 pair_server() {
 	local tag=$1 tool=$2 pre=$3
