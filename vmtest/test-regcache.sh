@@ -53,8 +53,11 @@ for k in $kernels; do
 	check "oracle.$k" --kernel "$k" -- "$oracle" --test-threads 1 \
 		--skip torture_neighbour_noise_revalidation_on_vs_off \
 		--skip torture_revalidate_always_unchanged_mutant_corrupts
-	check "oracle-noise-revalidate-on-vs-off.$k" --kernel "$k" -- \
-		"$oracle" --exact torture_neighbour_noise_revalidation_on_vs_off --nocapture
+	# The on/off comparison gives numbers (docs/benchmarks.md), not a verdict the oracle run
+	# above lacks: on the last kernel only, for CI time.
+	[ "$k" = "${kernels##* }" ] &&
+		check "oracle-noise-revalidate-on-vs-off.$k" --kernel "$k" -- \
+			"$oracle" --exact torture_neighbour_noise_revalidation_on_vs_off --nocapture
 	check "revalidate-negative-control.$k" --kernel "$k" -- \
 		"$oracle" --exact torture_revalidate_always_unchanged_mutant_corrupts --nocapture
 	check "demo.$k" --kernel "$k" -- "$cli" demo --monitor ummunotify --iterations 200
