@@ -195,8 +195,14 @@ expect() { # package file, expected paths
 	fi
 }
 ma=/usr/lib/x86_64-linux-gnu
+# The module's sources are the objects kmod/Kbuild builds (so a new file cannot be forgotten
+# by debian/rules without this failing, nor listed here by hand).
+kmod_srcs=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' kmod/Kbuild | sed -n 's/^ummunotify-y[ +:]*=//p' |
+	tr ' \t' '\n\n' | sed -n 's/\.o$/.c/p')
+# shellcheck disable=SC2046
 expect "ummunotify-dkms_${version}_all.deb" \
-	/usr/src/ummunotify-$upstream/{Kbuild,Makefile,dkms.conf,umn.h,umn_counter.c,umn_main.c,umn_notifier.c,umn_region.c} \
+	/usr/src/ummunotify-$upstream/{Kbuild,Makefile,dkms.conf,umn.h} \
+	$(printf "/usr/src/ummunotify-$upstream/%s\n" $kmod_srcs) \
 	/usr/src/ummunotify-$upstream/include/uapi/linux/ummunotify.h \
 	/usr/lib/udev/rules.d/99-ummunotify.rules /usr/lib/modules-load.d/ummunotify.conf \
 	/usr/share/man/man4/ummunotify.4.gz
