@@ -47,7 +47,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
@@ -77,20 +76,6 @@ static struct {
 static __thread const char *trigger;
 
 #define attach_warn(fmt, ...) shim_warn("libfabric bridge: " fmt, ##__VA_ARGS__)
-
-static int env_off(const char *name)
-{
-	const char *s = getenv(name);
-
-	return s && (!strcmp(s, "0") || !strcasecmp(s, "no") || !strcasecmp(s, "off"));
-}
-
-static int env_on(const char *name)
-{
-	const char *s = getenv(name);
-
-	return s && *s && strcmp(s, "0") != 0;
-}
 
 static int is_verbs_dso(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -132,7 +117,7 @@ static void attach(void)
 		oa.version = version();
 	major = FI_MAJOR(oa.version);
 	minor = FI_MINOR(oa.version);
-	if (env_off("REGCACHE_SHIM_OFI"))
+	if (!shim_env_flag("REGCACHE_SHIM_OFI", 1))
 		oa.why = "REGCACHE_SHIM_OFI=0";
 	else if (!version || !open_fn)
 		oa.why = "libfabric.so.1 (fi_version, fi_open) not found";
@@ -147,7 +132,7 @@ static void attach(void)
 		__atomic_store_n(&oa.state, OFI_ATTACH_OFF, __ATOMIC_RELEASE);
 		return;
 	}
-	if (env_on("REGCACHE_SHIM_OFI_DANGER_NO_FORWARD")) {
+	if (shim_env_flag("REGCACHE_SHIM_OFI_DANGER_NO_FORWARD", 0)) {
 		regcache_ofi_danger_ignore_invalidations(1);
 		attach_warn("REGCACHE_SHIM_OFI_DANGER_NO_FORWARD: TEST ONLY, libfabric's cache will "
 			    "hand out stale registrations");

@@ -63,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
@@ -136,6 +137,17 @@ void shim_warn(const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "regcache_shim: %s\n", buf);
+}
+
+/* A yes/no variable: unset or empty is `dflt`; 0, no, n, off (any case) are no. */
+int shim_env_flag(const char *name, int dflt)
+{
+	const char *s = getenv(name);
+
+	if (!s || !*s)
+		return dflt;
+	return strcmp(s, "0") != 0 && strcasecmp(s, "no") != 0 && strcasecmp(s, "n") != 0 &&
+	       strcasecmp(s, "off") != 0;
 }
 
 static uint64_t env_u64(const char *name, uint64_t dflt)

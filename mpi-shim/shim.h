@@ -54,6 +54,8 @@ int shim_sync_all(void);
 int shim_can_cache(void);
 /* REGCACHE_SHIM_VERBOSE. */
 int shim_is_verbose(void);
+/* A yes/no variable: unset or empty is `dflt`; 0, no, n, off (any case) are no. */
+int shim_env_flag(const char *name, int dflt);
 /* The next definition of a libibverbs function: `version` first, then any; also from a
  * libibverbs loaded privately by a dlopen()ed library. NULL when not loaded. */
 void *shim_next_sym(const char *name, const char *version);

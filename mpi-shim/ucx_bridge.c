@@ -108,7 +108,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "ucx_bridge.h"
 
@@ -171,16 +170,6 @@ static __thread uint64_t seen_fwd_seq;
 
 /* The shim's warning line, with the bridge named (every format is a literal). */
 #define bridge_warn(fmt, ...) shim_warn("UCX bridge: " fmt, ##__VA_ARGS__)
-
-static int env_flag(const char *name, int dflt)
-{
-	const char *s = getenv(name);
-
-	if (!s || !*s)
-		return dflt;
-	return strcmp(s, "0") != 0 && strcasecmp(s, "no") != 0 && strcasecmp(s, "n") != 0 &&
-	       strcasecmp(s, "off") != 0;
-}
 
 /*
  * `name` in the already loaded library `lib`, or NULL. The handle is kept (never dlclose'd) so
@@ -271,13 +260,13 @@ static void activate(void)
 	set_external_fn set_external;
 	const char *why = NULL, *hooks;
 
-	if (!env_flag("REGCACHE_SHIM_UCX", 1)) {
+	if (!shim_env_flag("REGCACHE_SHIM_UCX", 1)) {
 		set_state(UCX_BRIDGE_OFF);
 		return;
 	}
-	ub.no_forward = env_flag("REGCACHE_SHIM_UCX_DANGER_NO_FORWARD", 0);
-	ub.no_sync = env_flag("REGCACHE_SHIM_UCX_DANGER_NO_SYNC", 0);
-	ub.no_seq = env_flag("REGCACHE_SHIM_UCX_DANGER_NO_SEQ", 0);
+	ub.no_forward = shim_env_flag("REGCACHE_SHIM_UCX_DANGER_NO_FORWARD", 0);
+	ub.no_sync = shim_env_flag("REGCACHE_SHIM_UCX_DANGER_NO_SYNC", 0);
+	ub.no_seq = shim_env_flag("REGCACHE_SHIM_UCX_DANGER_NO_SEQ", 0);
 	version = (ucp_version_fn)loaded_sym("libucp.so.0", "ucp_get_version");
 	if (version)
 		version(&ub.version[0], &ub.version[1], &ub.version[2]);
