@@ -85,6 +85,7 @@ typedef struct ibv_mr *(*reg_iova2_fn)(struct ibv_pd *, void *, size_t, uint64_t
 typedef int (*dereg_fn)(struct ibv_mr *);
 typedef int (*rereg_fn)(struct ibv_mr *, int, struct ibv_pd *, void *, size_t, int);
 typedef int (*dealloc_pd_fn)(struct ibv_pd *);
+typedef int (*fork_range_fn)(void *, size_t);
 
 /* One protection domain's cache. Never freed (a few bytes per PD; see ibv_dealloc_pd). */
 struct shim_pd {
@@ -112,6 +113,8 @@ static struct {
 	dereg_fn dereg;
 	rereg_fn rereg;
 	dealloc_pd_fn dealloc_pd;
+	fork_range_fn dontfork;		/* NULL: REGCACHE_SHIM_EARLY_DONTFORK=0 */
+	fork_range_fn dofork;
 	pthread_mutex_t lock;		/* pds, totals */
 	struct shim_pd *pds;
 	struct shim_counts totals;	/* of destroyed caches */
@@ -346,6 +349,12 @@ static void verbs_init(void)
 		shim_warn("libibverbs not found (%s); passing every call through", dlerror());
 		shim.enabled = 0;
 	}
+	if (shim_env_flag("REGCACHE_SHIM_EARLY_DONTFORK", 1)) {
+		shim.dontfork = (fork_range_fn)shim_next_sym("ibv_dontfork_range", "IBVERBS_1.1");
+		shim.dofork = (fork_range_fn)shim_next_sym("ibv_dofork_range", "IBVERBS_1.1");
+		if (!shim.dontfork || !shim.dofork)
+			shim.dontfork = shim.dofork = NULL;
+	}
 }
 
 /* From the verbs entry points: the caller has libibverbs loaded by now. */
@@ -388,10 +397,36 @@ static void cb_dereg(void *context, void *addr, size_t length, const struct regc
 			  strerror(rc > 0 ? rc : errno));
 }
 
+/*
+ * rdma-core's fork protection (on whenever anyone in the process called ibv_fork_init(): UCX
+ * does by default, and rdma-core 44 then madvises even on a fork-safe kernel) madvises
+ * MADV_DONTFORK inside ibv_reg_mr. The VMA split that makes is reported by the kernel as a
+ * change of the whole 2 MiB around it, so the registration being made was struck every time
+ * and ended uncached (issue 11). Taking rdma-core's reference here, before the cache watches
+ * the range, splits first; ibv_reg_mr's own reference then finds it DONTFORK already, and
+ * settle drops ours (no madvise after a successful registration, which holds its own). Without
+ * fork protection both calls only note that ibv_fork_init() is too late, as ibv_reg_mr does.
+ */
+static void cb_prepare(void *context, void *addr, size_t length)
+{
+	(void)context;
+	if (shim.dontfork)
+		shim.dontfork(addr, length);
+}
+
+static void cb_settle(void *context, void *addr, size_t length)
+{
+	(void)context;
+	if (shim.dofork)
+		shim.dofork(addr, length);
+}
+
 static const struct regcache_registrar_ops ops = {
 	.size = sizeof(ops),
 	.reg = cb_reg,
 	.dereg = cb_dereg,
+	.prepare = cb_prepare,
+	.settle = cb_settle,
 };
 
 /* Every cache's on_invalidate: what the monitor drained, for UCX (ucx_bridge.c). */

@@ -199,6 +199,22 @@ struct regcache_registrar_ops {
      * Largest range one `reg` call can cover; 0: unlimited.
      */
     size_t max_length;
+    /**
+     * Optional (NULL: nothing). Called on a miss before the cache starts watching the range it
+     * is about to pass to `reg`, and paired with exactly one `settle` of the same range once
+     * that attempt is over (`reg` returned, either way, or the range could not be watched). A
+     * registrar whose `reg` changes the mapping's VMA flags does that here, so the VMA split
+     * happens before the watch: the kernel reports a split as a change of the whole 2 MiB
+     * around it, which would strike the registration being made and leave it uncached. Verbs:
+     * `ibv_dontfork_range(addr, length)` here and `ibv_dofork_range` in `settle` (rdma-core's
+     * fork protection madvises inside `ibv_reg_mr`; its own reference then finds the range
+     * already MADV_DONTFORK). (Appended: callers with an older, smaller `size` get NULL.)
+     */
+    void (*prepare)(void *context, void *addr, size_t length);
+    /**
+     * Optional (NULL: nothing): ends what `prepare` started; both or neither must be set.
+     */
+    void (*settle)(void *context, void *addr, size_t length);
 };
 
 /**

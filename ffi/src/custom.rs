@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 type RegFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u32, *mut regcache_reg) -> c_int;
 type DeregFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, *const regcache_reg);
+type RangeFn = unsafe extern "C" fn(*mut c_void, *mut c_void, usize);
 
 /// Smallest `regcache_registrar_ops.size`: `size`, `reg` and `dereg`.
 const OPS_MIN_SIZE: usize = 24;
@@ -16,6 +17,8 @@ const OPS_MIN_SIZE: usize = 24;
 struct Custom {
     reg: RegFn,
     dereg: DeregFn,
+    /// `prepare` and `settle`, both or neither.
+    fence: Option<(RangeFn, RangeFn)>,
     context: *mut c_void,
     max_length: usize,
 }
@@ -39,9 +42,19 @@ pub(crate) unsafe fn registrar(
     let (Some(reg), Some(dereg)) = (o.reg, o.dereg) else {
         return Err(Fail::inval("attr->ops->reg and ->dereg are required"));
     };
+    let fence = match (o.prepare, o.settle) {
+        (Some(p), Some(s)) => Some((p, s)),
+        (None, None) => None,
+        _ => {
+            return Err(Fail::inval(
+                "attr->ops->prepare and ->settle go together: set both or neither",
+            ))
+        }
+    };
     Ok(Arc::new(Custom {
         reg,
         dereg,
+        fence,
         context,
         max_length: if o.max_length == 0 {
             usize::MAX
@@ -98,5 +111,19 @@ impl Registrar for Custom {
 
     fn max_len(&self) -> usize {
         self.max_length
+    }
+
+    fn prepare(&self, addr: usize, len: usize) {
+        if let Some((prepare, _)) = self.fence {
+            // SAFETY: the caller's callback, called as documented in the header.
+            unsafe { prepare(self.context, addr as *mut c_void, len) };
+        }
+    }
+
+    fn settle(&self, addr: usize, len: usize) {
+        if let Some((_, settle)) = self.fence {
+            // SAFETY: as in prepare.
+            unsafe { settle(self.context, addr as *mut c_void, len) };
+        }
     }
 }

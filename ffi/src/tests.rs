@@ -101,6 +101,8 @@ fn create_rejects_bad_attributes() {
         reg: None,
         dereg: None,
         max_length: 0,
+        prepare: None,
+        settle: None,
     };
     bad.ops = &ops;
     assert_eq!(create(&bad), Err(EINVAL), "custom without callbacks");

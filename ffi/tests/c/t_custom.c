@@ -32,7 +32,7 @@ static void my_dereg(void *ctx, void *addr, size_t len, const struct regcache_re
 
 int main(void) {
     struct counts k = {0};
-    struct regcache_registrar_ops ops = {sizeof ops, my_reg, my_dereg, 0};
+    struct regcache_registrar_ops ops = {.size = sizeof ops, .reg = my_reg, .dereg = my_dereg};
     struct regcache_attr a = test_attr(REGCACHE_REGISTRAR_CUSTOM, REGCACHE_MONITOR_AUTO);
     a.ops = &ops;
     a.ops_context = &k;

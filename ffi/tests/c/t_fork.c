@@ -19,7 +19,7 @@ static void count_dereg(void *ctx, void *addr, size_t len, const struct regcache
 }
 
 static void custom_registrar_in_child(void) {
-    struct regcache_registrar_ops ops = {sizeof ops, count_reg, count_dereg, 0};
+    struct regcache_registrar_ops ops = {.size = sizeof ops, .reg = count_reg, .dereg = count_dereg};
     struct regcache_attr a = test_attr(REGCACHE_REGISTRAR_CUSTOM, REGCACHE_MONITOR_AUTO);
     a.ops = &ops;
     struct regcache_cache *c = NULL;

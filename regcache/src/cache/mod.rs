@@ -37,7 +37,7 @@ pub use stats::StatsSnapshot;
 use crate::error::{Error, Result};
 use crate::monitor::{Invalidation, Monitor, MonitorKind, WatchError};
 use crate::range::Range;
-use crate::registrar::{Access, Registrar, Registration};
+use crate::registrar::{Access, Prepared, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
 use entry::{Entry, EntryPtr, SpareEntry};
@@ -511,9 +511,13 @@ impl Cache {
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Before the mark and the watch: what the registrar does to the VMA (rdma-core's
+            // MADV_DONTFORK) is then not a change of this registration.
+            let prepared = Prepared::new(&*self.registrar, target);
             // Before the watch (reval.rs): the counter value ARM compares hits with.
             let mark = self.reval_mark();
             if let Err(e) = self.monitor.watch(target, id) {
+                drop(prepared);
                 if !last {
                     continue;
                 }
@@ -524,9 +528,13 @@ impl Cache {
                 };
             }
             let reg = match self.register_evicting(st, target, acc) {
-                Ok(reg) => reg,
+                Ok(reg) => {
+                    drop(prepared);
+                    reg
+                }
                 Err(e) => {
                     self.monitor.unwatch(target, id);
+                    drop(prepared);
                     if last || e.is_resource_exhaustion() {
                         return Err(e);
                     }

@@ -6,6 +6,8 @@ use crate::registrar::noop::NoopRegistrar;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 
+mod prepare;
+
 /// A monitor driven by the test: `fire` queues an invalidation and moves the counter.
 #[derive(Default)]
 struct ScriptedMonitor {

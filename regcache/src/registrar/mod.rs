@@ -69,4 +69,41 @@ pub trait Registrar: Send + Sync {
     fn max_len(&self) -> usize {
         usize::MAX
     }
+
+    /// Called on a miss before the cache starts watching `[addr, addr+len)` to register it;
+    /// paired with exactly one `settle` of the same range once that attempt is over (after
+    /// `register` returned, either way, or when the watch failed). A registrar whose
+    /// `register` changes the mapping's VMA flags does that here instead, so the VMA split
+    /// happens before the watch: the kernel reports a split as a change of the whole 2 MiB
+    /// block around it, which would otherwise strike the new registration while it is being
+    /// made (issue 11; rdma-core's fork protection, `madvise(MADV_DONTFORK)` in `ibv_reg_mr`).
+    /// Default: nothing.
+    fn prepare(&self, _addr: usize, _len: usize) {}
+
+    /// Ends what `prepare` started (see there). Default: nothing.
+    fn settle(&self, _addr: usize, _len: usize) {}
+}
+
+/// One `Registrar::prepare`, settled when dropped: every path out of a miss attempt pairs them.
+pub(crate) struct Prepared<'a> {
+    registrar: &'a dyn Registrar,
+    start: usize,
+    len: usize,
+}
+
+impl<'a> Prepared<'a> {
+    pub(crate) fn new(registrar: &'a dyn Registrar, r: crate::range::Range) -> Self {
+        registrar.prepare(r.start, r.len());
+        Prepared {
+            registrar,
+            start: r.start,
+            len: r.len(),
+        }
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        self.registrar.settle(self.start, self.len);
+    }
 }

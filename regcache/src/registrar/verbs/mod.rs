@@ -194,6 +194,14 @@ impl Registrar for VerbsRegistrar {
         })
     }
 
+    fn prepare(&self, addr: usize, len: usize) {
+        fork::hold_dontfork(addr, len);
+    }
+
+    fn settle(&self, addr: usize, len: usize) {
+        fork::release_dontfork(addr, len);
+    }
+
     fn deregister(&self, reg: &Registration, addr: usize, len: usize) {
         let mr = reg.token as *mut ibv_mr;
         // SAFETY: `token` is the ibv_mr of a registration made by `register` and deregistered
