@@ -4,7 +4,8 @@
 # on both sides (same exit status, comparable numbers, hits in the shim's
 # summary), and mpi-shim/tests/shim_rdma_test (hits, fresh registration after
 # munmap+mmap), in one process and in two (--pair: client on rxe1 writing
-# into a server on rxe0). Every process under the shim exports its metrics as a textfile
+# into a server on rxe0), and in one process with rdma-core's fork protection on (hits, no
+# one-use registration; its control: REGCACHE_SHIM_EARLY_DONTFORK=0 makes them one-use). Every process under the shim exports its metrics as a textfile
 # (REGCACHE_SHIM_METRICS=textfile=DIR): they must agree with the shim's own
 # summary line of the same pid, and shim_rdma_test's must show hits > 0.
 # perftest registers each buffer once per process, so its metrics show misses
@@ -103,6 +104,30 @@ guest() {
 	else
 		nok "shim_rdma_test.metrics_hits (${MHITS:-0} hits in the metrics)"
 	fi
+
+	# rdma-core's fork protection on (RDMAV_FORK_SAFE; RDMAV_USE_MADVISE where rdma-core skips
+	# it on a fork-safe kernel): ibv_reg_mr madvises MADV_DONTFORK, which splits the VMA and
+	# reports the 2 MiB around it. The shim takes rdma-core's reference before the watch
+	# (issue 11), so the same buffer is still served from the cache (the test checks hits);
+	# with REGCACHE_SHIM_EARLY_DONTFORK=0 the split strikes each registration being made,
+	# which ends one-use: no hits (the control that shows this test can fail).
+	for early in 1 0; do
+		out=$(RDMAV_FORK_SAFE=1 RDMAV_USE_MADVISE=1 REGCACHE_SHIM_EARLY_DONTFORK=$early \
+			REGCACHE_SHIM_VERBOSE=1 LD_PRELOAD=$SHIM "$SHIMDIR/shim_rdma_test" rxe0 2>&1)
+		echo "$out" | sed "s/^/#   fork-safe early_dontfork=$early: /"
+		unc=$(echo "$out" | sed -n 's/.*regcache_shim: pid.* uncacheable=\([0-9]*\).*/\1/p' | tail -1)
+		if [ $early = 1 ]; then
+			if [[ $out == *" 0 failed"* ]] && [ "${unc:-1}" = 0 ]; then
+				ok "shim_rdma_test.fork_safe (hits, uncacheable=0)"
+			else
+				nok "shim_rdma_test.fork_safe (uncacheable=${unc:-?})"
+			fi
+		elif [ "${unc:-0}" -gt 0 ]; then
+			ok "shim_rdma_test.fork_safe.control (late DONTFORK: $unc one-use registrations)"
+		else
+			nok "shim_rdma_test.fork_safe.control (late DONTFORK made no one-use registration: is fork protection on?)"
+		fi
+	done
 
 	# Two processes: the server on rxe0, the client on rxe1 writing into it, each under the
 	# shim with its own metrics; the client's registrations are the hits.
