@@ -13,6 +13,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 
+mod fork;
+use fork::fork_safety_check;
+
 #[derive(clap::Args)]
 pub struct Args {}
 
@@ -605,63 +608,6 @@ fn thp_check(revalidate: bool) -> Line {
         ),
         m => line(Status::Ok, CHECK, format!("enabled={m}")),
     }
-}
-
-/// rdma-core's fork protection, as a verbs program started here would get it. With
-/// IBV_FORK_ENABLED (ibv_fork_init(), RDMAV_FORK_SAFE or IBV_FORK_SAFE) rdma-core applies
-/// madvise(MADV_DONTFORK) to every registration, splitting VMAs: each split is reported as an
-/// invalidation of the cached ranges in the same 2 MiB block. Nothing when libibverbs is not
-/// installed.
-fn fork_safety_check() -> Option<Line> {
-    const CHECK: &str = "rdma-core fork protection";
-    type IsForkInitialized = unsafe extern "C" fn() -> libc::c_int;
-    // SAFETY: dlopen of a library by its soname; the result is checked. The handle is never
-    // closed (libibverbs keeps providers loaded; unloading it is not supported).
-    let lib = unsafe {
-        libc::dlopen(
-            c"libibverbs.so.1".as_ptr(),
-            libc::RTLD_NOW | libc::RTLD_LOCAL,
-        )
-    };
-    if lib.is_null() {
-        return None;
-    }
-    // SAFETY: `lib` is a valid handle; the symbol name is NUL-terminated.
-    let sym = unsafe { libc::dlsym(lib, c"ibv_is_fork_initialized".as_ptr()) };
-    if sym.is_null() {
-        return Some(line(
-            Status::Ok,
-            CHECK,
-            "libibverbs too old to tell (no ibv_is_fork_initialized)",
-        ));
-    }
-    // SAFETY: ibv_is_fork_initialized takes no argument and returns enum ibv_fork_status (an
-    // int), as declared in <infiniband/verbs.h> since rdma-core 32.
-    let status = unsafe { std::mem::transmute::<*mut libc::c_void, IsForkInitialized>(sym)() };
-    Some(match status {
-        2 => line(
-            Status::Ok,
-            CHECK,
-            "UNNEEDED: the kernel copies DMA pages on fork, rdma-core applies no \
-             MADV_DONTFORK",
-        ),
-        1 => line(
-            Status::Warn,
-            CHECK,
-            "ENABLED (RDMAV_FORK_SAFE/IBV_FORK_SAFE): rdma-core applies MADV_DONTFORK to every \
-             registration, splitting VMAs next to cached buffers (reported invalidations)",
-        )
-        .fix(
-            "unset RDMAV_FORK_SAFE and IBV_FORK_SAFE where the kernel copies DMA pages on fork \
-             (5.13+); with REVALIDATE these reports cost one CHECK each",
-        ),
-        0 => line(
-            Status::Ok,
-            CHECK,
-            "DISABLED here (programs that call ibv_fork_init() madvise each registration)",
-        ),
-        n => line(Status::Ok, CHECK, format!("unknown status {n}")),
-    })
 }
 
 #[cfg(test)]
