@@ -850,6 +850,108 @@ TEST(real_collapse_changed)
 	ASSERT_EQ(check(fd, 1), CHGD);
 }
 
+/* Writes @v to a KSM knob under /sys/kernel/mm/ksm; 0 if it is not there. */
+static int ksm_set(const char *knob, long v)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/ksm/%s", knob);
+	f = fopen(path, "w");
+	if (!f)
+		return 0;
+	fprintf(f, "%ld\n", v);
+	return fclose(f) == 0;
+}
+
+static long ksm_get(const char *knob)
+{
+	char path[64];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/ksm/%s", knob);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
+ * @n identical pages at @p made mergeable, then two full ksmd scans (at
+ * most 30 s); ksmd is stopped again and merged pages kept (run = 0).
+ */
+static void ksm_merge(char *p, size_t n)
+{
+	long scans;
+	int i;
+
+	memset(p, 0x5a, n * PAGE);
+	if (madvise(p, n * PAGE, MADV_MERGEABLE))
+		SKIP("MADV_MERGEABLE: %s", strerror(errno));
+	if (!ksm_set("sleep_millisecs", 0) || !ksm_set("pages_to_scan", 10000))
+		SKIP("no KSM here");
+	scans = ksm_get("full_scans");
+	if (!ksm_set("run", 1))
+		SKIP("cannot start ksmd");
+	for (i = 0; i < 3000 && ksm_get("full_scans") < scans + 2; i++)
+		usleep(10000);
+	ksm_set("run", 0);
+	if (ksm_get("full_scans") < scans + 2)
+		SKIP("ksmd did not scan twice in 30 s");
+}
+
+TEST(noise_ksm_skips_pinned_unchanged)
+{
+	/* ksmd never merges pages pinned for DMA: same frames. */
+	struct armed a;
+	uint64_t pfn1;
+
+	a.fd = reval_open(0);
+	a.p = map_pages(4, 1);
+	memset(a.p, 0x5a, 4 * PAGE);
+	a.ring = pin(a.p, 4 * PAGE);
+	a.pfn = pfn_of(a.p);
+	pfn1 = pfn_of(a.p + PAGE);
+	ASSERT_EQ(umn_reg(a.fd, a.p, 4 * PAGE, 1), 0);
+	ASSERT_EQ(arm(a.fd, 1), UNCH);
+	ksm_merge(a.p, 4);
+	ASSERT_EQ(pfn_of(a.p), a.pfn);
+	ASSERT_EQ(pfn_of(a.p + PAGE), pfn1);
+	ASSERT_EQ(check(a.fd, 1), UNCH);
+	madvise(a.p, 4 * PAGE, MADV_UNMERGEABLE);
+	close(a.ring);
+}
+
+TEST(real_ksm_merge_changed)
+{
+	/* Unpinned identical pages merged into one KSM page: new frames. */
+	int fd = reval_open(0);
+	char *p = map_pages(4, 1);
+	uint64_t pfn[4];
+	int i, moved = 0;
+
+	memset(p, 0x5a, 4 * PAGE);
+	for (i = 0; i < 4; i++)
+		pfn[i] = pfn_of(p + i * PAGE);
+	ASSERT_EQ(umn_reg(fd, p, 4 * PAGE, 1), 0);
+	ASSERT_EQ(arm(fd, 1), UNCH);
+	ksm_merge(p, 4);
+	if (pfn_of(p + PAGE) != pfn_of(p)) {
+		madvise(p, 4 * PAGE, MADV_UNMERGEABLE);
+		SKIP("ksmd merged nothing");
+	}
+	/* One of the frames became the KSM page; the others were replaced. */
+	for (i = 0; i < 4; i++)
+		moved += pfn_of(p + i * PAGE) != pfn[i];
+	ASSERT_TRUE(moved >= 1);
+	ASSERT_EQ(check(fd, 1), CHGD);
+	madvise(p, 4 * PAGE, MADV_UNMERGEABLE);
+}
+
 static int numa_nodes(void)
 {
 	char path[64];
