@@ -34,8 +34,8 @@
 #                  REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1): must corrupt (bad > 0)
 #   no_sync        UCX stacks only: no drain before UCX's lookups
 #                  (REGCACHE_SHIM_UCX_DANGER_NO_SYNC=1): must corrupt
-#   same_buffer    the shim, hooks off, --same-buffer (OSU style, never freed): intact and
-#                  CACHE's hits > 0
+#   same_buffer    the shim, hooks off, --same-buffer (OSU style, never freed): intact,
+#                  CACHE's hits > 0 and no one-use registration (uncacheable=0) in either rank
 # Prints "N passed, M failed". 6.12 only by default (rxe on 6.1 is ~7x slower, see test-ucx.sh).
 #   vmtest/test-stacks.sh [--kernels "6.12 6.1"] [--stacks "ompi5-ucx ..."]
 #                         [--runs "plain shim ..."] [--msgs N] [--keep]
@@ -302,6 +302,20 @@ hits_check() {
 	fi
 }
 
+# Reused buffers must stay cached (issue 11): no one-use registration in either rank
+# (uncacheable=0: none was struck while being made, e.g. by rdma-core's own MADV_DONTFORK).
+no_one_use() {
+	local tag=$1 n u
+	n=$(grep -cE "^regcache_shim: pid [0-9]+ enabled " "$OUT/$tag.log")
+	u=$(sed -nE 's/^regcache_shim: pid [0-9]+ enabled .* uncacheable=([0-9]+) .*/\1/p' \
+		"$OUT/$tag.log" | awk '{ s += $1 } END { print s + 0 }')
+	if [ "$n" = 2 ] && [ "$u" = 0 ]; then
+		ok "$tag.no_one_use_registration"
+	else
+		nok "$tag.no_one_use_registration ($u one-use in $n ranks' summaries)"
+	fi
+}
+
 # A negative control: run TAG with the switch VAR=1 (hooks off) must corrupt.
 stale_check() {
 	local tag=$1 bad
@@ -351,6 +365,7 @@ run_cell() {
 		mpi "$st" "$tag" --same-buffer $(shim_args "$tag" off)
 		intact "$tag"
 		hits_check "$tag"
+		no_one_use "$tag"
 		;;
 	*) nok "$tag (unknown run)" ;;
 	esac

@@ -152,16 +152,16 @@ fn xfer(s: &mut Side, addr: usize, len: usize, rkey: u32) -> Result<Msg, String>
         .map_err(|e| e.to_string())
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+pub fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn us(d: Duration) -> f64 {
+pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn human(n: usize) -> String {
+pub fn human(n: usize) -> String {
     if n >= 1 << 20 {
         format!("{} MiB", n >> 20)
     } else {

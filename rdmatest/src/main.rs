@@ -7,9 +7,11 @@
 //!   regcache-rdmatest --client --dev rxe1 --connect 10.9.0.1:7471 [--monitor M]
 //!
 //! `--no-invalidation` (both sides) is the negative control: it must detect corruption or a
-//! remote access error. `--bench` (server) measures registration cost and transfer throughput.
+//! remote access error. `--bench` (server) measures registration cost and transfer throughput;
+//! `--bench-check` (alone) what one revalidation CHECK costs against a registration.
 
 mod bench;
+mod check_cost;
 mod local;
 mod opts;
 mod pattern;
@@ -59,6 +61,9 @@ fn main() -> ExitCode {
 }
 
 fn run(o: &Opts) -> Result<bool, String> {
+    if o.bench_check {
+        return check_cost::run(o.dev.as_deref());
+    }
     let reg = match VerbsRegistrar::open(o.dev.as_deref()) {
         Ok(r) => Arc::new(r),
         Err(e) if is_no_device(&e) => return Err(e.to_string()),

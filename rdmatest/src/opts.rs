@@ -5,7 +5,8 @@ use regcache::monitor::select::Choice;
 pub const USAGE: &str =
     "usage: regcache-rdmatest (--server --addr IP:PORT | --client --connect IP:PORT)
     [--dev NAME] [--monitor auto|ummunotify|uffd|none] [--no-invalidation] [--transfers N]
-    [--seed S] [--slots N] [--max-size BYTES] [--fork-every N] [--gid-index I] [--bench] [--quiet]";
+    [--seed S] [--slots N] [--max-size BYTES] [--fork-every N] [--gid-index I] [--bench] [--quiet]
+       regcache-rdmatest --bench-check [--dev NAME]   (no peer: CHECK vs a registration)";
 
 pub struct Opts {
     pub server: bool,
@@ -20,6 +21,8 @@ pub struct Opts {
     pub fork_every: u64,
     pub gid_index: Option<u8>,
     pub bench: bool,
+    /// --bench-check: no peer, no role.
+    pub bench_check: bool,
     pub quiet: bool,
 }
 
@@ -38,6 +41,7 @@ impl Opts {
             fork_every: 2500,
             gid_index: None,
             bench: false,
+            bench_check: false,
             quiet: false,
         };
         let mut role = None;
@@ -57,10 +61,14 @@ impl Opts {
                 "--fork-every" => o.fork_every = num(&val(&a)?)?,
                 "--gid-index" => o.gid_index = Some(num(&val(&a)?)? as u8),
                 "--bench" => o.bench = true,
+                "--bench-check" => o.bench_check = true,
                 "--quiet" => o.quiet = true,
                 "-h" | "--help" => return Err("help".into()),
                 _ => return Err(format!("unknown argument {a}")),
             }
+        }
+        if o.bench_check {
+            return Ok(o);
         }
         o.server = role.ok_or("--server or --client is required")?;
         if o.addr.is_empty() {
@@ -70,7 +78,9 @@ impl Opts {
     }
 
     pub fn role(&self) -> &'static str {
-        if self.server {
+        if self.bench_check {
+            "bench-check"
+        } else if self.server {
             "server"
         } else {
             "client"
