@@ -14,6 +14,8 @@
 #   --timeout S    kill the guest after S seconds (default 600): exit 124
 #   --mem M        guest memory in MiB (default 2048)
 #   --smp N        guest CPUs (default 2)
+#   --numa N       split the memory into N NUMA nodes (default 1); the CPUs are all
+#                  on node 0 (qemu's CPUs share a cache, so they must share a node)
 #   --out DIR      host directory shared read-write with the guest at
 #                  $VMTEST_OUT (default: a temporary directory, removed)
 #   --rw DIR       also share host DIR read-write at the same path
@@ -40,6 +42,7 @@ CACHE=${VMTEST_CACHE:-/tmp/regcache-vmtest}
 kernel="" timeout=600 mem=2048 smp=2 out="" rw="" quiet=0
 module=1 build=1 unload=1
 envs=()
+numa=1
 
 die() { echo "vmtest: $*" >&2; exit 2; }
 
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=$2; shift 2 ;;
 	--mem) mem=$2; shift 2 ;;
 	--smp) smp=$2; shift 2 ;;
+	--numa) numa=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--rw) rw=$2; shift 2 ;;
 	-e) envs+=("$2"); shift 2 ;;
@@ -199,12 +203,25 @@ fi
 console=$out/console.log
 [ $quiet = 1 ] && sink=/dev/null || sink=/dev/stdout
 
+# NUMA nodes: equal shares of the memory (move_pages needs a second node to migrate to).
+numa_args=()
+if [ "$numa" -gt 1 ]; then
+	mem=$((mem / numa * numa))
+	cpus=",cpus=0-$((smp - 1))"
+	for ((i = 0; i < numa; i++)); do
+		numa_args+=(-object "memory-backend-ram,id=numa$i,size=$((mem / numa))M"
+			-numa "node,nodeid=$i,memdev=numa$i$cpus")
+		cpus=""
+	done
+fi
+
 # One guest at a time on this 2-core machine: later callers wait here (flock), so parallel test
 # scripts queue instead of starving each other's TCG guests into timeouts.
 exec 8>"${VMTEST_LOCK:-/tmp/regcache-vmtest.lock}"
 flock 8
 timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
+	"${numa_args[@]+"${numa_args[@]}"}" \
 	-kernel "$VMLINUZ" -initrd "$INITRD" \
 	-append "console=ttyS0 panic=-1 loglevel=5 nowatchdog rcupdate.rcu_cpu_stall_timeout=300 mitigations=off" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \

@@ -21,7 +21,8 @@ total_pass=0 total_fail=0
 for k in $kernels; do
 	out=$(mktemp -d /tmp/vmtest-suite.XXXXXX)
 	t1=$(date +%s)
-	"$HERE/run.sh" --kernel "$k" --out "$out" --timeout 900 --quiet -- \
+	# Two NUMA nodes: umn_reval migrates pages with move_pages.
+	"$HERE/run.sh" --kernel "$k" --numa 2 --out "$out" --timeout 900 --quiet -- \
 		"$ROOT/kmod/tests/run-guest.sh" "$@"
 	rc=$?
 	pass=0 fail=0

@@ -978,12 +978,39 @@ TEST(real_move_pages_changed)
 		SKIP("one NUMA node: no migration target");
 	ASSERT_EQ(umn_reg(fd, p, 4 * PAGE, 1), 0);
 	ASSERT_EQ(arm(fd, 1), UNCH);
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < 4; i++)
 		pages[i] = p + i * PAGE;
-		nodes[i] = 1;
+	/* Where the pages are (nodes NULL), then to the other node. */
+	ASSERT_EQ(syscall(__NR_move_pages, 0, 4, pages, NULL, status, 0), 0);
+	for (i = 0; i < 4; i++) {
+		ASSERT_TRUE(status[i] >= 0);
+		nodes[i] = !status[i];
 	}
 	ASSERT_EQ(syscall(__NR_move_pages, 0, 4, pages, nodes, status, 0), 0);
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(status[i], nodes[i]);
 	ASSERT_EQ(check(fd, 1), CHGD);
+}
+
+TEST(noise_move_pages_of_pinned_range_unchanged)
+{
+	/* Pinned pages are not migrated (move_pages reports -EBUSY or leaves them): same frames. */
+	struct armed a;
+	void *pages[4];
+	int nodes[4], status[4], i;
+
+	if (numa_nodes() < 2)
+		SKIP("one NUMA node: no migration target");
+	a = arm_pinned(4);
+	for (i = 0; i < 4; i++)
+		pages[i] = a.p + i * PAGE;
+	ASSERT_EQ(syscall(__NR_move_pages, 0, 4, pages, NULL, status, 0), 0);
+	for (i = 0; i < 4; i++)
+		nodes[i] = !status[i];
+	syscall(__NR_move_pages, 0, 4, pages, nodes, status, 0);
+	ASSERT_EQ(pfn_of(a.p), a.pfn);
+	ASSERT_EQ(check(a.fd, 1), UNCH);
+	close(a.ring);
 }
 
 TEST(real_madv_free_discarded_changed)
