@@ -38,9 +38,11 @@
 //! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
 //! lock may have been held at fork() by a parent thread that does not exist in the child.
 
-use super::entry::{Entry, EntryPtr, SpareEntry};
+use super::entry::{Entry, SpareEntry};
 use super::held;
-use super::{Cache, MissState};
+use super::index::Unindexed;
+use super::Cache;
+use crate::registrar::Registration;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
@@ -70,10 +72,11 @@ impl Hasher for IdHasher {
     }
 }
 
-/// The retired entries (and one-use registrations), owned here until reaped.
+/// The retired entries (and one-use registrations), owned here until reaped, with what they
+/// registered (their index record's part, index.rs).
 #[derive(Default)]
 pub(super) struct RetiredList {
-    entries: HashMap<u64, EntryPtr, BuildHasherDefault<IdHasher>>,
+    entries: HashMap<u64, Unindexed, BuildHasherDefault<IdHasher>>,
     /// Ids of retired entries that `reap_missed` re-checks on the next slow path: every entry
     /// is listed when it is retired, before any callout (a release racing with the tag can
     /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). A
@@ -90,7 +93,7 @@ impl Cache {
     /// Every entry is handed to the retired list (and its recheck list) before the first
     /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
     /// drops an entry a handle still holds: what it leaves undone, the next `reap_missed` does.
-    pub(super) fn retire(&self, st: &mut MissState, batch: Vec<EntryPtr>) {
+    pub(super) fn retire(&self, batch: Vec<Unindexed>) {
         if batch.is_empty() {
             return;
         }
@@ -101,14 +104,15 @@ impl Cache {
             // Nothing here calls out of the cache.
             let mut retired = self.retired.lock();
             recheck_from = retired.recheck.len();
-            for e in batch {
-                // Linked since it entered the index, which it has just left (lru.rs).
-                st.lru.unlink(&e);
+            for u in batch {
+                // Out of the index, so out of the LRU list too (index.rs).
+                let e = &u.entry;
                 e.mark_retired();
-                self.held.tag(&e);
-                callouts.push((e.id, e.range));
-                retired.recheck.push(e.id);
-                retired.entries.insert(e.id, e);
+                self.held.tag(e);
+                let id = e.id;
+                callouts.push((id, u.reg.range));
+                retired.recheck.push(id);
+                retired.entries.insert(id, u);
             }
         }
         // From here on the entries are the retired list's: only their ids and ranges are used
@@ -132,8 +136,8 @@ impl Cache {
     }
 
     /// Born retired: lists a one-use registration, reaped when its handle is released.
-    pub(super) fn retire_one_use(&self, e: EntryPtr) {
-        self.retired.lock().entries.insert(e.id, e);
+    pub(super) fn retire_one_use(&self, u: Unindexed) {
+        self.retired.lock().entries.insert(u.entry.id, u);
     }
 
     /// Releases a handle's reference; the last one of a retired entry reaps it.
@@ -165,10 +169,10 @@ impl Cache {
     /// this call or before).
     fn reap(&self, id: u64) -> bool {
         let mut retired = self.retired.lock();
-        let Some(e) = retired.entries.get(&id) else {
+        let Some(u) = retired.entries.get(&id) else {
             return true;
         };
-        if !self.unreferenced(e) {
+        if !self.unreferenced(&u.entry) {
             return false; // the remaining holder reaps
         }
         let e = retired.entries.remove(&id);
@@ -192,7 +196,7 @@ impl Cache {
         recheck.retain(|id| {
             let unused = match entries.get(id) {
                 None => return false, // reaped already
-                Some(e) => self.unreferenced(e),
+                Some(u) => self.unreferenced(&u.entry),
             };
             if unused {
                 free.extend(entries.remove(id));
@@ -215,14 +219,14 @@ impl Cache {
 
     /// The last step of `reap`: deregisters and frees an entry the caller found unreferenced
     /// (under the retired list's lock) and took out of the retired list.
-    fn deregister_and_free(&self, e: EntryPtr) {
+    fn deregister_and_free(&self, u: Unindexed) {
         if !self.in_fork_child() {
-            self.deregister(&e.reg, e.range);
+            self.deregister(&registration(&u), u.reg.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
         // SAFETY: out of the index and the retired list, and unreferenced (the caller's check:
         // no count, no cell, and none can appear for an entry out of the index).
-        unsafe { e.free() };
+        unsafe { u.entry.free() };
     }
 
     /// The first step of an eviction (live → reaped): claims a live entry that nothing
@@ -238,38 +242,48 @@ impl Cache {
     ///
     /// The entry's memory is kept in `spare` for the next miss's entry (a spare already there
     /// is freed).
-    pub(super) fn evict(&self, e: EntryPtr, spare: &mut Option<SpareEntry>) -> u64 {
+    pub(super) fn evict(&self, u: Unindexed, spare: &mut Option<SpareEntry>) -> u64 {
         // Relaxed: statistics.
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-        self.monitor.unwatch(e.range, e.id);
+        let range = u.reg.range;
+        self.monitor.unwatch(range, u.entry.id);
         // No longer watched: a registration handed out for a range inside it (one a merge
         // displaced, still held) is watched by nothing now; a cache kept coherent through the
         // hook (the UCX bridge) must drop it (`Config::on_invalidate`).
         if let Some(hook) = &self.cfg.on_invalidate {
-            (hook.0)(e.range);
+            (hook.0)(range);
         }
-        self.deregister(&e.reg, e.range);
-        let freed = e.range.len() as u64;
+        self.deregister(&registration(&u), range);
+        let freed = range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
-        *spare = Some(unsafe { e.recycle() });
+        *spare = Some(unsafe { u.entry.recycle() });
         freed
     }
 
     /// Reaps what is still retired when the cache drops (after a flush): only entries of
     /// leaked handles can remain, since handles borrow the cache.
     pub(super) fn reap_leaked(&self) {
-        let leaked: Vec<EntryPtr> = self
+        let leaked: Vec<Unindexed> = self
             .retired
             .lock()
             .entries
             .drain()
-            .map(|(_, e)| e)
+            .map(|(_, u)| u)
             .collect();
-        for e in leaked {
-            self.deregister(&e.reg, e.range);
+        for u in leaked {
+            self.deregister(&registration(&u), u.reg.range);
             // SAFETY: no handle can be dereferenced any more (see above).
-            unsafe { e.free() };
+            unsafe { u.entry.free() };
         }
+    }
+}
+
+/// The registrar's view of an entry out of the index.
+fn registration(u: &Unindexed) -> Registration {
+    Registration {
+        lkey: u.reg.lkey,
+        rkey: u.reg.rkey,
+        token: u.entry.token,
     }
 }

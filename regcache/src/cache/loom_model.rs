@@ -17,8 +17,6 @@
 use super::entry::Entry;
 use super::held::{self, Held};
 use super::slot::ThreadSlot;
-use crate::range::Range;
-use crate::registrar::{Access, Registration};
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
@@ -52,16 +50,7 @@ const OWNER: ThreadSlot = ThreadSlot {
 };
 
 fn entry(id: u64) -> Entry {
-    let reg = Registration {
-        lkey: 0,
-        rkey: 0,
-        token: id,
-    };
-    let r = Range {
-        start: 0,
-        end: 4096,
-    };
-    Entry::cached(id, r, Access::LOCAL_WRITE, reg)
+    Entry::cached(id, id)
 }
 
 impl Model {

@@ -26,7 +26,6 @@ mod fork;
 mod held;
 mod index;
 mod life;
-mod lru;
 mod recent;
 mod reval;
 mod slot;
@@ -42,7 +41,7 @@ use brlock::BrLock;
 use crossbeam_utils::CachePadded;
 use entry::{Entry, EntryPtr, SpareEntry};
 use held::Held;
-use index::Index;
+use index::{Index, Registered, Unindexed};
 use parking_lot::Mutex;
 use stats::{Hot, Stats};
 use std::ptr::NonNull;
@@ -144,15 +143,12 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// Every cached entry, least recently used first (lru.rs); stamps are refreshed lazily at
-    /// eviction.
-    lru: lru::Lru,
     /// Ranges recently invalidated, to count re-registrations (bounded).
     recent: recent::Recent,
     scratch: Vec<Invalidation>,
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
     /// at the entry limit allocates nothing for them.
-    victims: Vec<EntryPtr>,
+    victims: Vec<Unindexed>,
     /// The memory of the last evicted entry, for the next miss's entry (`EntryPtr::new_in`).
     spare: Option<SpareEntry>,
 }
@@ -170,14 +166,17 @@ struct MissPlan {
 
 const RACE_RETRIES: usize = 3;
 
+/// Longest range the cache keeps (an index record's length field, index.rs).
+fn max_entry_len() -> usize {
+    index::MAX_PAGES.saturating_mul(crate::range::page_size())
+}
+
 /// A registration cache over one monitor and one registrar.
 pub struct Cache {
     /// The monitor's generation counter (points into `monitor`, which outlives every use).
     counter: NonNull<AtomicU64>,
     /// Counter value up to which invalidations have been applied to the index.
     drained: CachePadded<AtomicU64>,
-    /// LRU clock: ticks once per miss; hits stamp entries with it.
-    clock: CachePadded<AtomicU64>,
     index: BrLock<Index>,
     /// Per-thread cells recording which entries hits hold.
     held: Held,
@@ -210,9 +209,8 @@ pub struct Handle<'c> {
     entry: NonNull<Entry>,
     /// The hold cell recording this reference, or `None` for a counted reference.
     cell: held::HoldCell,
-    /// Copies of the registration's keys (a hit reads them from the index, not the entry).
-    lkey: u32,
-    rkey: u32,
+    /// What the entry registered (a hit copies it from the index record, not the entry).
+    reg: Registered,
 }
 
 // SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
@@ -227,30 +225,34 @@ unsafe impl Sync for Handle<'_> {}
 macro_rules! handle_accessors {
     ($t:ty) => {
         impl $t {
-            pub fn registration(&self) -> &Registration {
-                &self.entry().reg
+            pub fn registration(&self) -> Registration {
+                Registration {
+                    lkey: self.reg.lkey,
+                    rkey: self.reg.rkey,
+                    token: self.entry().token,
+                }
             }
 
             pub fn lkey(&self) -> u32 {
-                self.lkey
+                self.reg.lkey
             }
 
             pub fn rkey(&self) -> u32 {
-                self.rkey
+                self.reg.rkey
             }
 
             /// The registered range (page-aligned, containing the request).
             pub fn range(&self) -> Range {
-                self.entry().range
+                self.reg.range
             }
 
             pub fn access(&self) -> Access {
-                self.entry().access
+                self.reg.access
             }
 
             /// False for a one-use registration (not cached; deregistered when the handle drops).
             pub fn is_cached(&self) -> bool {
-                self.entry().watched
+                self.entry().watched()
             }
 
             fn entry(&self) -> &Entry {
@@ -278,8 +280,7 @@ pub struct OwnedHandle {
     cache: Arc<Cache>,
     entry: NonNull<Entry>,
     cell: held::HoldCell,
-    lkey: u32,
-    rkey: u32,
+    reg: Registered,
 }
 
 // SAFETY: as for Handle.
@@ -314,7 +315,6 @@ impl Cache {
         Cache {
             counter,
             drained: CachePadded::new(AtomicU64::new(start)),
-            clock: CachePadded::new(AtomicU64::new(1)),
             index: BrLock::new(Index::default()),
             held: Held::new(),
             miss: Mutex::new(MissState::default()),
@@ -388,15 +388,14 @@ impl Cache {
         access: Access,
     ) -> Result<OwnedHandle> {
         let h = self.get(addr, len, access)?;
-        let (entry, cell, lkey, rkey) = (h.entry, h.cell, h.lkey, h.rkey);
+        let (entry, cell, reg) = (h.entry, h.cell, h.reg);
         // The reference moves into the OwnedHandle, which releases it on drop.
         std::mem::forget(h);
         Ok(OwnedHandle {
             cache: Arc::clone(self),
             entry,
             cell,
-            lkey,
-            rkey,
+            reg,
         })
     }
 
@@ -429,27 +428,28 @@ impl Cache {
     #[inline]
     fn lookup_at(&self, slot: slot::ThreadSlot, req: Range, access: Access) -> Option<Handle<'_>> {
         let idx = self.index.read_at(slot);
-        let s = idx.find(req, access)?;
+        let found = idx.find(req, access)?;
+        let s = found.rec;
         // Only the entry's address: a hit reads the index record, not the entry (index.rs).
         let e: &Entry = &s.entry;
         let cell = self.held.hold(slot, e);
         if cell.is_none() {
             e.acquire();
         }
-        // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the
-        // store avoids dirtying the line when the entry is hit repeatedly.
-        let now = self.clock.load(Ordering::Relaxed);
-        if s.last_use.load(Ordering::Relaxed) != now {
-            s.last_use.store(now, Ordering::Relaxed);
-        }
-        let (entry, lkey, rkey) = (NonNull::from(e), s.lkey, s.rkey);
+        found.mark_used();
+        let entry = NonNull::from(e);
+        let reg = Registered {
+            range: found.range,
+            access: s.access,
+            lkey: s.lkey,
+            rkey: s.rkey,
+        };
         idx.close_tallied();
         Some(Handle {
             cache: self,
             entry,
             cell,
-            lkey,
-            rkey,
+            reg,
         })
     }
 
@@ -469,6 +469,11 @@ impl Cache {
         let aligned = req
             .page_aligned()
             .ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        if aligned.len() > max_entry_len() {
+            // Longer than an index record can say (index.rs, MAX_PAGES): not cached.
+            drop(st);
+            return self.one_use(req, access);
+        }
         // Another thread may have registered it while we waited, or the drain was a false
         // positive: look again. An entry containing the request overlaps `aligned`, so the one
         // search for the entries to merge with also tells whether a lookup can hit (usually
@@ -554,9 +559,16 @@ impl Cache {
             // since `merge_hull`; drains and evictions since then only removed entries. So when
             // nothing overlapped the request then, nothing overlaps the target now.
             let disjoint = !plan.merged;
+            let what = Registered {
+                range: target,
+                access: acc,
+                lkey: reg.lkey,
+                rkey: reg.rkey,
+            };
             return Ok(Some(self.insert(
                 st,
-                Entry::cached(id, target, acc, reg),
+                Entry::cached(id, reg.token),
+                what,
                 disjoint,
             )));
         }
@@ -576,7 +588,7 @@ impl Cache {
             contains_req: false,
         };
         for s in idx.overlapping(aligned) {
-            if let Some(e) = idx.get(s) {
+            if let Some(e) = idx.registered(s) {
                 plan.merged = true;
                 plan.contains_req |= e.range.contains(&req) && e.access.covers(access);
                 hull = Range {
@@ -586,7 +598,11 @@ impl Cache {
                 acc |= e.access;
             }
         }
-        let limit = self.cfg.max_merge.min(self.registrar.max_len());
+        let limit = self
+            .cfg
+            .max_merge
+            .min(self.registrar.max_len())
+            .min(max_entry_len());
         if hull.len() <= limit {
             (plan.hull, plan.access) = (hull, acc);
         }
@@ -596,18 +612,19 @@ impl Cache {
     /// Inserts a new entry (displacing the entries it overlaps, unless the caller knows it is
     /// `disjoint` from every entry) and, in the same write-locked section, claims the LRU
     /// entries the entry limit now evicts: one index write lock per miss.
-    fn insert(&self, st: &mut MissState, entry: Entry, disjoint: bool) -> Handle<'_> {
+    fn insert(
+        &self,
+        st: &mut MissState,
+        entry: Entry,
+        reg: Registered,
+        disjoint: bool,
+    ) -> Handle<'_> {
         let entry = EntryPtr::new_in(st.spare.take(), entry);
-        // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
-        // takes the current tick and moves the clock on, so later hits rank above it.
-        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
-        entry.lru_key.store(stamp, Ordering::Relaxed);
         entry.acquire();
         let ptr = entry.as_non_null();
-        let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
-        let (start, range) = (entry.range.start, entry.range);
+        let range = reg.range;
         let mut victims = std::mem::take(&mut st.victims);
-        let displaced: Vec<EntryPtr> = {
+        let displaced: Vec<Unindexed> = {
             let mut idx = self.index.write();
             let out = if disjoint {
                 debug_assert!(idx.overlapping(range).is_empty());
@@ -618,16 +635,13 @@ impl Cache {
                     .filter_map(|s| idx.remove(s))
                     .collect()
             };
-            idx.insert(entry, stamp);
-            // Linked as long as it is in the index (lru.rs).
-            if let Some(rec) = idx.indexed(start) {
-                st.lru.push_back(&rec.entry);
-            }
+            // The newest in the LRU order, not yet used (index.rs).
+            idx.insert(entry, reg);
             // The entry limit, while we hold the lock (the byte limit and anything left are
             // `enforce_limits`'s, below). The new entry is held (counted), so never a victim.
-            let mut from = st.lru.front();
+            let mut from = idx.lru_front();
             while idx.len() > self.cfg.max_entries {
-                match self.next_victim(st, &mut idx, &mut from) {
+                match self.next_victim(&mut idx, &mut from) {
                     Some(v) => victims.push(v),
                     None => break,
                 }
@@ -639,13 +653,12 @@ impl Cache {
             cache: self,
             entry: ptr,
             cell: None,
-            lkey,
-            rkey,
+            reg,
         };
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(st, displaced);
+        self.retire(displaced);
         for v in victims.drain(..) {
             self.evict(v, &mut st.spare);
         }
@@ -678,16 +691,23 @@ impl Cache {
 
     fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (lkey, rkey) = (reg.lkey, reg.rkey);
-        let e = EntryPtr::new(Entry::one_use(id, range, access, reg));
+        let what = Registered {
+            range,
+            access,
+            lkey: reg.lkey,
+            rkey: reg.rkey,
+        };
+        let e = EntryPtr::new(Entry::one_use(id, reg.token));
         let ptr = e.as_non_null();
-        self.retire_one_use(e);
+        self.retire_one_use(Unindexed {
+            entry: e,
+            reg: what,
+        });
         Handle {
             cache: self,
             entry: ptr,
             cell: None,
-            lkey,
-            rkey,
+            reg: what,
         }
     }
 
@@ -779,7 +799,7 @@ impl Cache {
         // Reported entries whose pages did not change (reval.rs): kept, not forwarded.
         let kept = self.reval_unchanged(&events, pending.map(|(id, _)| id));
         let mut pending_hit = false;
-        let removed: Vec<EntryPtr> = {
+        let removed: Vec<Unindexed> = {
             let mut idx = self.index.write();
             let mut victims = Vec::new();
             for inv in &events {
@@ -816,12 +836,12 @@ impl Cache {
         self.stats
             .invalidated
             .fetch_add(removed.len() as u64, Ordering::Relaxed);
-        for e in &removed {
-            self.remember_invalidated(st, e.range);
+        for u in &removed {
+            self.remember_invalidated(st, u.reg.range);
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`).
-        self.retire(st, removed);
+        self.retire(removed);
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
@@ -870,9 +890,9 @@ impl Cache {
     /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
     /// says so or nothing evictable is left.
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
-        let mut from = st.lru.front();
+        let mut from = self.index.read().lru_front();
         loop {
-            let Some(victim) = self.next_victim(st, &mut self.index.write(), &mut from) else {
+            let Some(victim) = self.next_victim(&mut self.index.write(), &mut from) else {
                 break;
             };
             if enough(self.evict(victim, &mut st.spare)) {
@@ -881,52 +901,34 @@ impl Cache {
         }
     }
 
-    /// The LRU walk of an eviction, under the index write lock (`idx`): from the entry `from`
-    /// on, claims the first one nothing references, removes it from the index and the LRU and
-    /// returns it (for `evict`); `None` when nothing evictable is left. `from` moves past the
-    /// entries examined.
-    fn next_victim(
-        &self,
-        st: &mut MissState,
-        idx: &mut Index,
-        from: &mut Option<NonNull<Entry>>,
-    ) -> Option<EntryPtr> {
-        // Entries in use stay where they are and the walk moves past them. An entry hit since it
-        // was filed moves to the end, with its new stamp: the walk meets it again at most once
-        // more (the clock does not move while we hold the miss lock, so a later hit stamps it
-        // with the same value).
-        while let Some(p) = *from {
-            // SAFETY: linked entries are live (lru.rs): in the index, which only this thread
-            // (holding the miss lock and the write lock) changes.
-            let e = unsafe { p.as_ref() };
-            *from = lru::Lru::next(e);
-            let Some(rec) = idx
-                .indexed(e.range.start)
-                .filter(|r| std::ptr::eq(&*r.entry, e))
-            else {
-                // Not expected (an entry leaves the list when it leaves the index): drop it.
-                debug_assert!(false, "an entry in the LRU list is not in the index");
-                st.lru.unlink(e);
-                continue;
+    /// The LRU walk of an eviction, under the index write lock (`idx`): from the entry starting
+    /// at `from` on, claims the first one nothing references, removes it from the index (and so
+    /// from the LRU list) and returns it (for `evict`); `None` when nothing evictable is left.
+    /// `from` moves past the entries examined.
+    fn next_victim(&self, idx: &mut Index, from: &mut Option<usize>) -> Option<Unindexed> {
+        // Entries in use stay where they are and the walk moves past them. An entry hit since
+        // the walk last looked at it (its record's used bit) moves to the end with the bit
+        // cleared: the walk meets it again at most once more (second chance).
+        while let Some(start) = *from {
+            *from = idx.lru_next(start);
+            let Some(rec) = idx.indexed(start) else {
+                // Not expected: the list links only entries of the index.
+                debug_assert!(false, "an LRU link names no entry of the index");
+                return None;
             };
-            // Relaxed: stamps are hints, see `lookup`; the filed stamp is the miss lock's.
-            let now = rec.last_use.load(Ordering::Relaxed);
-            if now != e.lru_key.load(Ordering::Relaxed) {
-                // Used since it was filed: file it again under its newer stamp.
-                e.lru_key.store(now, Ordering::Relaxed);
-                st.lru.move_to_back(e);
+            if rec.take_used() {
+                idx.lru_move_to_back(start);
                 if from.is_none() {
-                    // It was the last: the walk goes on with it (now filed, so claimable).
-                    *from = Some(p);
+                    // It was the last: the walk goes on with it (now unused, so claimable).
+                    *from = Some(start);
                 }
                 continue;
             }
             // Under the write lock no new reference can appear (life.rs).
-            if !self.claim_unused(e) {
+            if !self.claim_unused(&rec.entry) {
                 continue;
             }
-            st.lru.unlink(e);
-            return idx.remove(e.range.start);
+            return idx.remove(start);
         }
         None
     }
@@ -940,7 +942,7 @@ impl Cache {
         }
         let mut st = self.miss.lock();
         self.reap_missed();
-        let removed: Vec<EntryPtr> = {
+        let removed: Vec<Unindexed> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
                 .into_iter()
@@ -951,10 +953,10 @@ impl Cache {
         self.stats
             .invalidated
             .fetch_add(n as u64, Ordering::Relaxed);
-        for e in &removed {
-            self.remember_invalidated(&mut st, e.range);
+        for u in &removed {
+            self.remember_invalidated(&mut st, u.reg.range);
         }
-        self.retire(&mut st, removed);
+        self.retire(removed);
         Ok(n)
     }
 
@@ -964,17 +966,17 @@ impl Cache {
         if self.in_fork_child() {
             return; // a fork child's cache is disabled; the entries are the parent's
         }
-        let mut st = self.miss.lock();
+        let _st = self.miss.lock();
         self.reap_missed();
-        let all: Vec<EntryPtr> = {
+        let all: Vec<Unindexed> = {
             let mut idx = self.index.write();
             idx.starts()
                 .into_iter()
                 .filter_map(|s| idx.remove(s))
                 .collect()
         };
-        let ranges: Vec<Range> = all.iter().map(|e| e.range).collect();
-        self.retire(&mut st, all);
+        let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
+        self.retire(all);
         // No longer watched: a cache kept coherent through the hook must drop them too.
         if let Some(hook) = &self.cfg.on_invalidate {
             for r in ranges {
