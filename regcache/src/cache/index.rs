@@ -232,9 +232,17 @@ impl Index {
     /// back until one ends at or before `r.start`.
     pub fn overlapping(&self, r: Range) -> Vec<usize> {
         let mut out = Vec::new();
+        self.overlapping_into(r, &mut out);
+        out
+    }
+
+    /// `overlapping`, appended to `into` (for callers that reuse one vector: the drain).
+    pub fn overlapping_into(&self, r: Range, into: &mut Vec<usize>) {
         if r.is_empty() || self.by_start.is_empty() {
-            return out;
+            return;
         }
+        let base = into.len();
+        let out = into;
         let mut scanned = false;
         if self.short_max > 0 {
             let page = self.page();
@@ -264,18 +272,19 @@ impl Index {
             }
         }
         let short = out.len();
-        for &s in self.long.range(..r.end).rev() {
-            match self.by_start.get(&s) {
-                Some(e) if self.range_of(s, e).end > r.start => out.push(s),
-                _ => break,
+        if !self.long.is_empty() {
+            for &s in self.long.range(..r.end).rev() {
+                match self.by_start.get(&s) {
+                    Some(e) if self.range_of(s, e).end > r.start => out.push(s),
+                    _ => break,
+                }
             }
         }
-        if scanned || (short > 0 && out.len() > short) {
-            out.sort_unstable();
+        if scanned || (short > base && out.len() > short) {
+            out[base..].sort_unstable();
         } else {
             out[short..].reverse();
         }
-        out
     }
 
     fn is_short(&self, e: &Indexed) -> bool {

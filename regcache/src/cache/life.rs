@@ -85,38 +85,79 @@ pub(super) struct RetiredList {
     recheck: Vec<u64>,
 }
 
+/// Unreferenced retired entries not yet unwatched and freed by `retire`: should a callout
+/// unwind, they are handed to the retired list, so the next `reap_missed` deregisters them.
+struct ListRest<'a> {
+    cache: &'a Cache,
+    batch: &'a mut Vec<Unindexed>,
+}
+
+impl Drop for ListRest<'_> {
+    fn drop(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut retired = self.cache.retired.lock();
+        for u in self.batch.drain(..) {
+            retired.recheck.push(u.entry.id);
+            retired.entries.insert(u.entry.id, u);
+        }
+    }
+}
+
 impl Cache {
-    /// Live → retired: takes entries that left the index, stops watching them, and reaps each
-    /// one that is already unreferenced (the others are reaped by their last releaser, or by
-    /// `reap_missed`).
+    /// Live → retired: takes entries that left the index (leaving `batch` empty), stops
+    /// watching them, and reaps each one that is already unreferenced (the others are reaped by
+    /// their last releaser, or by `reap_missed`).
     ///
-    /// Every entry is handed to the retired list (and its recheck list) before the first
+    /// Under the retired list's lock each entry is marked and its cells tagged. One found
+    /// referenced is handed to the retired list (and its recheck list) before the first
     /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
     /// drops an entry a handle still holds: what it leaves undone, the next `reap_missed` does.
-    pub(super) fn retire(&self, batch: Vec<Unindexed>) {
+    /// One found unreferenced (no count, no cell: the usual case) can never be referenced again
+    /// (it is out of the index), so it skips the list: unwatched, deregistered and freed here,
+    /// without a map insert and remove per entry (issue 13, drain cost). Should a callout
+    /// unwind, the ones not yet done are listed then (`ListRest`).
+    pub(super) fn retire(&self, batch: &mut Vec<Unindexed>) {
         if batch.is_empty() {
             return;
         }
-        let mut callouts = Vec::with_capacity(batch.len());
+        let mut callouts = Vec::new();
         let recheck_from;
         {
             // Under the retired list's lock, which a releaser that must reap takes first.
             // Nothing here calls out of the cache.
             let mut retired = self.retired.lock();
             recheck_from = retired.recheck.len();
-            for u in batch {
+            let mut i = 0;
+            while i < batch.len() {
                 // Out of the index, so out of the LRU list too (index.rs).
-                let e = &u.entry;
-                e.mark_retired();
-                self.held.tag(e);
-                let id = e.id;
+                let e = &batch[i].entry;
+                // Both, always: the mark and the tags are what a holder's release looks for.
+                let uncounted = e.mark_retired();
+                let held = self.held.tag(e);
+                if uncounted && !held {
+                    i += 1;
+                    continue;
+                }
+                let u = batch.swap_remove(i);
+                let id = u.entry.id;
                 callouts.push((id, u.reg.range));
                 retired.recheck.push(id);
                 retired.entries.insert(id, u);
             }
         }
-        // From here on the entries are the retired list's: only their ids and ranges are used
-        // (a releaser may reap one at any time).
+        // The unreferenced ones: each stays in `batch` until its unwatch returned.
+        let rest = ListRest { cache: self, batch };
+        while let Some(u) = rest.batch.last() {
+            self.monitor.unwatch(u.reg.range, u.entry.id);
+            if let Some(u) = rest.batch.pop() {
+                self.deregister_and_free(u);
+            }
+        }
+        drop(rest);
+        // The others are the retired list's: only their ids and ranges are used (a releaser
+        // may reap one at any time).
         let mut still_retired = Vec::new();
         for (id, range) in callouts {
             self.monitor.unwatch(range, id);

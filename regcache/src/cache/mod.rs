@@ -143,7 +143,7 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// Ranges recently invalidated, to count re-registrations (bounded).
+    /// Ranges recently invalidated, to count re-registrations (bounded, recent.rs).
     recent: recent::Recent,
     scratch: Vec<Invalidation>,
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
@@ -151,6 +151,10 @@ struct MissState {
     victims: Vec<Unindexed>,
     /// The memory of the last evicted entry, for the next miss's entry (`EntryPtr::new_in`).
     spare: Option<SpareEntry>,
+    /// `drain`'s lists of the entries to remove and removed, kept between drains (empty
+    /// outside `drain`).
+    drain_starts: Vec<usize>,
+    drain_removed: Vec<Unindexed>,
 }
 
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
@@ -624,7 +628,7 @@ impl Cache {
         let ptr = entry.as_non_null();
         let range = reg.range;
         let mut victims = std::mem::take(&mut st.victims);
-        let displaced: Vec<Unindexed> = {
+        let mut displaced: Vec<Unindexed> = {
             let mut idx = self.index.write();
             let out = if disjoint {
                 debug_assert!(idx.overlapping(range).is_empty());
@@ -658,7 +662,7 @@ impl Cache {
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(displaced);
+        self.retire(&mut displaced);
         for v in victims.drain(..) {
             self.evict(v, &mut st.spare);
         }
@@ -799,23 +803,32 @@ impl Cache {
         // Reported entries whose pages did not change (reval.rs): kept, not forwarded.
         let kept = self.reval_unchanged(&events, pending.map(|(id, _)| id));
         let mut pending_hit = false;
-        let removed: Vec<Unindexed> = {
+        // Scratch vectors kept between drains: no allocation per event or per drain.
+        let mut victims = std::mem::take(&mut st.drain_starts);
+        let mut removed = std::mem::take(&mut st.drain_removed);
+        victims.clear();
+        removed.clear();
+        {
             let mut idx = self.index.write();
-            let mut victims = Vec::new();
             for inv in &events {
                 match *inv {
                     Invalidation::Cookie { cookie, .. } if kept.contains(&cookie) => {}
                     Invalidation::Cookie { cookie, hint } => {
                         pending_hit |= pending.is_some_and(|(id, _)| id == cookie);
-                        victims.extend(
-                            idx.overlapping(hint)
-                                .into_iter()
-                                .filter(|&s| idx.get(s).is_some_and(|e| e.id == cookie)),
-                        );
+                        let from = victims.len();
+                        idx.overlapping_into(hint, &mut victims);
+                        let mut keep = from;
+                        for j in from..victims.len() {
+                            if idx.get(victims[j]).is_some_and(|e| e.id == cookie) {
+                                victims[keep] = victims[j];
+                                keep += 1;
+                            }
+                        }
+                        victims.truncate(keep);
                     }
                     Invalidation::Range(r) => {
                         pending_hit |= pending.is_some_and(|(_, p)| p.overlaps(&r));
-                        victims.extend(idx.overlapping(r));
+                        idx.overlapping_into(r, &mut victims);
                     }
                     Invalidation::All => {
                         pending_hit = pending.is_some();
@@ -823,8 +836,10 @@ impl Cache {
                     }
                 }
             }
-            victims.into_iter().filter_map(|s| idx.remove(s)).collect()
-        };
+            // An entry named by two events is removed once (the second finds nothing).
+            removed.extend(victims.drain(..).filter_map(|s| idx.remove(s)));
+        }
+        st.drain_starts = victims;
         // One per kept entry, or one for a drain that found nothing it had to act on.
         let false_positives = match kept.len() {
             0 if removed.is_empty() && !pending_hit => 1,
@@ -841,7 +856,8 @@ impl Cache {
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`).
-        self.retire(removed);
+        self.retire(&mut removed);
+        st.drain_removed = removed;
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
@@ -942,7 +958,7 @@ impl Cache {
         }
         let mut st = self.miss.lock();
         self.reap_missed();
-        let removed: Vec<Unindexed> = {
+        let mut removed: Vec<Unindexed> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
                 .into_iter()
@@ -956,7 +972,7 @@ impl Cache {
         for u in &removed {
             self.remember_invalidated(&mut st, u.reg.range);
         }
-        self.retire(removed);
+        self.retire(&mut removed);
         Ok(n)
     }
 
@@ -968,7 +984,7 @@ impl Cache {
         }
         let _st = self.miss.lock();
         self.reap_missed();
-        let all: Vec<Unindexed> = {
+        let mut all: Vec<Unindexed> = {
             let mut idx = self.index.write();
             idx.starts()
                 .into_iter()
@@ -976,7 +992,7 @@ impl Cache {
                 .collect()
         };
         let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
-        self.retire(all);
+        self.retire(&mut all);
         // No longer watched: a cache kept coherent through the hook must drop them too.
         if let Some(hook) = &self.cfg.on_invalidate {
             for r in ranges {
