@@ -205,3 +205,33 @@ impl Drop for SpareEntry {
         unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), std::alloc::Layout::new::<Entry>()) }
     }
 }
+
+/// Most allocations `Spares` keeps (48 bytes each).
+const SPARES: usize = 128;
+
+/// Allocations of entries reaped on the slow paths (under the miss lock), kept for the next
+/// misses' entries (`EntryPtr::new_in`): a drain that retires N unused entries and the N misses
+/// that follow then free and allocate nothing, up to `SPARES` (issue 13, drain cost).
+#[derive(Default)]
+pub(crate) struct Spares(Vec<SpareEntry>);
+
+impl Spares {
+    /// An allocation for the next entry, if one is kept.
+    pub fn take(&mut self) -> Option<SpareEntry> {
+        self.0.pop()
+    }
+
+    /// Keeps the allocation of `e` (its value dropped), or frees it when enough are kept.
+    ///
+    /// # Safety
+    /// As `EntryPtr::free`: nothing references the entry any more.
+    pub unsafe fn keep(&mut self, e: EntryPtr) {
+        if self.0.len() < SPARES {
+            // SAFETY: the caller's contract.
+            self.0.push(unsafe { e.recycle() });
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { e.free() };
+        }
+    }
+}

@@ -38,7 +38,7 @@
 //! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
 //! lock may have been held at fork() by a parent thread that does not exist in the child.
 
-use super::entry::{Entry, SpareEntry};
+use super::entry::{Entry, Spares};
 use super::held;
 use super::index::Unindexed;
 use super::Cache;
@@ -102,6 +102,7 @@ impl Drop for ListRest<'_> {
             retired.recheck.push(u.entry.id);
             retired.entries.insert(u.entry.id, u);
         }
+        self.cache.note_recheck(&retired);
     }
 }
 
@@ -118,7 +119,7 @@ impl Cache {
     /// (it is out of the index), so it skips the list: unwatched, deregistered and freed here,
     /// without a map insert and remove per entry (issue 13, drain cost). Should a callout
     /// unwind, the ones not yet done are listed then (`ListRest`).
-    pub(super) fn retire(&self, batch: &mut Vec<Unindexed>) {
+    pub(super) fn retire(&self, spares: &mut Spares, batch: &mut Vec<Unindexed>) {
         if batch.is_empty() {
             return;
         }
@@ -152,7 +153,12 @@ impl Cache {
         while let Some(u) = rest.batch.last() {
             self.monitor.unwatch(u.reg.range, u.entry.id);
             if let Some(u) = rest.batch.pop() {
-                self.deregister_and_free(u);
+                if !self.in_fork_child() {
+                    self.deregister(&registration(&u), u.reg.range);
+                }
+                // SAFETY: found unreferenced under the retired list's lock after it left the
+                // index (above): no reference can appear any more.
+                unsafe { spares.keep(u.entry) };
             }
         }
         drop(rest);
@@ -174,6 +180,16 @@ impl Cache {
         debug_assert!(retired.recheck.len() >= recheck_from);
         retired.recheck.truncate(recheck_from);
         retired.recheck.extend(still_retired);
+        self.note_recheck(&retired);
+    }
+
+    /// Publishes whether the recheck list is empty, for `reap_missed` to skip the retired
+    /// list's lock (two locked instructions per miss) when it is. Called after every change of
+    /// the list, under its lock; every change is made under the miss lock (`retire`,
+    /// `ListRest`, `reap_missed`), under which `reap_missed` reads it, so Relaxed suffices.
+    fn note_recheck(&self, retired: &RetiredList) {
+        self.recheck_pending
+            .store(!retired.recheck.is_empty(), Ordering::Relaxed);
     }
 
     /// Born retired: lists a one-use registration, reaped when its handle is released.
@@ -228,6 +244,10 @@ impl Cache {
     /// (held.rs): called on the slow paths, so such a registration outlives its last use by at
     /// most one miss, drain, invalidate or flush.
     pub(super) fn reap_missed(&self) {
+        // Relaxed: see `note_recheck` (we hold the miss lock).
+        if !self.recheck_pending.load(Ordering::Relaxed) {
+            return;
+        }
         let mut retired = self.retired.lock();
         if retired.recheck.is_empty() {
             return;
@@ -244,6 +264,7 @@ impl Cache {
             }
             !unused
         });
+        self.note_recheck(&retired);
         drop(retired);
         // Unreferenced and out of every list: if a deregistration unwinds, the rest leak
         // (EntryPtr has no Drop), which is safe.
@@ -281,9 +302,8 @@ impl Cache {
     /// `claim_unused` and removed from the index and the LRU (owning it across the callouts is
     /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
     ///
-    /// The entry's memory is kept in `spare` for the next miss's entry (a spare already there
-    /// is freed).
-    pub(super) fn evict(&self, u: Unindexed, spare: &mut Option<SpareEntry>) -> u64 {
+    /// The entry's memory is kept in `spares` for a next miss's entry.
+    pub(super) fn evict(&self, u: Unindexed, spares: &mut Spares) -> u64 {
         // Relaxed: statistics.
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         let range = u.reg.range;
@@ -298,7 +318,7 @@ impl Cache {
         let freed = range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
-        *spare = Some(unsafe { u.entry.recycle() });
+        unsafe { spares.keep(u.entry) };
         freed
     }
 

@@ -39,7 +39,7 @@ use crate::range::Range;
 use crate::registrar::{Access, Prepared, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::{Entry, EntryPtr, SpareEntry};
+use entry::{Entry, EntryPtr, Spares};
 use held::Held;
 use index::{Index, Registered, Unindexed};
 use parking_lot::Mutex;
@@ -149,8 +149,9 @@ struct MissState {
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
     /// at the entry limit allocates nothing for them.
     victims: Vec<Unindexed>,
-    /// The memory of the last evicted entry, for the next miss's entry (`EntryPtr::new_in`).
-    spare: Option<SpareEntry>,
+    /// The memory of entries evicted or reaped here, for the next misses' entries
+    /// (`EntryPtr::new_in`).
+    spares: Spares,
     /// `drain`'s lists of the entries to remove and removed, kept between drains (empty
     /// outside `drain`).
     drain_starts: Vec<usize>,
@@ -188,6 +189,8 @@ pub struct Cache {
     /// Retired entries (out of the index, maybe still referenced) and one-use registrations,
     /// by id. Its lock serialises the decision to reap one (life.rs).
     retired: Mutex<life::RetiredList>,
+    /// The retired list's recheck list is not empty (life.rs, `note_recheck`).
+    recheck_pending: AtomicBool,
     next_id: AtomicU64,
     /// The monitor must be asked `settled()` before each counter load (userfaultfd).
     settle_check: bool,
@@ -323,6 +326,7 @@ impl Cache {
             held: Held::new(),
             miss: Mutex::new(MissState::default()),
             retired: Mutex::new(life::RetiredList::default()),
+            recheck_pending: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             settle_check: monitor.needs_settle_check(),
             broken: AtomicBool::new(false),
@@ -623,10 +627,11 @@ impl Cache {
         reg: Registered,
         disjoint: bool,
     ) -> Handle<'_> {
-        let entry = EntryPtr::new_in(st.spare.take(), entry);
+        let entry = EntryPtr::new_in(st.spares.take(), entry);
         entry.acquire();
         let ptr = entry.as_non_null();
         let range = reg.range;
+        let entries_over;
         let mut victims = std::mem::take(&mut st.victims);
         let mut displaced: Vec<Unindexed> = {
             let mut idx = self.index.write();
@@ -650,6 +655,7 @@ impl Cache {
                     None => break,
                 }
             }
+            entries_over = idx.len() > self.cfg.max_entries;
             out
         };
         // The handle first: should a callout below unwind, dropping it releases the reference.
@@ -662,12 +668,17 @@ impl Cache {
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(&mut displaced);
+        self.retire(&mut st.spares, &mut displaced);
         for v in victims.drain(..) {
-            self.evict(v, &mut st.spare);
+            self.evict(v, &mut st.spares);
         }
         st.victims = victims;
-        self.enforce_limits(st);
+        // Relaxed: a gauge maintained under this same lock (or lowered by reap). The entry
+        // count was just read under the write lock: no read lock taken again to learn it.
+        if entries_over || self.stats.registered_bytes.load(Ordering::Relaxed) > self.cfg.max_bytes
+        {
+            self.enforce_limits(st);
+        }
         h
     }
 
@@ -856,7 +867,7 @@ impl Cache {
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`).
-        self.retire(&mut removed);
+        self.retire(&mut st.spares, &mut removed);
         st.drain_removed = removed;
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
@@ -911,7 +922,7 @@ impl Cache {
             let Some(victim) = self.next_victim(&mut self.index.write(), &mut from) else {
                 break;
             };
-            if enough(self.evict(victim, &mut st.spare)) {
+            if enough(self.evict(victim, &mut st.spares)) {
                 break;
             }
         }
@@ -972,7 +983,7 @@ impl Cache {
         for u in &removed {
             self.remember_invalidated(&mut st, u.reg.range);
         }
-        self.retire(&mut removed);
+        self.retire(&mut st.spares, &mut removed);
         Ok(n)
     }
 
@@ -982,7 +993,7 @@ impl Cache {
         if self.in_fork_child() {
             return; // a fork child's cache is disabled; the entries are the parent's
         }
-        let _st = self.miss.lock();
+        let mut st = self.miss.lock();
         self.reap_missed();
         let mut all: Vec<Unindexed> = {
             let mut idx = self.index.write();
@@ -992,7 +1003,7 @@ impl Cache {
                 .collect()
         };
         let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
-        self.retire(&mut all);
+        self.retire(&mut st.spares, &mut all);
         // No longer watched: a cache kept coherent through the hook must drop them too.
         if let Some(hook) = &self.cfg.on_invalidate {
             for r in ranges {
