@@ -18,10 +18,10 @@
 //! reference never sees RETIRED.
 
 #[cfg(loom)]
-use loom::sync::atomic::AtomicU64;
+pub(crate) use loom::sync::atomic::AtomicU64;
 use std::ptr::NonNull;
 #[cfg(not(loom))]
-use std::sync::atomic::AtomicU64;
+pub(crate) use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Top bit of `state`: out of the index for good (life.rs).

@@ -191,7 +191,12 @@ pub struct Cache {
     retired: Mutex<life::RetiredList>,
     /// The retired list's recheck list is not empty (life.rs, `note_recheck`).
     recheck_pending: AtomicBool,
+    /// Next id of a cached entry (its watch cookie). Taken only under the miss lock, so a load
+    /// and a store, no locked add (one-use registrations count their own ids, `next_one_use`).
     next_id: AtomicU64,
+    /// Next id of a one-use registration (taken with or without the miss lock); unique
+    /// against cached ids by `Entry::one_use`'s top bit.
+    next_one_use: AtomicU64,
     /// The monitor must be asked `settled()` before each counter load (userfaultfd).
     settle_check: bool,
     /// Set when the monitor failed: everything was flushed and caching stays off.
@@ -328,6 +333,7 @@ impl Cache {
             retired: Mutex::new(life::RetiredList::default()),
             recheck_pending: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            next_one_use: AtomicU64::new(1),
             settle_check: monitor.needs_settle_check(),
             broken: AtomicBool::new(false),
             fork_gen: fork::generation(),
@@ -523,7 +529,9 @@ impl Cache {
         let candidates = &candidates[..if hull.0 != aligned { 2 } else { 1 }];
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Relaxed: only miss-lock holders touch it (see the field), and the lock orders them.
+            let id = self.next_id.load(Ordering::Relaxed);
+            self.next_id.store(id + 1, Ordering::Relaxed);
             // Before the mark and the watch: what the registrar does to the VMA (rdma-core's
             // MADV_DONTFORK) is then not a change of this registration.
             let prepared = Prepared::new(&*self.registrar, target);
@@ -573,12 +581,13 @@ impl Cache {
                 lkey: reg.lkey,
                 rkey: reg.rkey,
             };
-            return Ok(Some(self.insert(
-                st,
-                Entry::cached(id, reg.token),
-                what,
-                disjoint,
-            )));
+            // Born with one counted reference, the handle this miss returns (a plain
+            // initialisation: nobody else can see the entry before `insert` publishes it).
+            let entry = Entry {
+                state: entry::AtomicU64::new(1),
+                ..Entry::cached(id, reg.token)
+            };
+            return Ok(Some(self.insert(st, entry, what, disjoint)));
         }
         unreachable!("the last candidate always returns")
     }
@@ -627,8 +636,8 @@ impl Cache {
         reg: Registered,
         disjoint: bool,
     ) -> Handle<'_> {
+        // `entry` holds the counted reference of the handle returned below (miss_once).
         let entry = EntryPtr::new_in(st.spares.take(), entry);
-        entry.acquire();
         let ptr = entry.as_non_null();
         let range = reg.range;
         let entries_over;
@@ -705,7 +714,8 @@ impl Cache {
     }
 
     fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: only uniqueness matters.
+        let id = self.next_one_use.fetch_add(1, Ordering::Relaxed);
         let what = Registered {
             range,
             access,
