@@ -85,15 +85,20 @@ pub(super) struct RetiredList {
     recheck: Vec<u64>,
 }
 
-/// Unreferenced retired entries not yet unwatched and freed by `retire`: should a callout
-/// unwind, they are handed to the retired list, so the next `reap_missed` deregisters them.
+/// Unreferenced retired entries not yet unwatched and freed by `retire`, and the count of
+/// those deregistered so far. On drop the deregistrations are counted (once for the batch),
+/// and, should a callout have unwound, the entries left are handed to the retired list, so the
+/// next `reap_missed` deregisters them.
 struct ListRest<'a> {
     cache: &'a Cache,
     batch: &'a mut Vec<Unindexed>,
+    deregistered: u64,
+    bytes: u64,
 }
 
 impl Drop for ListRest<'_> {
     fn drop(&mut self) {
+        self.cache.count_deregistered(self.deregistered, self.bytes);
         if self.batch.is_empty() {
             return;
         }
@@ -149,12 +154,23 @@ impl Cache {
             }
         }
         // The unreferenced ones: each stays in `batch` until its unwatch returned.
-        let rest = ListRest { cache: self, batch };
+        let mut rest = ListRest {
+            cache: self,
+            batch,
+            deregistered: 0,
+            bytes: 0,
+        };
         while let Some(u) = rest.batch.last() {
             self.monitor.unwatch(u.reg.range, u.entry.id);
             if let Some(u) = rest.batch.pop() {
+                // As `deregister`, counted by `rest` (in a fork child the registrations are
+                // the parent's: never undone).
                 if !self.in_fork_child() {
-                    self.deregister(&registration(&u), u.reg.range);
+                    let r = u.reg.range;
+                    self.registrar
+                        .deregister(&registration(&u), r.start, r.len());
+                    rest.deregistered += 1;
+                    rest.bytes += r.len() as u64;
                 }
                 // SAFETY: found unreferenced under the retired list's lock after it left the
                 // index (above): no reference can appear any more.

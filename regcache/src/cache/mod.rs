@@ -788,12 +788,20 @@ impl Cache {
             return;
         }
         self.registrar.deregister(reg, r.start, r.len());
+        self.count_deregistered(1, r.len() as u64);
+    }
+
+    /// Counts `n` deregistrations of `bytes` in all (a batch of them is counted once: three
+    /// locked instructions per batch instead of per entry).
+    fn count_deregistered(&self, n: u64, bytes: u64) {
+        if n == 0 {
+            return;
+        }
         let s = &self.stats;
         // Relaxed (all): statistics.
-        s.deregistrations.fetch_add(1, Ordering::Relaxed);
-        s.registered_bytes
-            .fetch_sub(r.len() as u64, Ordering::Relaxed);
-        s.registered_entries.fetch_sub(1, Ordering::Relaxed);
+        s.deregistrations.fetch_add(n, Ordering::Relaxed);
+        s.registered_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        s.registered_entries.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
