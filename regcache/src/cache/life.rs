@@ -41,6 +41,7 @@
 use super::entry::{Entry, Spares};
 use super::held;
 use super::index::Unindexed;
+use super::stats::MissLocked;
 use super::Cache;
 use crate::registrar::Registration;
 use std::collections::HashMap;
@@ -91,6 +92,7 @@ pub(super) struct RetiredList {
 /// next `reap_missed` deregisters them.
 struct ListRest<'a> {
     cache: &'a Cache,
+    lock: &'a MissLocked,
     batch: &'a mut Vec<Unindexed>,
     deregistered: u64,
     bytes: u64,
@@ -98,7 +100,8 @@ struct ListRest<'a> {
 
 impl Drop for ListRest<'_> {
     fn drop(&mut self) {
-        self.cache.count_deregistered(self.deregistered, self.bytes);
+        self.cache
+            .count_deregistered(Some(self.lock), self.deregistered, self.bytes);
         if self.batch.is_empty() {
             return;
         }
@@ -124,7 +127,12 @@ impl Cache {
     /// (it is out of the index), so it skips the list: unwatched, deregistered and freed here,
     /// without a map insert and remove per entry (issue 13, drain cost). Should a callout
     /// unwind, the ones not yet done are listed then (`ListRest`).
-    pub(super) fn retire(&self, spares: &mut Spares, batch: &mut Vec<Unindexed>) {
+    pub(super) fn retire(
+        &self,
+        lock: &MissLocked,
+        spares: &mut Spares,
+        batch: &mut Vec<Unindexed>,
+    ) {
         if batch.is_empty() {
             return;
         }
@@ -156,6 +164,7 @@ impl Cache {
         // The unreferenced ones: each stays in `batch` until its unwatch returned.
         let mut rest = ListRest {
             cache: self,
+            lock,
             batch,
             deregistered: 0,
             bytes: 0,
@@ -299,7 +308,7 @@ impl Cache {
     /// (under the retired list's lock) and took out of the retired list.
     fn deregister_and_free(&self, u: Unindexed) {
         if !self.in_fork_child() {
-            self.deregister(&registration(&u), u.reg.range);
+            self.deregister(None, &registration(&u), u.reg.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
         // SAFETY: out of the index and the retired list, and unreferenced (the caller's check:
@@ -319,9 +328,8 @@ impl Cache {
     /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
     ///
     /// The entry's memory is kept in `spares` for a next miss's entry.
-    pub(super) fn evict(&self, u: Unindexed, spares: &mut Spares) -> u64 {
-        // Relaxed: statistics.
-        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+    pub(super) fn evict(&self, u: Unindexed, lock: &MissLocked, spares: &mut Spares) -> u64 {
+        self.stats.evicted(lock);
         let range = u.reg.range;
         self.monitor.unwatch(range, u.entry.id);
         // No longer watched: a registration handed out for a range inside it (one a merge
@@ -330,7 +338,7 @@ impl Cache {
         if let Some(hook) = &self.cfg.on_invalidate {
             (hook.0)(range);
         }
-        self.deregister(&registration(&u), range);
+        self.deregister(Some(lock), &registration(&u), range);
         let freed = range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
@@ -349,7 +357,7 @@ impl Cache {
             .map(|(_, u)| u)
             .collect();
         for u in leaked {
-            self.deregister(&registration(&u), u.reg.range);
+            self.deregister(None, &registration(&u), u.reg.range);
             // SAFETY: no handle can be dereferenced any more (see above).
             unsafe { u.entry.free() };
         }

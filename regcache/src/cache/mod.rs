@@ -43,7 +43,7 @@ use entry::{Entry, EntryPtr, Spares};
 use held::Held;
 use index::{Index, Registered, Unindexed};
 use parking_lot::Mutex;
-use stats::{Hot, Stats};
+use stats::{Hot, MissLocked, Stats};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -152,6 +152,8 @@ struct MissState {
     /// The memory of entries evicted or reaped here, for the next misses' entries
     /// (`EntryPtr::new_in`).
     spares: Spares,
+    /// Proof of holding the miss lock, for the statistics only its holder writes (stats.rs).
+    locked: MissLocked,
     /// `drain`'s lists of the entries to remove and removed, kept between drains (empty
     /// outside `drain`).
     drain_starts: Vec<usize>,
@@ -568,7 +570,7 @@ impl Cache {
             // ones pinned, reval.rs): undo it.
             if !self.cfg.danger_ignore_invalidations && self.drain(st, Some((id, target))) {
                 self.monitor.unwatch(target, id);
-                self.deregister(&reg, target);
+                self.deregister(Some(&st.locked), &reg, target);
                 return Ok(None);
             }
             // Entries enter the index only in `insert`, under the miss lock, which we have held
@@ -677,15 +679,14 @@ impl Cache {
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(&mut st.spares, &mut displaced);
+        self.retire(&st.locked, &mut st.spares, &mut displaced);
         for v in victims.drain(..) {
-            self.evict(v, &mut st.spares);
+            self.evict(v, &st.locked, &mut st.spares);
         }
         st.victims = victims;
         // Relaxed: a gauge maintained under this same lock (or lowered by reap). The entry
         // count was just read under the write lock: no read lock taken again to learn it.
-        if entries_over || self.stats.registered_bytes.load(Ordering::Relaxed) > self.cfg.max_bytes
-        {
+        if entries_over || self.stats.registered_bytes() > self.cfg.max_bytes {
             self.enforce_limits(st);
         }
         h
@@ -697,7 +698,7 @@ impl Cache {
             .page_aligned()
             .ok_or(Error::InvalidArgument("range wraps the address space"))?;
         self.stats.bump(Hot::Uncacheable);
-        let reg = self.register(aligned, access)?;
+        let reg = self.register(None, aligned, access)?;
         Ok(self.adopt_one_use(aligned, access, reg))
     }
 
@@ -736,7 +737,13 @@ impl Cache {
         }
     }
 
-    fn register(&self, r: Range, access: Access) -> Result<Registration> {
+    /// Registers and counts it (`lock`: the caller holds the miss lock, stats.rs).
+    fn register(
+        &self,
+        lock: Option<&MissLocked>,
+        r: Range,
+        access: Access,
+    ) -> Result<Registration> {
         let t0 = Instant::now();
         let res = self.registrar.register(r.start, r.len(), access);
         let s = &self.stats;
@@ -744,12 +751,7 @@ impl Cache {
         match &res {
             Ok(_) => {
                 let ns = t0.elapsed().as_nanos() as u64;
-                s.registrations.fetch_add(1, Ordering::Relaxed);
-                s.registration_ns.fetch_add(ns, Ordering::Relaxed);
-                s.record_latency(ns);
-                s.registered_bytes
-                    .fetch_add(r.len() as u64, Ordering::Relaxed);
-                s.registered_entries.fetch_add(1, Ordering::Relaxed);
+                s.registered(lock, ns, r.len() as u64);
             }
             Err(e) => {
                 s.registration_failures.fetch_add(1, Ordering::Relaxed);
@@ -767,7 +769,7 @@ impl Cache {
         r: Range,
         access: Access,
     ) -> Result<Registration> {
-        match self.register(r, access) {
+        match self.register(Some(&st.locked), r, access) {
             Err(e) if e.is_resource_exhaustion() => {
                 let mut freed = 0u64;
                 let mut count = 0usize;
@@ -776,32 +778,27 @@ impl Cache {
                     count += 1;
                     count >= 1 && freed >= r.len() as u64
                 });
-                self.register(r, access)
+                self.register(Some(&st.locked), r, access)
             }
             other => other,
         }
     }
 
-    fn deregister(&self, reg: &Registration, r: Range) {
+    /// Deregisters and counts it (`lock`: the caller holds the miss lock, stats.rs).
+    fn deregister(&self, lock: Option<&MissLocked>, reg: &Registration, r: Range) {
         if self.in_fork_child() {
             // In a fork child every registration is the parent's: never undo one.
             return;
         }
         self.registrar.deregister(reg, r.start, r.len());
-        self.count_deregistered(1, r.len() as u64);
+        self.count_deregistered(lock, 1, r.len() as u64);
     }
 
-    /// Counts `n` deregistrations of `bytes` in all (a batch of them is counted once: three
-    /// locked instructions per batch instead of per entry).
-    fn count_deregistered(&self, n: u64, bytes: u64) {
-        if n == 0 {
-            return;
+    /// Counts `n` deregistrations of `bytes` in all (a batch of them is counted once).
+    fn count_deregistered(&self, lock: Option<&MissLocked>, n: u64, bytes: u64) {
+        if n > 0 {
+            self.stats.deregistered(lock, n, bytes);
         }
-        let s = &self.stats;
-        // Relaxed (all): statistics.
-        s.deregistrations.fetch_add(n, Ordering::Relaxed);
-        s.registered_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        s.registered_entries.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
@@ -885,7 +882,7 @@ impl Cache {
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`).
-        self.retire(&mut st.spares, &mut removed);
+        self.retire(&st.locked, &mut st.spares, &mut removed);
         st.drain_removed = removed;
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
@@ -923,9 +920,8 @@ impl Cache {
     fn enforce_limits(&self, st: &mut MissState) {
         let over = |c: &Cache| {
             let s = &c.stats;
-            // Relaxed: gauges maintained under this same lock (or by reap, which only lowers them).
-            c.index.read().len() > c.cfg.max_entries
-                || s.registered_bytes.load(Ordering::Relaxed) > c.cfg.max_bytes
+            // Gauges maintained under this same lock (or by reap, which only lowers them).
+            c.index.read().len() > c.cfg.max_entries || s.registered_bytes() > c.cfg.max_bytes
         };
         if over(self) {
             self.evict_lru(st, |_| !over(self));
@@ -940,7 +936,7 @@ impl Cache {
             let Some(victim) = self.next_victim(&mut self.index.write(), &mut from) else {
                 break;
             };
-            if enough(self.evict(victim, &mut st.spares)) {
+            if enough(self.evict(victim, &st.locked, &mut st.spares)) {
                 break;
             }
         }
@@ -1001,7 +997,8 @@ impl Cache {
         for u in &removed {
             self.remember_invalidated(&mut st, u.reg.range);
         }
-        self.retire(&mut st.spares, &mut removed);
+        let MissState { locked, spares, .. } = &mut *st;
+        self.retire(locked, spares, &mut removed);
         Ok(n)
     }
 
@@ -1021,7 +1018,8 @@ impl Cache {
                 .collect()
         };
         let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
-        self.retire(&mut st.spares, &mut all);
+        let MissState { locked, spares, .. } = &mut *st;
+        self.retire(locked, spares, &mut all);
         // No longer watched: a cache kept coherent through the hook must drop them too.
         if let Some(hook) = &self.cfg.on_invalidate {
             for r in ranges {
