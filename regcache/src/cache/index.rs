@@ -369,6 +369,7 @@ impl Index {
 
     /// The start of the entry after the one starting at `start` (towards the newest).
     pub fn lru_next(&self, start: usize) -> Option<usize> {
+        // Relaxed: the links change only under the index write lock (see `link_back`).
         let next = self.get(start)?.lru_next.load(Ordering::Relaxed);
         (next != NO_LINK).then_some(next)
     }
