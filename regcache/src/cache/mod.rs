@@ -500,7 +500,7 @@ impl Cache {
                 return Ok(h);
             }
         }
-        self.stats.bump(Hot::Miss);
+        self.stats.missed(&st.locked);
         self.count_reregistration(&mut st, aligned);
         for attempt in 0..RACE_RETRIES {
             if attempt > 0 {

@@ -1,15 +1,17 @@
 //! The cache's counters, kept without locks.
 //!
 //! Hits are tallied by the index lock's per-thread reader slots as the hit leaves the lock (see
-//! brlock.rs; `Cache::stats` fills them in). The other per-request counters (misses,
-//! uncacheable) live in per-thread shards, each on its own cache line, so two threads never
-//! write the same line; a snapshot sums the shards. Counters of the slow paths (drains, invalidations, evictions, ...) are plain atomics:
-//! they are bumped under the cache's miss lock or next to a system call that costs far more.
-//! The registration counters a miss bumps (registrations, their time and latency bucket, the
-//! registered gauges, deregistrations, evictions) have a second home, `LockedStats`, written
-//! only by the miss lock's holder with a load and a store instead of a locked add: nine locked
-//! instructions of a miss at the entry limit (measured: ~90 of ~320 ns of CPU time per miss,
-//! issue 13). A snapshot adds the two homes. Every ordering here is Relaxed: a counter publishes no other memory, and a snapshot is a
+//! brlock.rs; `Cache::stats` fills them in). Uncacheable requests are counted in per-thread
+//! shards, each on its own cache line, so two threads never write the same line; a snapshot
+//! sums the shards. Counters of the slow paths (drains, invalidations, ...) are plain atomics,
+//! bumped under the cache's miss lock or next to a system call that costs far more.
+//! The counters a miss bumps (the miss, the registration, its time and latency bucket, the
+//! registered gauges, and an eviction's deregistration) live in `LockedStats`, written only by
+//! the miss lock's holder with a load and a store instead of a locked add (ten locked
+//! instructions of a miss at the entry limit; with the registration timing, ~90 of ~320 ns of
+//! CPU time per miss, issue 13); the same counters bumped off the lock (one-use registrations,
+//! reaps by releasers) are plain atomics here, and a snapshot adds the two homes. Every
+//! ordering here is Relaxed: a counter publishes no other memory, and a snapshot is a
 //! statistic, not a synchronisation point.
 
 use super::slot::{self, ALL};
@@ -18,14 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Default)]
 struct HotShard {
-    misses: AtomicU64,
     uncacheable: AtomicU64,
 }
 
 /// Which hot counter to bump.
 #[derive(Clone, Copy)]
 pub(crate) enum Hot {
-    Miss,
     Uncacheable,
 }
 
@@ -40,6 +40,7 @@ pub(crate) struct MissLocked(());
 /// in `Stats`, may hold the matching subtraction); snapshots add with wrapping.
 #[derive(Default)]
 struct LockedStats {
+    misses: AtomicU64,
     registrations: AtomicU64,
     registration_ns: AtomicU64,
     registered_bytes: AtomicU64,
@@ -137,7 +138,6 @@ impl Stats {
     pub fn bump(&self, which: Hot) {
         let shard = &self.hot[slot::current().index];
         let c = match which {
-            Hot::Miss => &shard.misses,
             Hot::Uncacheable => &shard.uncacheable,
         };
         // Relaxed: see the module comment.
@@ -192,6 +192,11 @@ impl Stats {
         }
     }
 
+    /// Counts a miss (always under the miss lock; uncacheable requests are `bump`ed).
+    pub fn missed(&self, _lock: &MissLocked) {
+        add_locked(&self.locked.misses, 1);
+    }
+
     /// Counts an eviction (always under the miss lock).
     pub fn evicted(&self, _lock: &MissLocked) {
         add_locked(&self.locked.evictions, 1);
@@ -220,7 +225,7 @@ impl Stats {
         let both = |a: &AtomicU64, b: &AtomicU64| a.load(Relaxed).wrapping_add(b.load(Relaxed));
         StatsSnapshot {
             hits: 0, // tallied by the index lock, see Cache::stats
-            misses: sum(|s| &s.misses),
+            misses: l.misses.load(Relaxed),
             uncacheable: sum(|s| &s.uncacheable),
             reregistrations: self.reregistrations.load(Relaxed),
             invalidated: self.invalidated.load(Relaxed),
