@@ -320,7 +320,7 @@ fn pass(
                     }
                 };
                 p.reg_path += t.elapsed();
-                let ok = transfer(nic, h.registration(), addr, &pattern);
+                let ok = transfer(nic, &h.registration(), addr, &pattern);
                 let t = Instant::now();
                 drop(h);
                 p.reg_path += t.elapsed();

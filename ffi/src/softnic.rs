@@ -54,7 +54,7 @@ pub unsafe extern "C" fn regcache_softnic_dma_write(
         let n = nic(m)?;
         // SAFETY: non-null, `length` readable bytes per the contract.
         let data = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), length) };
-        n.dma_write(m.handle.registration(), addr as usize, data)?;
+        n.dma_write(&m.handle.registration(), addr as usize, data)?;
         Ok(0)
     })
 }
@@ -87,7 +87,7 @@ pub unsafe extern "C" fn regcache_softnic_dma_read(
         // SAFETY: non-null, `length` writable bytes per the contract, not aliased by anything
         // this call reads through the CPU.
         let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), length) };
-        n.dma_read(m.handle.registration(), addr as usize, out)?;
+        n.dma_read(&m.handle.registration(), addr as usize, out)?;
         Ok(0)
     })
 }

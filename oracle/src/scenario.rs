@@ -53,7 +53,7 @@ fn use_buffer(cache: &Cache, nic: &SoftNic, addr: usize, len: usize, seed: u64) 
     let h = cache.get(addr, len, Access::LOCAL_WRITE)?;
     let mut pattern = vec![0u8; len];
     Rng::fill(seed, &mut pattern);
-    nic.dma_write(h.registration(), addr, &pattern)?;
+    nic.dma_write(&h.registration(), addr, &pattern)?;
     // SAFETY: [addr, addr+len) is a live mapping made by `run`; no Rust reference aliases it.
     Ok(unsafe { mem::bytes(addr, len) } == &pattern[..])
 }

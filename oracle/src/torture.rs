@@ -459,7 +459,7 @@ impl<'a> Worker<'a> {
         };
         self.shared.transfers.fetch_add(1, Relaxed);
         // The NIC writes into the buffer (an RDMA WRITE arriving, a RECV completing).
-        if let Err(e) = self.nic.dma_write(h.registration(), addr, &self.pattern) {
+        if let Err(e) = self.nic.dma_write(&h.registration(), addr, &self.pattern) {
             return self.error(format!("dma_write({addr:#x}, {len}): {e}"));
         }
         // SAFETY: `b` is a live buffer of this thread; nothing else references its bytes.
@@ -470,7 +470,7 @@ impl<'a> Worker<'a> {
         unsafe { mem::write(addr, &self.pattern) };
         if let Err(e) = self
             .nic
-            .dma_read(h.registration(), addr, &mut self.readback)
+            .dma_read(&h.registration(), addr, &mut self.readback)
         {
             return self.error(format!("dma_read({addr:#x}, {len}): {e}"));
         }

@@ -17,60 +17,64 @@
 //! entry is marked retired only after it left the index under the write lock, so a new
 //! reference never sees RETIRED.
 
-use crate::range::Range;
-use crate::registrar::{Access, Registration};
 #[cfg(loom)]
-use loom::sync::atomic::AtomicU64;
+pub(crate) use loom::sync::atomic::AtomicU64;
 use std::ptr::NonNull;
 #[cfg(not(loom))]
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicPtr, Ordering};
+pub(crate) use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Top bit of `state`: out of the index for good (life.rs).
 pub(crate) const RETIRED: u64 = 1 << 63;
 
+/// Top bit of `id`: a one-use registration (never watched). Ids count up from 1 and never
+/// reach it.
+const ONE_USE: u64 = 1 << 63;
+
+/// What must outlive the entry's index record (40 bytes, a 48-byte allocation): the range,
+/// rights and keys are in the record while the entry is cached (index.rs, where hits read
+/// them), then with the retired list (life.rs), and copied into every handle (issue 13:
+/// memory per cached entry).
 pub(crate) struct Entry {
-    /// Unique id; also the monitor cookie.
+    /// Unique id (the monitor cookie), with `ONE_USE` for one-use registrations.
     pub id: u64,
-    /// What was registered (page-aligned).
-    pub range: Range,
-    pub access: Access,
-    pub reg: Registration,
+    /// The registrar's handle (`Registration::token`).
+    pub token: u64,
     /// Counted references in the low bits, RETIRED in the top bit.
     pub state: AtomicU64,
-    /// The stamp the entry had when it was last filed in the LRU list (guarded by the miss
-    /// lock; the current stamp is in the index record, `Indexed::last_use`).
-    pub lru_key: AtomicU64,
-    /// Links of the LRU list (lru.rs), guarded by the miss lock; null when not linked.
-    pub lru_prev: AtomicPtr<Entry>,
-    pub lru_next: AtomicPtr<Entry>,
-    /// Whether a monitor watches this entry (false for one-use registrations).
-    pub watched: bool,
+    /// LRU neighbours by start address (index.rs), changed only under the index write lock.
+    pub lru_prev: AtomicUsize,
+    pub lru_next: AtomicUsize,
 }
+
+#[cfg(all(target_pointer_width = "64", not(loom)))]
+const _: () = assert!(std::mem::size_of::<Entry>() == 40);
 
 impl Entry {
     /// A cacheable entry with no users yet, watched by the monitor.
-    pub fn cached(id: u64, range: Range, access: Access, reg: Registration) -> Self {
+    pub fn cached(id: u64, token: u64) -> Self {
+        debug_assert!(id & ONE_USE == 0);
         Entry {
             id,
-            range,
-            access,
-            reg,
+            token,
             state: AtomicU64::new(0),
-            lru_key: AtomicU64::new(0),
-            lru_prev: AtomicPtr::new(std::ptr::null_mut()),
-            lru_next: AtomicPtr::new(std::ptr::null_mut()),
-            watched: true,
+            lru_prev: AtomicUsize::new(usize::MAX),
+            lru_next: AtomicUsize::new(usize::MAX),
         }
     }
 
     /// A one-use registration: retired from birth, owned by its single handle.
-    pub fn one_use(id: u64, range: Range, access: Access, reg: Registration) -> Self {
+    pub fn one_use(id: u64, token: u64) -> Self {
         Entry {
+            id: id | ONE_USE,
             state: AtomicU64::new(RETIRED | 1),
-            watched: false,
-            ..Entry::cached(id, range, access, reg)
+            ..Entry::cached(id, token)
         }
+    }
+
+    /// Whether a monitor watches this entry (false for one-use registrations).
+    pub fn watched(&self) -> bool {
+        self.id & ONE_USE == 0
     }
 
     /// Takes a counted reference. Caller holds the index read (or write) lock and found the
@@ -199,5 +203,35 @@ impl Drop for SpareEntry {
         // SAFETY: allocated by `Box::new` for an `Entry` (the global allocator, `Entry`'s
         // layout), its value already dropped by `recycle`: deallocated once, here.
         unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), std::alloc::Layout::new::<Entry>()) }
+    }
+}
+
+/// Most allocations `Spares` keeps (48 bytes each).
+const SPARES: usize = 128;
+
+/// Allocations of entries reaped on the slow paths (under the miss lock), kept for the next
+/// misses' entries (`EntryPtr::new_in`): a drain that retires N unused entries and the N misses
+/// that follow then free and allocate nothing, up to `SPARES` (issue 13, drain cost).
+#[derive(Default)]
+pub(crate) struct Spares(Vec<SpareEntry>);
+
+impl Spares {
+    /// An allocation for the next entry, if one is kept.
+    pub fn take(&mut self) -> Option<SpareEntry> {
+        self.0.pop()
+    }
+
+    /// Keeps the allocation of `e` (its value dropped), or frees it when enough are kept.
+    ///
+    /// # Safety
+    /// As `EntryPtr::free`: nothing references the entry any more.
+    pub unsafe fn keep(&mut self, e: EntryPtr) {
+        if self.0.len() < SPARES {
+            // SAFETY: the caller's contract.
+            self.0.push(unsafe { e.recycle() });
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { e.free() };
+        }
     }
 }

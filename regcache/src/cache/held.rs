@@ -183,24 +183,9 @@ pub(crate) unsafe fn release(cell: NonNull<AtomicUsize>, id: impl FnOnce() -> u6
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::range::Range;
-    use crate::registrar::{Access, Registration};
 
     fn entry(id: u64) -> Entry {
-        let reg = Registration {
-            lkey: 0,
-            rkey: 0,
-            token: 0,
-        };
-        Entry::cached(
-            id,
-            Range {
-                start: 0,
-                end: 4096,
-            },
-            Access::LOCAL_WRITE,
-            reg,
-        )
+        Entry::cached(id, 0)
     }
 
     const MINE: ThreadSlot = ThreadSlot {

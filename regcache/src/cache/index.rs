@@ -1,35 +1,111 @@
 //! The lookup structure: non-overlapping cached entries, found by a hash probe on the request's
-//! first page and, failing that, by an ordered-map search.
+//! first page, kept in LRU order.
 //!
 //! Keeping entries disjoint (overlapping requests are merged into one registration, see
-//! `Cache::miss_once`) means the only entry that can contain `[a, b)` is the last one starting at
-//! or before `a`. Most requests start on the first page of their entry (a buffer is sent from its
-//! start), so a hash map keyed by the entry's first page answers them with one probe and no
-//! data-dependent branching; the ordered set of starts answers the rest and the range queries
-//! of the slow paths. Entries are heap-allocated (`EntryPtr`) so handles can point at them while
-//! the maps rehash.
+//! `Cache::miss_once`) means the only entry that can contain `[a, b)` is the one containing `a`.
+//! Most requests start on the first page of their entry (a buffer is sent from its start), so a
+//! hash map keyed by the entry's first page answers them with one probe. The rest, and the
+//! range queries of the slow paths, find short entries (at most `SHORT_PAGES` pages) by probing
+//! the few pages they can start at, and long ones in an ordered set of their starts: short
+//! entries, the common case, cost no tree node (issue 13, memory per entry).
 //!
-//! Each record of the table (`Indexed`) also carries what a hit reads (range, rights, keys, LRU
-//! stamp), so a hit reads the table and never the heap-allocated entry: with 100,000 entries
-//! that is one cache miss fewer per hit.
+//! Each record of the table (`Indexed`, 24 bytes: a 32-byte bucket with its key) carries what a
+//! hit reads (length, rights, keys, the "used" bit), so a hit reads the table and never the
+//! heap-allocated entry: with 100,000 entries that is one cache miss fewer per hit (measured:
+//! reading the entry instead costs 72 -> 215 ns per hit at 10^5 entries). The entry holds only
+//! what must outlive the record (entry.rs). Entries are heap-allocated (`EntryPtr`) so handles
+//! can point at them while the map rehashes.
+//!
+//! LRU order (second chance): the index threads a doubly linked list through its entries, oldest
+//! first, linked by start address (`Entry::lru_prev` / `lru_next`: keys of this map, so the
+//! links survive rehashing and cost no pointer to the record). An entry is appended when
+//! inserted and unlinked when removed; a hit only sets its record's used bit (no lock, no write
+//! once set); the eviction walk (`Cache::next_victim`) moves an entry found used to the back and
+//! clears the bit. All list changes happen under the index write lock.
 
 use super::entry::{Entry, EntryPtr};
 use crate::range::{page_size, Range};
 use crate::registrar::Access;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// An entry as the index holds it: the owning pointer and copies of the fields a hit reads
-/// (see the module comment).
-pub(crate) struct Indexed {
+/// What an entry registered. In its index record while it is cached; with the retired list
+/// (life.rs) once it leaves the index; copied into every handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Registered {
     pub range: Range,
     pub access: Access,
     pub lkey: u32,
     pub rkey: u32,
-    /// LRU stamp: the cache clock at the last hit (coarse; ties are fine).
-    pub last_use: AtomicU64,
+}
+
+/// An entry taken out of the index, with what its record said it registered.
+pub(crate) struct Unindexed {
     pub entry: EntryPtr,
+    pub reg: Registered,
+}
+
+/// The used bit of `Indexed::span` (the low 31 bits are the length in pages).
+const USED: u32 = 1 << 31;
+
+/// Longest entry the index holds, in pages (31 bits of `span`: 8 TiB with 4 KiB pages). Longer
+/// requests are registered per use (`Cache::get_slow`).
+pub(crate) const MAX_PAGES: usize = (USED - 1) as usize;
+
+/// Entries of at most this many pages are short: found by probing pages, not in the ordered
+/// set. A lookup that does not start on its entry's first page probes at most this many - 1
+/// pages before the ordered set.
+const SHORT_PAGES: usize = 4;
+
+/// Most pages `overlapping` probes one by one before it scans the whole map instead.
+const PROBE_PAGES: usize = 64;
+
+/// Marks the ends of the LRU list (never a page-aligned address).
+const NO_LINK: usize = usize::MAX;
+
+/// An entry as the index holds it (the key is its start): the owning pointer and what a hit
+/// reads.
+pub(crate) struct Indexed {
+    pub entry: EntryPtr,
+    pub lkey: u32,
+    pub rkey: u32,
+    pub access: Access,
+    /// Length in pages, and `USED`: hit since the eviction walk last looked at it. Hits set the
+    /// bit, the walk clears it (a hint: a lost update only changes the eviction order).
+    span: AtomicU32,
+}
+
+// The memory budget of issue 13 (<= 128 bytes per cached entry): a 32-byte bucket.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<(usize, Indexed)>() == 32);
+
+impl Indexed {
+    fn pages(&self) -> usize {
+        // Relaxed: the page count never changes after insert (published by the index lock);
+        // only the used bit moves.
+        (self.span.load(Ordering::Relaxed) & !USED) as usize
+    }
+
+    /// Records a hit for the LRU order. Relaxed (load and store): a hint read under the miss
+    /// lock; the load first avoids dirtying a line every thread reads.
+    #[inline]
+    pub fn mark_used(&self, span: u32) {
+        if span & USED == 0 {
+            self.span.store(span | USED, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it was hit since the last call (the eviction walk's second chance); clears it.
+    pub fn take_used(&self) -> bool {
+        // Relaxed: see `mark_used`. A hit racing with the clear may be lost: one more chance
+        // lost, never a wrong eviction (claiming checks the references, life.rs).
+        let s = self.span.load(Ordering::Relaxed);
+        if s & USED != 0 {
+            self.span.store(s & !USED, Ordering::Relaxed);
+        }
+        s & USED != 0
+    }
 }
 
 /// Fibonacci hashing of a page-aligned address: one multiply, good spread for sequential pages.
@@ -54,82 +130,165 @@ impl Hasher for PageHasher {
     }
 }
 
-pub(crate) struct Index {
-    by_start: HashMap<usize, Indexed, BuildHasherDefault<PageHasher>>,
-    starts: BTreeSet<usize>,
-    page_mask: usize,
-    /// No entry is longer (bytes; a bound, raised by inserts, reset when the index empties):
-    /// an entry overlapping `r` starts in `(r.start - max_len, r.end)`, so when that window
-    /// holds few pages, `overlapping` probes the hash map page by page instead of searching the
-    /// ordered set.
-    max_len: usize,
+/// A hit: the entry's record and its registered range.
+pub(crate) struct Found<'a> {
+    pub rec: &'a Indexed,
+    pub range: Range,
+    span: u32,
 }
 
-/// Most pages `overlapping` probes one by one before it searches the ordered set instead.
-const PROBE_PAGES: usize = 8;
+impl Found<'_> {
+    /// `Indexed::mark_used` with the value the lookup already loaded.
+    #[inline]
+    pub fn mark_used(&self) {
+        self.rec.mark_used(self.span);
+    }
+}
+
+pub(crate) struct Index {
+    by_start: HashMap<usize, Indexed, BuildHasherDefault<PageHasher>>,
+    /// Starts of the long entries (more than `SHORT_PAGES` pages).
+    long: BTreeSet<usize>,
+    page_shift: u32,
+    page_mask: usize,
+    /// No short entry is longer (pages; a bound raised by inserts, reset when the index empties).
+    short_max: usize,
+    /// Oldest and newest entry (starts), `NO_LINK` when empty.
+    lru_head: usize,
+    lru_tail: usize,
+}
 
 impl Default for Index {
     fn default() -> Self {
+        let page = page_size();
         Index {
             by_start: HashMap::default(),
-            starts: BTreeSet::new(),
-            page_mask: !(page_size() - 1),
-            max_len: 0,
+            long: BTreeSet::new(),
+            page_shift: page.trailing_zeros(),
+            page_mask: !(page - 1),
+            short_max: 0,
+            lru_head: NO_LINK,
+            lru_tail: NO_LINK,
         }
     }
 }
 
 impl Index {
+    fn page(&self) -> usize {
+        !self.page_mask + 1
+    }
+
+    fn range_of(&self, start: usize, s: &Indexed) -> Range {
+        Range {
+            start,
+            end: start + (s.pages() << self.page_shift),
+        }
+    }
+
     /// The record of the entry containing `req` with rights covering `access`, if any.
     #[inline]
-    pub fn find(&self, req: Range, access: Access) -> Option<&Indexed> {
+    pub fn find(&self, req: Range, access: Access) -> Option<Found<'_>> {
         let first_page = req.start & self.page_mask;
-        let s = match self.by_start.get(&first_page) {
-            Some(s) => s,
-            None => {
-                let &start = self.starts.range(..=req.start).next_back()?;
-                self.by_start.get(&start)?
-            }
+        let (start, rec) = match self.by_start.get(&first_page) {
+            Some(s) => (first_page, s),
+            None => self.containing_slow(req.start)?,
         };
-        (s.range.contains(&req) && s.access.covers(access)).then_some(s)
+        // Relaxed: see `Indexed::pages`.
+        let span = rec.span.load(Ordering::Relaxed);
+        let end = start + (((span & !USED) as usize) << self.page_shift);
+        (req.end <= end && rec.access.covers(access)).then_some(Found {
+            rec,
+            range: Range { start, end },
+            span,
+        })
+    }
+
+    /// The entry that may contain `addr` when none starts on its page: a short one starting a
+    /// few pages before, else the last long one starting at or before it (entries are
+    /// disjoint, so the first one found is the only candidate).
+    #[cold]
+    fn containing_slow(&self, addr: usize) -> Option<(usize, &Indexed)> {
+        let page = self.page();
+        let first = addr & self.page_mask;
+        for back in 1..self.short_max {
+            let Some(s) = first.checked_sub(back * page) else {
+                break;
+            };
+            if let Some(rec) = self.by_start.get(&s) {
+                return Some((s, rec));
+            }
+        }
+        let &start = self.long.range(..=addr).next_back()?;
+        self.by_start.get(&start).map(|rec| (start, rec))
     }
 
     /// Start addresses of entries overlapping `r`, in order.
     ///
-    /// Entries start on page boundaries and are at most `max_len` long, so when the window of
-    /// possible starts is a few pages, one hash probe per page answers. Otherwise one search of
-    /// the ordered set: entries are disjoint, so sorted by start they are sorted by end too, and
-    /// the ones overlapping `r` are the run that ends with the last start before `r.end`, walked
-    /// back until an entry ends at or before `r.start`.
+    /// Short entries are at most `short_max` pages, so one overlapping `r` starts in the window
+    /// `(r.start - short_max pages, r.end)`: one hash probe per page of it, or, when the window
+    /// is wider than `PROBE_PAGES` and than the map, one pass over the map. Long entries come
+    /// from the ordered set: disjoint, so sorted by start they are sorted by end too, and the
+    /// ones overlapping `r` are the run that ends with the last start before `r.end`, walked
+    /// back until one ends at or before `r.start`.
     pub fn overlapping(&self, r: Range) -> Vec<usize> {
         let mut out = Vec::new();
-        if r.is_empty() || self.by_start.is_empty() {
-            return out;
-        }
-        let page = !self.page_mask + 1;
-        // The lowest page boundary above `r.start - max_len` (0 if that underflows).
-        let lo = match r.start.checked_sub(self.max_len) {
-            Some(x) => (x & self.page_mask) + page,
-            None => 0,
-        };
-        if r.end.saturating_sub(lo) <= PROBE_PAGES * page {
-            let mut s = lo;
-            while s < r.end {
-                if self.by_start.get(&s).is_some_and(|e| e.range.end > r.start) {
-                    out.push(s);
-                }
-                s += page;
-            }
-            return out;
-        }
-        for &s in self.starts.range(..r.end).rev() {
-            match self.by_start.get(&s) {
-                Some(e) if e.range.end > r.start => out.push(s),
-                _ => break,
-            }
-        }
-        out.reverse();
+        self.overlapping_into(r, &mut out);
         out
+    }
+
+    /// `overlapping`, appended to `into` (for callers that reuse one vector: the drain).
+    pub fn overlapping_into(&self, r: Range, into: &mut Vec<usize>) {
+        if r.is_empty() || self.by_start.is_empty() {
+            return;
+        }
+        let base = into.len();
+        let out = into;
+        let mut scanned = false;
+        if self.short_max > 0 {
+            let page = self.page();
+            let lo = match r.start.checked_sub(self.short_max * page) {
+                Some(x) => (x & self.page_mask) + page,
+                None => 0,
+            };
+            let pages = r.end.saturating_sub(lo).div_ceil(page);
+            if pages <= PROBE_PAGES.max(self.by_start.len()) {
+                let mut s = lo;
+                while s < r.end {
+                    if let Some(e) = self.by_start.get(&s) {
+                        if self.is_short(e) && self.range_of(s, e).overlaps(&r) {
+                            out.push(s);
+                        }
+                    }
+                    s += page;
+                }
+            } else {
+                scanned = true;
+                out.extend(
+                    self.by_start
+                        .iter()
+                        .filter(|&(&s, e)| self.is_short(e) && self.range_of(s, e).overlaps(&r))
+                        .map(|(&s, _)| s),
+                );
+            }
+        }
+        let short = out.len();
+        if !self.long.is_empty() {
+            for &s in self.long.range(..r.end).rev() {
+                match self.by_start.get(&s) {
+                    Some(e) if self.range_of(s, e).end > r.start => out.push(s),
+                    _ => break,
+                }
+            }
+        }
+        if scanned || (short > base && out.len() > short) {
+            out[base..].sort_unstable();
+        } else {
+            out[short..].reverse();
+        }
+    }
+
+    fn is_short(&self, e: &Indexed) -> bool {
+        e.pages() <= SHORT_PAGES
     }
 
     pub fn get(&self, start: usize) -> Option<&Entry> {
@@ -140,107 +299,131 @@ impl Index {
         self.by_start.get(&start)
     }
 
-    /// Inserts `e`, last used at `stamp`.
-    pub fn insert(&mut self, e: EntryPtr, stamp: u64) {
-        let start = e.range.start;
-        self.max_len = self.max_len.max(e.range.len());
-        self.starts.insert(start);
+    /// What the entry starting at `start` registered.
+    pub fn registered(&self, start: usize) -> Option<Registered> {
+        self.by_start.get(&start).map(|s| Registered {
+            range: self.range_of(start, s),
+            access: s.access,
+            lkey: s.lkey,
+            rkey: s.rkey,
+        })
+    }
+
+    /// Inserts `e` (registered as `reg`, page-aligned and at most `MAX_PAGES` long) as the
+    /// newest entry, not yet used.
+    pub fn insert(&mut self, e: EntryPtr, reg: Registered) {
+        let start = reg.range.start;
+        let pages = reg.range.len() >> self.page_shift;
+        debug_assert!(start & !self.page_mask == 0 && pages <= MAX_PAGES);
+        if pages > SHORT_PAGES {
+            self.long.insert(start);
+        } else {
+            self.short_max = self.short_max.max(pages);
+        }
+        self.link_back(start, &e);
         let rec = Indexed {
-            range: e.range,
-            access: e.access,
-            lkey: e.reg.lkey,
-            rkey: e.reg.rkey,
-            last_use: AtomicU64::new(stamp),
             entry: e,
+            lkey: reg.lkey,
+            rkey: reg.rkey,
+            access: reg.access,
+            span: AtomicU32::new(pages as u32),
         };
         let old = self.by_start.insert(start, rec);
         debug_assert!(old.is_none(), "index entries must be disjoint");
     }
 
-    pub fn remove(&mut self, start: usize) -> Option<EntryPtr> {
-        self.starts.remove(&start);
-        let e = self.by_start.remove(&start).map(|s| s.entry);
-        if self.by_start.is_empty() {
-            self.max_len = 0;
+    pub fn remove(&mut self, start: usize) -> Option<Unindexed> {
+        let rec = self.by_start.remove(&start)?;
+        let reg = Registered {
+            range: self.range_of(start, &rec),
+            access: rec.access,
+            lkey: rec.lkey,
+            rkey: rec.rkey,
+        };
+        if !self.is_short(&rec) {
+            self.long.remove(&start);
         }
-        e
+        self.unlink(start, &rec.entry);
+        if self.by_start.is_empty() {
+            self.short_max = 0;
+        }
+        Some(Unindexed {
+            entry: rec.entry,
+            reg,
+        })
     }
 
+    /// Every start, in no particular order.
     pub fn starts(&self) -> Vec<usize> {
-        self.starts.iter().copied().collect()
+        self.by_start.keys().copied().collect()
     }
 
     pub fn len(&self) -> usize {
         self.by_start.len()
     }
+
+    /// The oldest entry's start.
+    pub fn lru_front(&self) -> Option<usize> {
+        (self.lru_head != NO_LINK).then_some(self.lru_head)
+    }
+
+    /// The start of the entry after the one starting at `start` (towards the newest).
+    pub fn lru_next(&self, start: usize) -> Option<usize> {
+        // Relaxed: the links change only under the index write lock (see `link_back`).
+        let next = self.get(start)?.lru_next.load(Ordering::Relaxed);
+        (next != NO_LINK).then_some(next)
+    }
+
+    /// Moves the entry starting at `start` to the newest end.
+    pub fn lru_move_to_back(&mut self, start: usize) {
+        if self.lru_tail == start {
+            return;
+        }
+        let Some(rec) = self.by_start.get(&start) else {
+            return;
+        };
+        let e: *const Entry = &*rec.entry;
+        // SAFETY: the entry is owned by its record, which stays in the map across these link
+        // updates (they change only the entries' link atomics, never the map).
+        let e = unsafe { &*e };
+        self.unlink(start, e);
+        self.link_back(start, e);
+    }
+
+    // Links: Relaxed (all). The list changes only under the index write lock (`&mut self`),
+    // and is read only under it or the miss lock.
+
+    fn link_back(&mut self, start: usize, e: &Entry) {
+        e.lru_prev.store(self.lru_tail, Ordering::Relaxed);
+        e.lru_next.store(NO_LINK, Ordering::Relaxed);
+        if self.lru_tail == NO_LINK {
+            self.lru_head = start;
+        } else if let Some(t) = self.get(self.lru_tail) {
+            t.lru_next.store(start, Ordering::Relaxed);
+        }
+        self.lru_tail = start;
+    }
+
+    fn unlink(&mut self, start: usize, e: &Entry) {
+        let (prev, next) = (
+            e.lru_prev.load(Ordering::Relaxed),
+            e.lru_next.load(Ordering::Relaxed),
+        );
+        if prev == NO_LINK {
+            debug_assert_eq!(self.lru_head, start);
+            self.lru_head = next;
+        } else if let Some(p) = self.get(prev) {
+            p.lru_next.store(next, Ordering::Relaxed);
+        }
+        if next == NO_LINK {
+            debug_assert_eq!(self.lru_tail, start);
+            self.lru_tail = prev;
+        } else if let Some(n) = self.get(next) {
+            n.lru_prev.store(prev, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::registrar::Registration;
-
-    /// `overlapping` (hash probes for short windows, the ordered set for long ones) against a
-    /// scan of every entry: entries of 1 or 2 pages (the windows are short: hash probes), then
-    /// with some of up to 40 pages among them (long windows: the ordered set).
-    #[test]
-    fn overlapping_matches_a_scan() {
-        for long in [0, 40] {
-            check_overlapping(long);
-        }
-    }
-
-    fn check_overlapping(long: usize) {
-        let page = page_size();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
-        let mut idx = Index::default();
-        let mut ranges = Vec::new();
-        let mut at = 0x1000_0000usize;
-        for id in 0..300u64 {
-            at += rnd(4) * page;
-            let len = if long > 0 && rnd(10) == 0 {
-                1 + rnd(long)
-            } else {
-                1 + rnd(2)
-            } * page;
-            let r = Range {
-                start: at,
-                end: at + len,
-            };
-            at += len;
-            let reg = Registration {
-                lkey: 1,
-                rkey: 1,
-                token: 0,
-            };
-            let e = EntryPtr::new(Entry::cached(id, r, Access::LOCAL_WRITE, reg));
-            idx.insert(e, 0);
-            ranges.push(r);
-        }
-        for _ in 0..3000 {
-            let start = 0x1000_0000 - 4 * page + rnd(at - 0x1000_0000 + 8 * page);
-            let r = Range {
-                start,
-                end: start + 1 + rnd(20 * page),
-            };
-            let want: Vec<usize> = ranges
-                .iter()
-                .filter(|e| e.overlaps(&r))
-                .map(|e| e.start)
-                .collect();
-            assert_eq!(idx.overlapping(r), want, "{r:?} (long {long})");
-        }
-        for s in idx.starts() {
-            let e = idx.remove(s).unwrap();
-            // SAFETY: out of the index, never shared.
-            unsafe { e.free() };
-        }
-        assert_eq!(idx.max_len, 0);
-    }
-}
+#[path = "index_tests.rs"]
+mod tests;

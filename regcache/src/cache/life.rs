@@ -38,9 +38,12 @@
 //! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
 //! lock may have been held at fork() by a parent thread that does not exist in the child.
 
-use super::entry::{Entry, EntryPtr, SpareEntry};
+use super::entry::{Entry, Spares};
 use super::held;
-use super::{Cache, MissState};
+use super::index::Unindexed;
+use super::stats::MissLocked;
+use super::Cache;
+use crate::registrar::Registration;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
@@ -70,10 +73,11 @@ impl Hasher for IdHasher {
     }
 }
 
-/// The retired entries (and one-use registrations), owned here until reaped.
+/// The retired entries (and one-use registrations), owned here until reaped, with what they
+/// registered (their index record's part, index.rs).
 #[derive(Default)]
 pub(super) struct RetiredList {
-    entries: HashMap<u64, EntryPtr, BuildHasherDefault<IdHasher>>,
+    entries: HashMap<u64, Unindexed, BuildHasherDefault<IdHasher>>,
     /// Ids of retired entries that `reap_missed` re-checks on the next slow path: every entry
     /// is listed when it is retired, before any callout (a release racing with the tag can
     /// erase it, held.rs; a callout that unwinds leaves the rest of a retirement undone). A
@@ -82,37 +86,109 @@ pub(super) struct RetiredList {
     recheck: Vec<u64>,
 }
 
+/// Unreferenced retired entries not yet unwatched and freed by `retire`, and the count of
+/// those deregistered so far. On drop the deregistrations are counted (once for the batch),
+/// and, should a callout have unwound, the entries left are handed to the retired list, so the
+/// next `reap_missed` deregisters them.
+struct ListRest<'a> {
+    cache: &'a Cache,
+    lock: &'a MissLocked,
+    batch: &'a mut Vec<Unindexed>,
+    deregistered: u64,
+    bytes: u64,
+}
+
+impl Drop for ListRest<'_> {
+    fn drop(&mut self) {
+        self.cache
+            .count_deregistered(Some(self.lock), self.deregistered, self.bytes);
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut retired = self.cache.retired.lock();
+        for u in self.batch.drain(..) {
+            retired.recheck.push(u.entry.id);
+            retired.entries.insert(u.entry.id, u);
+        }
+        self.cache.note_recheck(&retired);
+    }
+}
+
 impl Cache {
-    /// Live → retired: takes entries that left the index, stops watching them, and reaps each
-    /// one that is already unreferenced (the others are reaped by their last releaser, or by
-    /// `reap_missed`).
+    /// Live → retired: takes entries that left the index (leaving `batch` empty), stops
+    /// watching them, and reaps each one that is already unreferenced (the others are reaped by
+    /// their last releaser, or by `reap_missed`).
     ///
-    /// Every entry is handed to the retired list (and its recheck list) before the first
+    /// Under the retired list's lock each entry is marked and its cells tagged. One found
+    /// referenced is handed to the retired list (and its recheck list) before the first
     /// callout (`Monitor::unwatch`, `Registrar::deregister`), so a callout that unwinds never
     /// drops an entry a handle still holds: what it leaves undone, the next `reap_missed` does.
-    pub(super) fn retire(&self, st: &mut MissState, batch: Vec<EntryPtr>) {
+    /// One found unreferenced (no count, no cell: the usual case) can never be referenced again
+    /// (it is out of the index), so it skips the list: unwatched, deregistered and freed here,
+    /// without a map insert and remove per entry (issue 13, drain cost). Should a callout
+    /// unwind, the ones not yet done are listed then (`ListRest`).
+    pub(super) fn retire(
+        &self,
+        lock: &MissLocked,
+        spares: &mut Spares,
+        batch: &mut Vec<Unindexed>,
+    ) {
         if batch.is_empty() {
             return;
         }
-        let mut callouts = Vec::with_capacity(batch.len());
+        let mut callouts = Vec::new();
         let recheck_from;
         {
             // Under the retired list's lock, which a releaser that must reap takes first.
             // Nothing here calls out of the cache.
             let mut retired = self.retired.lock();
             recheck_from = retired.recheck.len();
-            for e in batch {
-                // Linked since it entered the index, which it has just left (lru.rs).
-                st.lru.unlink(&e);
-                e.mark_retired();
-                self.held.tag(&e);
-                callouts.push((e.id, e.range));
-                retired.recheck.push(e.id);
-                retired.entries.insert(e.id, e);
+            let mut i = 0;
+            while i < batch.len() {
+                // Out of the index, so out of the LRU list too (index.rs).
+                let e = &batch[i].entry;
+                // Both, always: the mark and the tags are what a holder's release looks for.
+                let uncounted = e.mark_retired();
+                let held = self.held.tag(e);
+                if uncounted && !held {
+                    i += 1;
+                    continue;
+                }
+                let u = batch.swap_remove(i);
+                let id = u.entry.id;
+                callouts.push((id, u.reg.range));
+                retired.recheck.push(id);
+                retired.entries.insert(id, u);
             }
         }
-        // From here on the entries are the retired list's: only their ids and ranges are used
-        // (a releaser may reap one at any time).
+        // The unreferenced ones: each stays in `batch` until its unwatch returned.
+        let mut rest = ListRest {
+            cache: self,
+            lock,
+            batch,
+            deregistered: 0,
+            bytes: 0,
+        };
+        while let Some(u) = rest.batch.last() {
+            self.monitor.unwatch(u.reg.range, u.entry.id);
+            if let Some(u) = rest.batch.pop() {
+                // As `deregister`, counted by `rest` (in a fork child the registrations are
+                // the parent's: never undone).
+                if !self.in_fork_child() {
+                    let r = u.reg.range;
+                    self.registrar
+                        .deregister(&registration(&u), r.start, r.len());
+                    rest.deregistered += 1;
+                    rest.bytes += r.len() as u64;
+                }
+                // SAFETY: found unreferenced under the retired list's lock after it left the
+                // index (above): no reference can appear any more.
+                unsafe { spares.keep(u.entry) };
+            }
+        }
+        drop(rest);
+        // The others are the retired list's: only their ids and ranges are used (a releaser
+        // may reap one at any time).
         let mut still_retired = Vec::new();
         for (id, range) in callouts {
             self.monitor.unwatch(range, id);
@@ -129,11 +205,21 @@ impl Cache {
         debug_assert!(retired.recheck.len() >= recheck_from);
         retired.recheck.truncate(recheck_from);
         retired.recheck.extend(still_retired);
+        self.note_recheck(&retired);
+    }
+
+    /// Publishes whether the recheck list is empty, for `reap_missed` to skip the retired
+    /// list's lock (two locked instructions per miss) when it is. Called after every change of
+    /// the list, under its lock; every change is made under the miss lock (`retire`,
+    /// `ListRest`, `reap_missed`), under which `reap_missed` reads it, so Relaxed suffices.
+    fn note_recheck(&self, retired: &RetiredList) {
+        self.recheck_pending
+            .store(!retired.recheck.is_empty(), Ordering::Relaxed);
     }
 
     /// Born retired: lists a one-use registration, reaped when its handle is released.
-    pub(super) fn retire_one_use(&self, e: EntryPtr) {
-        self.retired.lock().entries.insert(e.id, e);
+    pub(super) fn retire_one_use(&self, u: Unindexed) {
+        self.retired.lock().entries.insert(u.entry.id, u);
     }
 
     /// Releases a handle's reference; the last one of a retired entry reaps it.
@@ -165,10 +251,10 @@ impl Cache {
     /// this call or before).
     fn reap(&self, id: u64) -> bool {
         let mut retired = self.retired.lock();
-        let Some(e) = retired.entries.get(&id) else {
+        let Some(u) = retired.entries.get(&id) else {
             return true;
         };
-        if !self.unreferenced(e) {
+        if !self.unreferenced(&u.entry) {
             return false; // the remaining holder reaps
         }
         let e = retired.entries.remove(&id);
@@ -183,6 +269,10 @@ impl Cache {
     /// (held.rs): called on the slow paths, so such a registration outlives its last use by at
     /// most one miss, drain, invalidate or flush.
     pub(super) fn reap_missed(&self) {
+        // Relaxed: see `note_recheck` (we hold the miss lock).
+        if !self.recheck_pending.load(Ordering::Relaxed) {
+            return;
+        }
         let mut retired = self.retired.lock();
         if retired.recheck.is_empty() {
             return;
@@ -192,13 +282,14 @@ impl Cache {
         recheck.retain(|id| {
             let unused = match entries.get(id) {
                 None => return false, // reaped already
-                Some(e) => self.unreferenced(e),
+                Some(u) => self.unreferenced(&u.entry),
             };
             if unused {
                 free.extend(entries.remove(id));
             }
             !unused
         });
+        self.note_recheck(&retired);
         drop(retired);
         // Unreferenced and out of every list: if a deregistration unwinds, the rest leak
         // (EntryPtr has no Drop), which is safe.
@@ -215,14 +306,14 @@ impl Cache {
 
     /// The last step of `reap`: deregisters and frees an entry the caller found unreferenced
     /// (under the retired list's lock) and took out of the retired list.
-    fn deregister_and_free(&self, e: EntryPtr) {
+    fn deregister_and_free(&self, u: Unindexed) {
         if !self.in_fork_child() {
-            self.deregister(&e.reg, e.range);
+            self.deregister(None, &registration(&u), u.reg.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
         // SAFETY: out of the index and the retired list, and unreferenced (the caller's check:
         // no count, no cell, and none can appear for an entry out of the index).
-        unsafe { e.free() };
+        unsafe { u.entry.free() };
     }
 
     /// The first step of an eviction (live → reaped): claims a live entry that nothing
@@ -236,40 +327,48 @@ impl Cache {
     /// `claim_unused` and removed from the index and the LRU (owning it across the callouts is
     /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
     ///
-    /// The entry's memory is kept in `spare` for the next miss's entry (a spare already there
-    /// is freed).
-    pub(super) fn evict(&self, e: EntryPtr, spare: &mut Option<SpareEntry>) -> u64 {
-        // Relaxed: statistics.
-        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-        self.monitor.unwatch(e.range, e.id);
+    /// The entry's memory is kept in `spares` for a next miss's entry.
+    pub(super) fn evict(&self, u: Unindexed, lock: &MissLocked, spares: &mut Spares) -> u64 {
+        self.stats.evicted(lock);
+        let range = u.reg.range;
+        self.monitor.unwatch(range, u.entry.id);
         // No longer watched: a registration handed out for a range inside it (one a merge
         // displaced, still held) is watched by nothing now; a cache kept coherent through the
         // hook (the UCX bridge) must drop it (`Config::on_invalidate`).
         if let Some(hook) = &self.cfg.on_invalidate {
-            (hook.0)(e.range);
+            (hook.0)(range);
         }
-        self.deregister(&e.reg, e.range);
-        let freed = e.range.len() as u64;
+        self.deregister(Some(lock), &registration(&u), range);
+        let freed = range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
-        *spare = Some(unsafe { e.recycle() });
+        unsafe { spares.keep(u.entry) };
         freed
     }
 
     /// Reaps what is still retired when the cache drops (after a flush): only entries of
     /// leaked handles can remain, since handles borrow the cache.
     pub(super) fn reap_leaked(&self) {
-        let leaked: Vec<EntryPtr> = self
+        let leaked: Vec<Unindexed> = self
             .retired
             .lock()
             .entries
             .drain()
-            .map(|(_, e)| e)
+            .map(|(_, u)| u)
             .collect();
-        for e in leaked {
-            self.deregister(&e.reg, e.range);
+        for u in leaked {
+            self.deregister(None, &registration(&u), u.reg.range);
             // SAFETY: no handle can be dereferenced any more (see above).
-            unsafe { e.free() };
+            unsafe { u.entry.free() };
         }
+    }
+}
+
+/// The registrar's view of an entry out of the index.
+fn registration(u: &Unindexed) -> Registration {
+    Registration {
+        lkey: u.reg.lkey,
+        rkey: u.reg.rkey,
+        token: u.entry.token,
     }
 }

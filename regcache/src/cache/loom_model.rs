@@ -17,8 +17,6 @@
 use super::entry::Entry;
 use super::held::{self, Held};
 use super::slot::ThreadSlot;
-use crate::range::Range;
-use crate::registrar::{Access, Registration};
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
@@ -52,16 +50,7 @@ const OWNER: ThreadSlot = ThreadSlot {
 };
 
 fn entry(id: u64) -> Entry {
-    let reg = Registration {
-        lkey: 0,
-        rkey: 0,
-        token: id,
-    };
-    let r = Range {
-        start: 0,
-        end: 4096,
-    };
-    Entry::cached(id, r, Access::LOCAL_WRITE, reg)
+    Entry::cached(id, id)
 }
 
 impl Model {
@@ -99,17 +88,28 @@ impl Model {
     }
 
     /// Mirrors `Cache::retire` for the entry (already out of the index): under the retired
-    /// list's lock mark it retired, tag its cells, list it and put it on the recheck list;
-    /// then reap.
+    /// list's lock mark it retired and tag its cells; found referenced (a count or a cell), list
+    /// it and put it on the recheck list, then reap; found unreferenced, deregister it at once
+    /// without listing it (outside the lock, as `retire` does).
     fn retire(&self) {
-        {
+        let unreferenced = {
             let mut z = self.retired.lock().unwrap();
-            self.e.mark_retired();
-            self.held.tag(&self.e);
-            z.listed = true;
-            z.recheck = true;
+            let uncounted = self.e.mark_retired();
+            let held = self.held.tag(&self.e);
+            if !uncounted || held {
+                z.listed = true;
+                z.recheck = true;
+            }
+            uncounted && !held
+        };
+        if unreferenced {
+            // SAFETY: a write through loom's checked cell (loom reports it if a holder's read
+            // is not ordered before it).
+            self.reg.with_mut(|p| unsafe { *p = false });
+            self.retired.lock().unwrap().deregistered += 1;
+        } else {
+            self.reap();
         }
-        self.reap();
     }
 
     /// Mirrors `Cache::reap`.

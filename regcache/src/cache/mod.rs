@@ -26,7 +26,6 @@ mod fork;
 mod held;
 mod index;
 mod life;
-mod lru;
 mod recent;
 mod reval;
 mod slot;
@@ -40,11 +39,11 @@ use crate::range::Range;
 use crate::registrar::{Access, Prepared, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::{Entry, EntryPtr, SpareEntry};
+use entry::{Entry, EntryPtr, Spares};
 use held::Held;
-use index::Index;
+use index::{Index, Registered, Unindexed};
 use parking_lot::Mutex;
-use stats::{Hot, Stats};
+use stats::{Hot, MissLocked, Stats};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -144,17 +143,21 @@ fn has_cap_ipc_lock() -> bool {
 /// State serialised by the miss lock.
 #[derive(Default)]
 struct MissState {
-    /// Every cached entry, least recently used first (lru.rs); stamps are refreshed lazily at
-    /// eviction.
-    lru: lru::Lru,
-    /// Ranges recently invalidated, to count re-registrations (bounded).
+    /// Ranges recently invalidated, to count re-registrations (bounded, recent.rs).
     recent: recent::Recent,
     scratch: Vec<Invalidation>,
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
     /// at the entry limit allocates nothing for them.
-    victims: Vec<EntryPtr>,
-    /// The memory of the last evicted entry, for the next miss's entry (`EntryPtr::new_in`).
-    spare: Option<SpareEntry>,
+    victims: Vec<Unindexed>,
+    /// The memory of entries evicted or reaped here, for the next misses' entries
+    /// (`EntryPtr::new_in`).
+    spares: Spares,
+    /// Proof of holding the miss lock, for the statistics only its holder writes (stats.rs).
+    locked: MissLocked,
+    /// `drain`'s lists of the entries to remove and removed, kept between drains (empty
+    /// outside `drain`).
+    drain_starts: Vec<usize>,
+    drain_removed: Vec<Unindexed>,
 }
 
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
@@ -170,14 +173,17 @@ struct MissPlan {
 
 const RACE_RETRIES: usize = 3;
 
+/// Longest range the cache keeps (an index record's length field, index.rs).
+fn max_entry_len() -> usize {
+    index::MAX_PAGES.saturating_mul(crate::range::page_size())
+}
+
 /// A registration cache over one monitor and one registrar.
 pub struct Cache {
     /// The monitor's generation counter (points into `monitor`, which outlives every use).
     counter: NonNull<AtomicU64>,
     /// Counter value up to which invalidations have been applied to the index.
     drained: CachePadded<AtomicU64>,
-    /// LRU clock: ticks once per miss; hits stamp entries with it.
-    clock: CachePadded<AtomicU64>,
     index: BrLock<Index>,
     /// Per-thread cells recording which entries hits hold.
     held: Held,
@@ -185,7 +191,14 @@ pub struct Cache {
     /// Retired entries (out of the index, maybe still referenced) and one-use registrations,
     /// by id. Its lock serialises the decision to reap one (life.rs).
     retired: Mutex<life::RetiredList>,
+    /// The retired list's recheck list is not empty (life.rs, `note_recheck`).
+    recheck_pending: AtomicBool,
+    /// Next id of a cached entry (its watch cookie). Taken only under the miss lock, so a load
+    /// and a store, no locked add (one-use registrations count their own ids, `next_one_use`).
     next_id: AtomicU64,
+    /// Next id of a one-use registration (taken with or without the miss lock); unique
+    /// against cached ids by `Entry::one_use`'s top bit.
+    next_one_use: AtomicU64,
     /// The monitor must be asked `settled()` before each counter load (userfaultfd).
     settle_check: bool,
     /// Set when the monitor failed: everything was flushed and caching stays off.
@@ -210,9 +223,8 @@ pub struct Handle<'c> {
     entry: NonNull<Entry>,
     /// The hold cell recording this reference, or `None` for a counted reference.
     cell: held::HoldCell,
-    /// Copies of the registration's keys (a hit reads them from the index, not the entry).
-    lkey: u32,
-    rkey: u32,
+    /// What the entry registered (a hit copies it from the index record, not the entry).
+    reg: Registered,
 }
 
 // SAFETY: the entry's fields are immutable after creation except atomics; the entry lives until
@@ -227,30 +239,34 @@ unsafe impl Sync for Handle<'_> {}
 macro_rules! handle_accessors {
     ($t:ty) => {
         impl $t {
-            pub fn registration(&self) -> &Registration {
-                &self.entry().reg
+            pub fn registration(&self) -> Registration {
+                Registration {
+                    lkey: self.reg.lkey,
+                    rkey: self.reg.rkey,
+                    token: self.entry().token,
+                }
             }
 
             pub fn lkey(&self) -> u32 {
-                self.lkey
+                self.reg.lkey
             }
 
             pub fn rkey(&self) -> u32 {
-                self.rkey
+                self.reg.rkey
             }
 
             /// The registered range (page-aligned, containing the request).
             pub fn range(&self) -> Range {
-                self.entry().range
+                self.reg.range
             }
 
             pub fn access(&self) -> Access {
-                self.entry().access
+                self.reg.access
             }
 
             /// False for a one-use registration (not cached; deregistered when the handle drops).
             pub fn is_cached(&self) -> bool {
-                self.entry().watched
+                self.entry().watched()
             }
 
             fn entry(&self) -> &Entry {
@@ -278,8 +294,7 @@ pub struct OwnedHandle {
     cache: Arc<Cache>,
     entry: NonNull<Entry>,
     cell: held::HoldCell,
-    lkey: u32,
-    rkey: u32,
+    reg: Registered,
 }
 
 // SAFETY: as for Handle.
@@ -314,12 +329,13 @@ impl Cache {
         Cache {
             counter,
             drained: CachePadded::new(AtomicU64::new(start)),
-            clock: CachePadded::new(AtomicU64::new(1)),
             index: BrLock::new(Index::default()),
             held: Held::new(),
             miss: Mutex::new(MissState::default()),
             retired: Mutex::new(life::RetiredList::default()),
+            recheck_pending: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            next_one_use: AtomicU64::new(1),
             settle_check: monitor.needs_settle_check(),
             broken: AtomicBool::new(false),
             fork_gen: fork::generation(),
@@ -388,15 +404,14 @@ impl Cache {
         access: Access,
     ) -> Result<OwnedHandle> {
         let h = self.get(addr, len, access)?;
-        let (entry, cell, lkey, rkey) = (h.entry, h.cell, h.lkey, h.rkey);
+        let (entry, cell, reg) = (h.entry, h.cell, h.reg);
         // The reference moves into the OwnedHandle, which releases it on drop.
         std::mem::forget(h);
         Ok(OwnedHandle {
             cache: Arc::clone(self),
             entry,
             cell,
-            lkey,
-            rkey,
+            reg,
         })
     }
 
@@ -429,27 +444,28 @@ impl Cache {
     #[inline]
     fn lookup_at(&self, slot: slot::ThreadSlot, req: Range, access: Access) -> Option<Handle<'_>> {
         let idx = self.index.read_at(slot);
-        let s = idx.find(req, access)?;
+        let found = idx.find(req, access)?;
+        let s = found.rec;
         // Only the entry's address: a hit reads the index record, not the entry (index.rs).
         let e: &Entry = &s.entry;
         let cell = self.held.hold(slot, e);
         if cell.is_none() {
             e.acquire();
         }
-        // Relaxed: the LRU stamp is a hint read only under the miss lock; the load before the
-        // store avoids dirtying the line when the entry is hit repeatedly.
-        let now = self.clock.load(Ordering::Relaxed);
-        if s.last_use.load(Ordering::Relaxed) != now {
-            s.last_use.store(now, Ordering::Relaxed);
-        }
-        let (entry, lkey, rkey) = (NonNull::from(e), s.lkey, s.rkey);
+        found.mark_used();
+        let entry = NonNull::from(e);
+        let reg = Registered {
+            range: found.range,
+            access: s.access,
+            lkey: s.lkey,
+            rkey: s.rkey,
+        };
         idx.close_tallied();
         Some(Handle {
             cache: self,
             entry,
             cell,
-            lkey,
-            rkey,
+            reg,
         })
     }
 
@@ -469,6 +485,11 @@ impl Cache {
         let aligned = req
             .page_aligned()
             .ok_or(Error::InvalidArgument("range wraps the address space"))?;
+        if aligned.len() > max_entry_len() {
+            // Longer than an index record can say (index.rs, MAX_PAGES): not cached.
+            drop(st);
+            return self.one_use(req, access);
+        }
         // Another thread may have registered it while we waited, or the drain was a false
         // positive: look again. An entry containing the request overlaps `aligned`, so the one
         // search for the entries to merge with also tells whether a lookup can hit (usually
@@ -479,7 +500,7 @@ impl Cache {
                 return Ok(h);
             }
         }
-        self.stats.bump(Hot::Miss);
+        self.stats.missed(&st.locked);
         self.count_reregistration(&mut st, aligned);
         for attempt in 0..RACE_RETRIES {
             if attempt > 0 {
@@ -510,7 +531,9 @@ impl Cache {
         let candidates = &candidates[..if hull.0 != aligned { 2 } else { 1 }];
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // Relaxed: only miss-lock holders touch it (see the field), and the lock orders them.
+            let id = self.next_id.load(Ordering::Relaxed);
+            self.next_id.store(id + 1, Ordering::Relaxed);
             // Before the mark and the watch: what the registrar does to the VMA (rdma-core's
             // MADV_DONTFORK) is then not a change of this registration.
             let prepared = Prepared::new(&*self.registrar, target);
@@ -547,18 +570,26 @@ impl Cache {
             // ones pinned, reval.rs): undo it.
             if !self.cfg.danger_ignore_invalidations && self.drain(st, Some((id, target))) {
                 self.monitor.unwatch(target, id);
-                self.deregister(&reg, target);
+                self.deregister(Some(&st.locked), &reg, target);
                 return Ok(None);
             }
             // Entries enter the index only in `insert`, under the miss lock, which we have held
             // since `merge_hull`; drains and evictions since then only removed entries. So when
             // nothing overlapped the request then, nothing overlaps the target now.
             let disjoint = !plan.merged;
-            return Ok(Some(self.insert(
-                st,
-                Entry::cached(id, target, acc, reg),
-                disjoint,
-            )));
+            let what = Registered {
+                range: target,
+                access: acc,
+                lkey: reg.lkey,
+                rkey: reg.rkey,
+            };
+            // Born with one counted reference, the handle this miss returns (a plain
+            // initialisation: nobody else can see the entry before `insert` publishes it).
+            let entry = Entry {
+                state: entry::AtomicU64::new(1),
+                ..Entry::cached(id, reg.token)
+            };
+            return Ok(Some(self.insert(st, entry, what, disjoint)));
         }
         unreachable!("the last candidate always returns")
     }
@@ -576,7 +607,7 @@ impl Cache {
             contains_req: false,
         };
         for s in idx.overlapping(aligned) {
-            if let Some(e) = idx.get(s) {
+            if let Some(e) = idx.registered(s) {
                 plan.merged = true;
                 plan.contains_req |= e.range.contains(&req) && e.access.covers(access);
                 hull = Range {
@@ -586,7 +617,11 @@ impl Cache {
                 acc |= e.access;
             }
         }
-        let limit = self.cfg.max_merge.min(self.registrar.max_len());
+        let limit = self
+            .cfg
+            .max_merge
+            .min(self.registrar.max_len())
+            .min(max_entry_len());
         if hull.len() <= limit {
             (plan.hull, plan.access) = (hull, acc);
         }
@@ -596,18 +631,20 @@ impl Cache {
     /// Inserts a new entry (displacing the entries it overlaps, unless the caller knows it is
     /// `disjoint` from every entry) and, in the same write-locked section, claims the LRU
     /// entries the entry limit now evicts: one index write lock per miss.
-    fn insert(&self, st: &mut MissState, entry: Entry, disjoint: bool) -> Handle<'_> {
-        let entry = EntryPtr::new_in(st.spare.take(), entry);
-        // Relaxed: the clock only orders LRU stamps, read under this same lock. The new entry
-        // takes the current tick and moves the clock on, so later hits rank above it.
-        let stamp = self.clock.fetch_add(1, Ordering::Relaxed);
-        entry.lru_key.store(stamp, Ordering::Relaxed);
-        entry.acquire();
+    fn insert(
+        &self,
+        st: &mut MissState,
+        entry: Entry,
+        reg: Registered,
+        disjoint: bool,
+    ) -> Handle<'_> {
+        // `entry` holds the counted reference of the handle returned below (miss_once).
+        let entry = EntryPtr::new_in(st.spares.take(), entry);
         let ptr = entry.as_non_null();
-        let (lkey, rkey) = (entry.reg.lkey, entry.reg.rkey);
-        let (start, range) = (entry.range.start, entry.range);
+        let range = reg.range;
+        let entries_over;
         let mut victims = std::mem::take(&mut st.victims);
-        let displaced: Vec<EntryPtr> = {
+        let mut displaced: Vec<Unindexed> = {
             let mut idx = self.index.write();
             let out = if disjoint {
                 debug_assert!(idx.overlapping(range).is_empty());
@@ -618,20 +655,18 @@ impl Cache {
                     .filter_map(|s| idx.remove(s))
                     .collect()
             };
-            idx.insert(entry, stamp);
-            // Linked as long as it is in the index (lru.rs).
-            if let Some(rec) = idx.indexed(start) {
-                st.lru.push_back(&rec.entry);
-            }
+            // The newest in the LRU order, not yet used (index.rs).
+            idx.insert(entry, reg);
             // The entry limit, while we hold the lock (the byte limit and anything left are
             // `enforce_limits`'s, below). The new entry is held (counted), so never a victim.
-            let mut from = st.lru.front();
+            let mut from = idx.lru_front();
             while idx.len() > self.cfg.max_entries {
-                match self.next_victim(st, &mut idx, &mut from) {
+                match self.next_victim(&mut idx, &mut from) {
                     Some(v) => victims.push(v),
                     None => break,
                 }
             }
+            entries_over = idx.len() > self.cfg.max_entries;
             out
         };
         // The handle first: should a callout below unwind, dropping it releases the reference.
@@ -639,18 +674,21 @@ impl Cache {
             cache: self,
             entry: ptr,
             cell: None,
-            lkey,
-            rkey,
+            reg,
         };
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(st, displaced);
+        self.retire(&st.locked, &mut st.spares, &mut displaced);
         for v in victims.drain(..) {
-            self.evict(v, &mut st.spare);
+            self.evict(v, &st.locked, &mut st.spares);
         }
         st.victims = victims;
-        self.enforce_limits(st);
+        // Relaxed: a gauge maintained under this same lock (or lowered by reap). The entry
+        // count was just read under the write lock: no read lock taken again to learn it.
+        if entries_over || self.stats.registered_bytes() > self.cfg.max_bytes {
+            self.enforce_limits(st);
+        }
         h
     }
 
@@ -660,7 +698,7 @@ impl Cache {
             .page_aligned()
             .ok_or(Error::InvalidArgument("range wraps the address space"))?;
         self.stats.bump(Hot::Uncacheable);
-        let reg = self.register(aligned, access)?;
+        let reg = self.register(None, aligned, access)?;
         Ok(self.adopt_one_use(aligned, access, reg))
     }
 
@@ -677,21 +715,35 @@ impl Cache {
     }
 
     fn adopt_one_use(&self, range: Range, access: Access, reg: Registration) -> Handle<'_> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (lkey, rkey) = (reg.lkey, reg.rkey);
-        let e = EntryPtr::new(Entry::one_use(id, range, access, reg));
+        // Relaxed: only uniqueness matters.
+        let id = self.next_one_use.fetch_add(1, Ordering::Relaxed);
+        let what = Registered {
+            range,
+            access,
+            lkey: reg.lkey,
+            rkey: reg.rkey,
+        };
+        let e = EntryPtr::new(Entry::one_use(id, reg.token));
         let ptr = e.as_non_null();
-        self.retire_one_use(e);
+        self.retire_one_use(Unindexed {
+            entry: e,
+            reg: what,
+        });
         Handle {
             cache: self,
             entry: ptr,
             cell: None,
-            lkey,
-            rkey,
+            reg: what,
         }
     }
 
-    fn register(&self, r: Range, access: Access) -> Result<Registration> {
+    /// Registers and counts it (`lock`: the caller holds the miss lock, stats.rs).
+    fn register(
+        &self,
+        lock: Option<&MissLocked>,
+        r: Range,
+        access: Access,
+    ) -> Result<Registration> {
         let t0 = Instant::now();
         let res = self.registrar.register(r.start, r.len(), access);
         let s = &self.stats;
@@ -699,12 +751,7 @@ impl Cache {
         match &res {
             Ok(_) => {
                 let ns = t0.elapsed().as_nanos() as u64;
-                s.registrations.fetch_add(1, Ordering::Relaxed);
-                s.registration_ns.fetch_add(ns, Ordering::Relaxed);
-                s.record_latency(ns);
-                s.registered_bytes
-                    .fetch_add(r.len() as u64, Ordering::Relaxed);
-                s.registered_entries.fetch_add(1, Ordering::Relaxed);
+                s.registered(lock, ns, r.len() as u64);
             }
             Err(e) => {
                 s.registration_failures.fetch_add(1, Ordering::Relaxed);
@@ -722,7 +769,7 @@ impl Cache {
         r: Range,
         access: Access,
     ) -> Result<Registration> {
-        match self.register(r, access) {
+        match self.register(Some(&st.locked), r, access) {
             Err(e) if e.is_resource_exhaustion() => {
                 let mut freed = 0u64;
                 let mut count = 0usize;
@@ -731,24 +778,27 @@ impl Cache {
                     count += 1;
                     count >= 1 && freed >= r.len() as u64
                 });
-                self.register(r, access)
+                self.register(Some(&st.locked), r, access)
             }
             other => other,
         }
     }
 
-    fn deregister(&self, reg: &Registration, r: Range) {
+    /// Deregisters and counts it (`lock`: the caller holds the miss lock, stats.rs).
+    fn deregister(&self, lock: Option<&MissLocked>, reg: &Registration, r: Range) {
         if self.in_fork_child() {
             // In a fork child every registration is the parent's: never undo one.
             return;
         }
         self.registrar.deregister(reg, r.start, r.len());
-        let s = &self.stats;
-        // Relaxed (all): statistics.
-        s.deregistrations.fetch_add(1, Ordering::Relaxed);
-        s.registered_bytes
-            .fetch_sub(r.len() as u64, Ordering::Relaxed);
-        s.registered_entries.fetch_sub(1, Ordering::Relaxed);
+        self.count_deregistered(lock, 1, r.len() as u64);
+    }
+
+    /// Counts `n` deregistrations of `bytes` in all (a batch of them is counted once).
+    fn count_deregistered(&self, lock: Option<&MissLocked>, n: u64, bytes: u64) {
+        if n > 0 {
+            self.stats.deregistered(lock, n, bytes);
+        }
     }
 
     /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
@@ -779,23 +829,32 @@ impl Cache {
         // Reported entries whose pages did not change (reval.rs): kept, not forwarded.
         let kept = self.reval_unchanged(&events, pending.map(|(id, _)| id));
         let mut pending_hit = false;
-        let removed: Vec<EntryPtr> = {
+        // Scratch vectors kept between drains: no allocation per event or per drain.
+        let mut victims = std::mem::take(&mut st.drain_starts);
+        let mut removed = std::mem::take(&mut st.drain_removed);
+        victims.clear();
+        removed.clear();
+        {
             let mut idx = self.index.write();
-            let mut victims = Vec::new();
             for inv in &events {
                 match *inv {
                     Invalidation::Cookie { cookie, .. } if kept.contains(&cookie) => {}
                     Invalidation::Cookie { cookie, hint } => {
                         pending_hit |= pending.is_some_and(|(id, _)| id == cookie);
-                        victims.extend(
-                            idx.overlapping(hint)
-                                .into_iter()
-                                .filter(|&s| idx.get(s).is_some_and(|e| e.id == cookie)),
-                        );
+                        let from = victims.len();
+                        idx.overlapping_into(hint, &mut victims);
+                        let mut keep = from;
+                        for j in from..victims.len() {
+                            if idx.get(victims[j]).is_some_and(|e| e.id == cookie) {
+                                victims[keep] = victims[j];
+                                keep += 1;
+                            }
+                        }
+                        victims.truncate(keep);
                     }
                     Invalidation::Range(r) => {
                         pending_hit |= pending.is_some_and(|(_, p)| p.overlaps(&r));
-                        victims.extend(idx.overlapping(r));
+                        idx.overlapping_into(r, &mut victims);
                     }
                     Invalidation::All => {
                         pending_hit = pending.is_some();
@@ -803,8 +862,10 @@ impl Cache {
                     }
                 }
             }
-            victims.into_iter().filter_map(|s| idx.remove(s)).collect()
-        };
+            // An entry named by two events is removed once (the second finds nothing).
+            removed.extend(victims.drain(..).filter_map(|s| idx.remove(s)));
+        }
+        st.drain_starts = victims;
         // One per kept entry, or one for a drain that found nothing it had to act on.
         let false_positives = match kept.len() {
             0 if removed.is_empty() && !pending_hit => 1,
@@ -816,12 +877,13 @@ impl Cache {
         self.stats
             .invalidated
             .fetch_add(removed.len() as u64, Ordering::Relaxed);
-        for e in &removed {
-            self.remember_invalidated(st, e.range);
+        for u in &removed {
+            self.remember_invalidated(st, u.reg.range);
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`).
-        self.retire(st, removed);
+        self.retire(&st.locked, &mut st.spares, &mut removed);
+        st.drain_removed = removed;
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
@@ -858,9 +920,8 @@ impl Cache {
     fn enforce_limits(&self, st: &mut MissState) {
         let over = |c: &Cache| {
             let s = &c.stats;
-            // Relaxed: gauges maintained under this same lock (or by reap, which only lowers them).
-            c.index.read().len() > c.cfg.max_entries
-                || s.registered_bytes.load(Ordering::Relaxed) > c.cfg.max_bytes
+            // Gauges maintained under this same lock (or by reap, which only lowers them).
+            c.index.read().len() > c.cfg.max_entries || s.registered_bytes() > c.cfg.max_bytes
         };
         if over(self) {
             self.evict_lru(st, |_| !over(self));
@@ -870,63 +931,45 @@ impl Cache {
     /// Evicts unreferenced entries, least recently used first, until `enough(bytes_just_freed)`
     /// says so or nothing evictable is left.
     fn evict_lru(&self, st: &mut MissState, mut enough: impl FnMut(u64) -> bool) {
-        let mut from = st.lru.front();
+        let mut from = self.index.read().lru_front();
         loop {
-            let Some(victim) = self.next_victim(st, &mut self.index.write(), &mut from) else {
+            let Some(victim) = self.next_victim(&mut self.index.write(), &mut from) else {
                 break;
             };
-            if enough(self.evict(victim, &mut st.spare)) {
+            if enough(self.evict(victim, &st.locked, &mut st.spares)) {
                 break;
             }
         }
     }
 
-    /// The LRU walk of an eviction, under the index write lock (`idx`): from the entry `from`
-    /// on, claims the first one nothing references, removes it from the index and the LRU and
-    /// returns it (for `evict`); `None` when nothing evictable is left. `from` moves past the
-    /// entries examined.
-    fn next_victim(
-        &self,
-        st: &mut MissState,
-        idx: &mut Index,
-        from: &mut Option<NonNull<Entry>>,
-    ) -> Option<EntryPtr> {
-        // Entries in use stay where they are and the walk moves past them. An entry hit since it
-        // was filed moves to the end, with its new stamp: the walk meets it again at most once
-        // more (the clock does not move while we hold the miss lock, so a later hit stamps it
-        // with the same value).
-        while let Some(p) = *from {
-            // SAFETY: linked entries are live (lru.rs): in the index, which only this thread
-            // (holding the miss lock and the write lock) changes.
-            let e = unsafe { p.as_ref() };
-            *from = lru::Lru::next(e);
-            let Some(rec) = idx
-                .indexed(e.range.start)
-                .filter(|r| std::ptr::eq(&*r.entry, e))
-            else {
-                // Not expected (an entry leaves the list when it leaves the index): drop it.
-                debug_assert!(false, "an entry in the LRU list is not in the index");
-                st.lru.unlink(e);
-                continue;
+    /// The LRU walk of an eviction, under the index write lock (`idx`): from the entry starting
+    /// at `from` on, claims the first one nothing references, removes it from the index (and so
+    /// from the LRU list) and returns it (for `evict`); `None` when nothing evictable is left.
+    /// `from` moves past the entries examined.
+    fn next_victim(&self, idx: &mut Index, from: &mut Option<usize>) -> Option<Unindexed> {
+        // Entries in use stay where they are and the walk moves past them. An entry hit since
+        // the walk last looked at it (its record's used bit) moves to the end with the bit
+        // cleared: the walk meets it again at most once more (second chance).
+        while let Some(start) = *from {
+            *from = idx.lru_next(start);
+            let Some(rec) = idx.indexed(start) else {
+                // Not expected: the list links only entries of the index.
+                debug_assert!(false, "an LRU link names no entry of the index");
+                return None;
             };
-            // Relaxed: stamps are hints, see `lookup`; the filed stamp is the miss lock's.
-            let now = rec.last_use.load(Ordering::Relaxed);
-            if now != e.lru_key.load(Ordering::Relaxed) {
-                // Used since it was filed: file it again under its newer stamp.
-                e.lru_key.store(now, Ordering::Relaxed);
-                st.lru.move_to_back(e);
+            if rec.take_used() {
+                idx.lru_move_to_back(start);
                 if from.is_none() {
-                    // It was the last: the walk goes on with it (now filed, so claimable).
-                    *from = Some(p);
+                    // It was the last: the walk goes on with it (now unused, so claimable).
+                    *from = Some(start);
                 }
                 continue;
             }
             // Under the write lock no new reference can appear (life.rs).
-            if !self.claim_unused(e) {
+            if !self.claim_unused(&rec.entry) {
                 continue;
             }
-            st.lru.unlink(e);
-            return idx.remove(e.range.start);
+            return idx.remove(start);
         }
         None
     }
@@ -940,7 +983,7 @@ impl Cache {
         }
         let mut st = self.miss.lock();
         self.reap_missed();
-        let removed: Vec<EntryPtr> = {
+        let mut removed: Vec<Unindexed> = {
             let mut idx = self.index.write();
             idx.overlapping(r)
                 .into_iter()
@@ -951,10 +994,11 @@ impl Cache {
         self.stats
             .invalidated
             .fetch_add(n as u64, Ordering::Relaxed);
-        for e in &removed {
-            self.remember_invalidated(&mut st, e.range);
+        for u in &removed {
+            self.remember_invalidated(&mut st, u.reg.range);
         }
-        self.retire(&mut st, removed);
+        let MissState { locked, spares, .. } = &mut *st;
+        self.retire(locked, spares, &mut removed);
         Ok(n)
     }
 
@@ -966,15 +1010,16 @@ impl Cache {
         }
         let mut st = self.miss.lock();
         self.reap_missed();
-        let all: Vec<EntryPtr> = {
+        let mut all: Vec<Unindexed> = {
             let mut idx = self.index.write();
             idx.starts()
                 .into_iter()
                 .filter_map(|s| idx.remove(s))
                 .collect()
         };
-        let ranges: Vec<Range> = all.iter().map(|e| e.range).collect();
-        self.retire(&mut st, all);
+        let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
+        let MissState { locked, spares, .. } = &mut *st;
+        self.retire(locked, spares, &mut all);
         // No longer watched: a cache kept coherent through the hook must drop them too.
         if let Some(hook) = &self.cfg.on_invalidate {
             for r in ranges {

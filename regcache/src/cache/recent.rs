@@ -1,62 +1,53 @@
 //! The ranges recently invalidated, to count re-registrations (a miss overlapping one): the
-//! `reregistrations` statistic. Bounded to `RECENT_MAX` ranges, the oldest forgotten first.
+//! `reregistrations` statistic.
 //!
-//! Every invalidated entry is remembered, so this is on the drain's path once per event: a hash
-//! map by start address and a ring of insertion order, O(1) per range, where the ordered map it
-//! replaces cost two tree operations per event (issue 13). Overlap queries probe the few pages
-//! a recent range overlapping the miss can start at (ranges are page-aligned and at most
-//! `max_len` long), or scan the map when that window is larger than the map. Guarded by the
-//! cache's miss lock.
+//! Every invalidated entry is remembered, so this is on the drain's path once per event. It is
+//! a direct-mapped table of `SLOTS` ranges indexed by a hash of the start page: remembering is
+//! one store, and a range is forgotten when a newer one takes its slot (so "recent" means
+//! roughly the last few thousand). The hash map and insertion ring it replaces cost ~210
+//! instructions per event (issue 13, drain cost); the statistic only needs an estimate.
+//! Overlap queries probe the slots of the few pages a remembered range overlapping the miss
+//! can start at (ranges are page-aligned and at most `max_len` long), or scan the table when
+//! that window is larger. Guarded by the cache's miss lock.
 
 use crate::range::{page_size, Range};
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 
-use super::index::PageHasher;
-
-/// Most ranges remembered.
-pub(super) const RECENT_MAX: usize = 4096;
+/// Slots of the table (a power of two): 64 KiB, allocated at the first invalidation.
+pub(super) const SLOTS: usize = 4096;
 
 #[derive(Default)]
 pub(super) struct Recent {
-    /// start -> (end, sequence number of the insertion that wrote it).
-    by_start: HashMap<usize, (usize, u64), BuildHasherDefault<PageHasher>>,
-    /// (start, sequence number), oldest first; an element whose number no longer matches the
-    /// map's was overwritten or removed since.
-    order: VecDeque<(usize, u64)>,
-    seq: u64,
-    /// No remembered range is longer (a bound, reset when the map empties).
+    /// `(start, end)` by slot; `end == 0` is a free slot.
+    slots: Vec<(usize, usize)>,
+    /// Occupied slots.
+    len: usize,
+    /// No remembered range is longer (a bound, reset when the table empties).
     max_len: usize,
 }
 
+/// The slot of a page-aligned start (Fibonacci hashing of the page number).
+fn slot(start: usize) -> usize {
+    ((start as u64 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros()))
+        as usize
+}
+
 impl Recent {
-    /// Remembers `r` (page-aligned), forgetting the oldest range beyond `RECENT_MAX`.
+    /// Remembers `r` (page-aligned, non-empty), forgetting the range that had its slot.
     pub fn insert(&mut self, r: Range) {
-        while self.by_start.len() >= RECENT_MAX {
-            let Some((s, n)) = self.order.pop_front() else {
-                break;
-            };
-            if self.by_start.get(&s).is_some_and(|&(_, m)| m == n) {
-                self.by_start.remove(&s);
-            }
+        if self.slots.is_empty() {
+            self.slots = vec![(0, 0); SLOTS];
         }
-        // The ring holds at most one element per insertion still in the map plus stale ones;
-        // drop stale ones from the front so it stays bounded.
-        while self.order.len() > 2 * RECENT_MAX {
-            let (s, n) = self.order.pop_front().expect("non-empty");
-            if self.by_start.get(&s).is_some_and(|&(_, m)| m == n) {
-                self.by_start.remove(&s);
-            }
+        let s = &mut self.slots[slot(r.start)];
+        if s.1 == 0 {
+            self.len += 1;
         }
-        self.seq += 1;
-        self.by_start.insert(r.start, (r.end, self.seq));
-        self.order.push_back((r.start, self.seq));
+        *s = (r.start, r.end);
         self.max_len = self.max_len.max(r.len());
     }
 
     /// Forgets every remembered range overlapping `r` (page-aligned); true if there was one.
     pub fn take_overlapping(&mut self, r: Range) -> bool {
-        if self.by_start.is_empty() {
+        if self.len == 0 {
             return false;
         }
         let page = page_size();
@@ -64,27 +55,30 @@ impl Recent {
             .start
             .checked_sub(self.max_len)
             .map_or(0, |x| (x & !(page - 1)) + page);
-        let window = r.end.saturating_sub(lo) / page;
-        let hits: Vec<usize> = if window <= self.by_start.len() {
-            (0..window)
-                .map(|i| lo + i * page)
-                .filter(|s| self.by_start.get(s).is_some_and(|&(end, _)| end > r.start))
-                .collect()
+        let window = r.end.saturating_sub(lo).div_ceil(page);
+        let mut found = 0;
+        if window <= SLOTS {
+            for i in 0..window {
+                let start = lo + i * page;
+                let s = &mut self.slots[slot(start)];
+                if s.0 == start && s.1 > r.start && s.1 != 0 {
+                    *s = (0, 0);
+                    found += 1;
+                }
+            }
         } else {
-            self.by_start
-                .iter()
-                .filter(|(&s, &(end, _))| s < r.end && end > r.start)
-                .map(|(&s, _)| s)
-                .collect()
-        };
-        for s in &hits {
-            self.by_start.remove(s);
+            for s in self.slots.iter_mut() {
+                if s.1 != 0 && s.0 < r.end && s.1 > r.start {
+                    *s = (0, 0);
+                    found += 1;
+                }
+            }
         }
-        if self.by_start.is_empty() {
+        self.len -= found;
+        if self.len == 0 {
             self.max_len = 0;
-            self.order.clear();
         }
-        !hits.is_empty()
+        found > 0
     }
 }
 
@@ -116,28 +110,41 @@ mod tests {
             }),
             "forgotten"
         );
-        // Scan: a miss far larger than the map.
+        // Scan: a miss far larger than the table.
         assert!(r.take_overlapping(Range {
             start: 0,
-            end: 1000 * p
+            end: 2 * SLOTS * p
         }));
         assert!(!r.take_overlapping(Range {
             start: 0,
-            end: 1000 * p
+            end: 2 * SLOTS * p
         }));
-        for i in 0..3 * RECENT_MAX {
+        assert_eq!((r.len, r.max_len), (0, 0));
+        for i in 0..3 * SLOTS {
             r.insert(Range {
                 start: i * p,
                 end: (i + 1) * p,
             });
         }
-        assert!(r.by_start.len() <= RECENT_MAX && r.order.len() <= 2 * RECENT_MAX + 1);
-        // The oldest were forgotten, the newest kept.
-        assert!(!r.take_overlapping(Range { start: 0, end: p }));
-        let last = 3 * RECENT_MAX - 1;
+        assert!(r.len <= SLOTS && r.slots.len() == SLOTS);
+        // The newest is always remembered.
+        let last = 3 * SLOTS - 1;
         assert!(r.take_overlapping(Range {
             start: last * p,
             end: (last + 1) * p
         }));
+        // Most of the oldest were forgotten (their slots taken by newer ranges).
+        let old = (0..SLOTS)
+            .filter(|&i| {
+                r.take_overlapping(Range {
+                    start: i * p,
+                    end: (i + 1) * p,
+                })
+            })
+            .count();
+        assert!(
+            old < SLOTS / 4,
+            "{old} of the oldest {SLOTS} still remembered"
+        );
     }
 }

@@ -957,9 +957,10 @@ impl Registrar for FlakyRegistrar {
     }
 }
 
-/// Issue 12 item 2: X at S is hit (stamp k), the registrar's ENOMEM makes `evict_lru` refile X
-/// under stamp k, then a merge inserts Y at S taking stamp k from the clock and retires X. Y's
-/// LRU record must survive X's retirement, or Y is never evicted.
+/// Issue 12 item 2 (then with LRU stamps; now the used bit and a list linked by start address,
+/// index.rs): X at S is hit (used), the registrar's ENOMEM makes `evict_lru` move X to the back
+/// (busy, kept), then a merge inserts Y at S and retires X. The list must link Y, not what X
+/// left behind at the same start, or Y is never evicted.
 #[test]
 fn a_merge_replacing_a_refiled_entry_keeps_the_new_entry_evictable() {
     let (c, _m, r) = setup_with::<FlakyRegistrar>(Config {
@@ -967,11 +968,11 @@ fn a_merge_replacing_a_refiled_entry_keeps_the_new_entry_evictable() {
         ..Config::default()
     });
     let s = 0x300_0000;
-    drop(c.get(s, P, RW).unwrap()); // X, filed under stamp 1; the clock is now 2
-    let hx = c.get(s, P, RW).unwrap(); // a hit stamps X with 2 and keeps X busy
+    drop(c.get(s, P, RW).unwrap()); // X, not used yet
+    let hx = c.get(s, P, RW).unwrap(); // a hit marks X used and keeps X busy
     r.fail_next.store(true, Ordering::Relaxed);
-    // Y = X merged with the next page: ENOMEM -> evict_lru refiles X under 2 (busy, kept),
-    // retry succeeds, Y is inserted with stamp 2 and X retired.
+    // Y = X merged with the next page: ENOMEM -> evict_lru moves X to the back (busy, kept),
+    // retry succeeds, Y is inserted at S and X retired.
     let hy = c.get(s, 2 * P, RW).unwrap();
     assert_eq!(hy.range().start, s);
     assert_eq!(c.stats().evictions, 0);

@@ -1,0 +1,160 @@
+//! Tests of the index (index.rs): lookups, overlap queries and the LRU links against a plain
+//! list of the entries.
+
+use super::*;
+
+struct Model {
+    idx: Index,
+    ranges: Vec<Range>,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            idx: Index::default(),
+            ranges: Vec::new(),
+        }
+    }
+
+    fn insert(&mut self, id: u64, r: Range) {
+        let e = EntryPtr::new(Entry::cached(id, id));
+        let reg = Registered {
+            range: r,
+            access: Access::LOCAL_WRITE,
+            lkey: id as u32,
+            rkey: id as u32 + 1,
+        };
+        self.idx.insert(e, reg);
+        self.ranges.push(r);
+    }
+
+    fn remove(&mut self, start: usize) {
+        let u = self.idx.remove(start).expect("indexed");
+        assert_eq!(u.reg.range.start, start);
+        self.ranges.retain(|r| r.start != start);
+        // SAFETY: out of the index, never shared.
+        unsafe { u.entry.free() };
+    }
+
+    fn clear(&mut self) {
+        for s in self.idx.starts() {
+            self.remove(s);
+        }
+        assert_eq!(self.idx.short_max, 0);
+        assert_eq!(self.idx.lru_front(), None);
+    }
+}
+
+fn xorshift(seed: &mut u64, n: usize) -> usize {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    (*seed % n as u64) as usize
+}
+
+/// `overlapping` and `find` (page probes for short entries, the ordered set for long ones, a
+/// pass over the map for wide windows) against a scan of every entry: entries of 1 or 2 pages,
+/// then with some of up to 40 pages among them.
+#[test]
+fn overlapping_and_find_match_a_scan() {
+    for long in [0, 40] {
+        check(long);
+    }
+}
+
+fn check(long: usize) {
+    let page = page_size();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut m = Model::new();
+    let mut at = 0x1000_0000usize;
+    for id in 0..300u64 {
+        at += xorshift(&mut seed, 4) * page;
+        let len = if long > 0 && xorshift(&mut seed, 10) == 0 {
+            1 + xorshift(&mut seed, long)
+        } else {
+            1 + xorshift(&mut seed, 2)
+        } * page;
+        let r = Range {
+            start: at,
+            end: at + len,
+        };
+        at += len;
+        m.insert(id + 1, r);
+    }
+    for i in 0..3000 {
+        let start = 0x1000_0000 - 4 * page + xorshift(&mut seed, at - 0x1000_0000 + 8 * page);
+        // Mostly short queries, some wider than the map (the pass over the map).
+        let len = if i % 10 == 0 { 400 * page } else { 20 * page };
+        let r = Range {
+            start,
+            end: start + 1 + xorshift(&mut seed, len),
+        };
+        let mut want: Vec<usize> = m
+            .ranges
+            .iter()
+            .filter(|e| e.overlaps(&r))
+            .map(|e| e.start)
+            .collect();
+        want.sort_unstable();
+        assert_eq!(m.idx.overlapping(r), want, "{r:?} (long {long})");
+        let holder = m.ranges.iter().find(|e| e.contains(&r)).copied();
+        let found = m.idx.find(r, Access::LOCAL_WRITE).map(|f| f.range);
+        assert_eq!(found, holder, "find {r:?} (long {long})");
+    }
+    m.clear();
+}
+
+/// The LRU list: insertion order, moves to the back, removal from the middle and both ends.
+#[test]
+fn lru_links_follow_inserts_moves_and_removals() {
+    let page = page_size();
+    let mut m = Model::new();
+    let r = |i: usize| Range {
+        start: 0x2000_0000 + i * 8 * page,
+        end: 0x2000_0000 + i * 8 * page + (1 + i % 6) * page,
+    };
+    for i in 0..6 {
+        m.insert(i as u64 + 1, r(i));
+    }
+    let order = |idx: &Index| {
+        let mut v = Vec::new();
+        let mut at = idx.lru_front();
+        while let Some(s) = at {
+            v.push((s - 0x2000_0000) / (8 * page));
+            at = idx.lru_next(s);
+        }
+        v
+    };
+    assert_eq!(order(&m.idx), [0, 1, 2, 3, 4, 5]);
+    m.idx.lru_move_to_back(r(0).start);
+    m.idx.lru_move_to_back(r(3).start);
+    m.idx.lru_move_to_back(r(3).start);
+    assert_eq!(order(&m.idx), [1, 2, 4, 5, 0, 3]);
+    m.remove(r(1).start);
+    m.remove(r(5).start);
+    m.remove(r(3).start);
+    assert_eq!(order(&m.idx), [2, 4, 0]);
+    m.insert(9, r(1));
+    assert_eq!(order(&m.idx), [2, 4, 0, 1]);
+    m.clear();
+}
+
+/// The used bit: set by a hit, taken (and cleared) by the eviction walk; the length survives.
+#[test]
+fn used_bit_is_set_once_and_taken() {
+    let page = page_size();
+    let mut m = Model::new();
+    let r = Range {
+        start: 0x3000_0000,
+        end: 0x3000_0000 + 3 * page,
+    };
+    m.insert(1, r);
+    let rec = m.idx.indexed(r.start).unwrap();
+    assert!(!rec.take_used());
+    m.idx.find(r, Access::LOCAL_WRITE).unwrap().mark_used();
+    let rec = m.idx.indexed(r.start).unwrap();
+    assert!(rec.take_used());
+    assert!(!rec.take_used());
+    assert_eq!(m.idx.registered(r.start).unwrap().range, r);
+    m.clear();
+}
