@@ -9,7 +9,8 @@
  *       build/fake_metrics 127.0.0.1:PORT
  * With `--serve SECONDS` (exporter/tests/prometheus-e2e.sh, where Prometheus scrapes it), it
  * then keeps its counters moving for SECONDS: every 100 ms it maps a new buffer, registers it
- * three times (a miss, two hits) and unmaps it (an invalidation, a drain with an event).
+ * three times (a miss, two hits) and once with an iova of its own (passed through to rdma-core
+ * uncached), and unmaps it (an invalidation, a drain with an event).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -66,8 +67,8 @@ static int scrape(const char *target)
 	return strncmp(resp, "HTTP/1.1 200 ", 13) ? -1 : 0;
 }
 
-/* Maps, registers three times and unmaps a buffer every 100 ms for `seconds`; 0 when every
- * registration worked. */
+/* Maps, registers (three times cached, once passed through) and unmaps a buffer every 100 ms
+ * for `seconds`; 0 when every registration worked. */
 static int serve(struct ibv_pd *pd, long seconds)
 {
 	const struct timespec tick = { .tv_nsec = 100 * 1000 * 1000 };
@@ -84,6 +85,12 @@ static int serve(struct ibv_pd *pd, long seconds)
 				printf("serve: registration failed\n");
 				return 1;
 			}
+		}
+		/* iova != addr: not cacheable, the shim passes it through. */
+		mr = ibv_reg_mr_iova(pd, b, LEN, 0x1000, IBV_ACCESS_LOCAL_WRITE);
+		if (!mr || ibv_dereg_mr(mr)) {
+			printf("serve: passthrough registration failed\n");
+			return 1;
 		}
 		munmap(b, LEN);
 		nanosleep(&tick, NULL);
