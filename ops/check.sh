@@ -101,6 +101,18 @@ if bad:
     sys.exit("not served by exporter/src/collector.rs nor mpi-shim/shim.c: " + ", ".join(bad))
 EOF
 
+check "docs: docs/operations.md lists every metric of exporter/src/collector.rs and mpi-shim/shim.c" python3 - <<'EOF'
+import re, sys
+names = set(re.findall(r'"(regcache_[a-z_]+)"', open("exporter/src/collector.rs").read()))
+names |= set(re.findall(r'"(regcache_shim_[a-z_]+)"', open("mpi-shim/shim.c").read()))
+doc = open("docs/operations.md").read()
+# As exposed: the unit, counter and info suffixes the exporter appends.
+missing = sorted(n for n in names if not re.search(
+    "`" + re.escape(n) + r"(_seconds|_bytes|_total|_info)?[`{]", doc))
+if not names or missing:
+    sys.exit("not in docs/operations.md: " + ", ".join(missing or ["(no names found)"]))
+EOF
+
 # --- man pages ---------------------------------------------------------------------------------
 for page in man/*.[0-9]; do
 	check "man: mandoc -T lint $page (every level, style included)" \
