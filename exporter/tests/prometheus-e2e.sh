@@ -10,6 +10,9 @@
 #      own regcache_shim_* metrics with REGCACHE_SHIM_METRICS on a second scraped port, its
 #      counters moving every 100 ms while scraped, with a lower RLIMIT_MEMLOCK soft limit of
 #      its own (4 MiB: regcache_memlock_limit_bytes must be each process's own limit);
+#   2c. the UCX bridge under the shim (mpi-shim/tests/ucx_fake_client.c over fake UCX 1.20 and
+#      the fake libibverbs), held alive and scraped too, as job_id e2e-ucx (its work is over
+#      before the first scrape: out of the job whose rates the dashboard queries evaluate);
 #   3. Prometheus's HTTP API must report hits > 0, corrupted transfers == 0, both targets up,
 #      drain and registration latency observations, each process's memlock limit;
 #   4. `promtool check metrics` on the exposition must be clean;
@@ -35,13 +38,13 @@ finish() {
 	exit
 }
 
-demo_pid="" prom_pid="" shim_pid=""
+demo_pid="" prom_pid="" shim_pid="" ucx_pid=""
 tmp=$(mktemp -d /tmp/regcache-prom-e2e.XXXXXX)
 cleanup() {
-	for pid in $demo_pid $shim_pid $prom_pid; do
+	for pid in $demo_pid $shim_pid $ucx_pid $prom_pid; do
 		kill "$pid" 2>/dev/null
 	done
-	for pid in $demo_pid $shim_pid $prom_pid; do
+	for pid in $demo_pid $shim_pid $ucx_pid $prom_pid; do
 		wait "$pid" 2>/dev/null
 	done
 	rm -rf "$tmp"
@@ -86,7 +89,9 @@ if [ -z "$shim_build" ]; then
 fi
 shim_so=$shim_build/libregcache_shim.so
 fake=$shim_build/fake_metrics
-[ -f "$shim_so" ] && [ -x "$fake" ] || { not_ok build "no $shim_so or $fake"; finish; }
+ucx_fake=$shim_build/ucx_fake_client
+[ -f "$shim_so" ] && [ -x "$fake" ] && [ -x "$ucx_fake" ] ||
+	{ not_ok build "no $shim_so, $fake or $ucx_fake"; finish; }
 
 # Waits up to $1 seconds for command $2... to succeed.
 wait_for() {
@@ -105,8 +110,10 @@ free_port() {
 prom_port=$(free_port)
 demo_port=$(free_port)
 shim_port=$(free_port)
+ucx_port=$(free_port)
 target=127.0.0.1:$demo_port
 shim_target=127.0.0.1:$shim_port
+ucx_target=127.0.0.1:$ucx_port
 cat >"$tmp/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -117,7 +124,7 @@ scrape_configs:
       - targets: ["$target"]
   - job_name: regcache-shim
     static_configs:
-      - targets: ["$shim_target"]
+      - targets: ["$shim_target", "$ucx_target"]
 EOF
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
 	--web.listen-address="127.0.0.1:$prom_port" --log.level=warn \
@@ -147,6 +154,10 @@ shim_memlock_kib=4096
 	SLURM_JOB_ID=e2e SLURM_PROCID=1 SLURM_LOCALID=0 REGCACHE_SHIM_METRICS=$shim_target \
 		LD_PRELOAD=$shim_so exec "$fake" --serve 240) >"$tmp/shim.log" 2>&1 </dev/null &
 shim_pid=$!
+SLURM_JOB_ID=e2e-ucx SLURM_PROCID=0 SLURM_LOCALID=0 REGCACHE_SHIM_METRICS=$ucx_target \
+	FAKEUCX_VERSION=1.20.1 UCX_FAKE_HOLD=240 LD_PRELOAD=$shim_so \
+	"$ucx_fake" bridge >"$tmp/ucx.log" 2>&1 </dev/null &
+ucx_pid=$!
 
 # --- the demo ----------------------------------------------------------------------------------
 SLURM_JOB_ID=e2e SLURM_PROCID=0 SLURM_LOCALID=0 REGCACHE_METRICS_ADDR=$target \
@@ -203,13 +214,30 @@ else
 	cat "$tmp/shim.log"
 	not_ok "shim target" "no moving regcache_shim_wrapped_total from rank 1 after 30 s"
 fi
-check_query "shim target up" 'up{job="regcache-shim"}' 'v == 1'
+check_query "shim targets up" 'sum(up{job="regcache-shim"})' 'v == 2'
 check_query "shim: passthrough registrations" \
-	'sum(rate(regcache_shim_passthrough_total{job="regcache-shim"}[1m]))' 'v > 0'
+	'sum(rate(regcache_shim_passthrough_total{job_id="e2e",rank="1"}[1m]))' 'v > 0'
 check_query "shim: the cache hits under the shim" \
-	'sum(rate(regcache_lookups_total{job="regcache-shim",result="hit"}[1m]))' 'v > 0'
+	'sum(rate(regcache_lookups_total{job_id="e2e",rank="1",result="hit"}[1m]))' 'v > 0'
 check_query "shim process: its own memlock limit (ulimit -S -l $shim_memlock_kib)" \
-	'max(regcache_memlock_limit_bytes{job="regcache-shim"})' "v == $shim_memlock_kib * 1024"
+	'max(regcache_memlock_limit_bytes{job_id="e2e",rank="1"})' "v == $shim_memlock_kib * 1024"
+if grep -q "^10 passed, 0 failed$" "$tmp/ucx.log"; then
+	ok "ucx_fake_client bridge under the shim: $(grep '^mode bridge' "$tmp/ucx.log")"
+else
+	cat "$tmp/ucx.log"
+	not_ok "ucx_fake_client bridge under the shim"
+fi
+check_query "UCX bridge active (state 1) as scraped" \
+	'max(regcache_shim_ucx_bridge_state{job_id="e2e-ucx"})' 'v == 1'
+ucx_hits=$(sed -n 's/^mode bridge: hits=\([0-9]*\) .*/\1/p' "$tmp/ucx.log")
+check_query "UCX cache hits as scraped = UCX's own count (${ucx_hits:-?})" \
+	'max(regcache_shim_ucx_cache_hits_total{job_id="e2e-ucx"})' "v == ${ucx_hits:--1} and v > 0"
+check_query "UCX forwarded ranges as scraped" \
+	'max(regcache_shim_ucx_forwarded_total{job_id="e2e-ucx"})' 'v > 0'
+check_query "UCX unwatched registrations as scraped" \
+	'max(regcache_shim_ucx_unwatched_total{job_id="e2e-ucx"})' 'v == 0'
+check_query "libfabric bridge unused (state 0) as scraped" \
+	'max(regcache_shim_ofi_bridge_state{job_id="e2e-ucx"})' 'v == 0'
 demo_memlock=$(ulimit -S -l)
 if [ "$demo_memlock" = unlimited ]; then
 	check_query "demo: memlock unlimited, no limit served" \
@@ -218,9 +246,9 @@ else
 	check_query "demo: its memlock limit (ulimit -S -l $demo_memlock)" \
 		'max(regcache_memlock_limit_bytes{job="regcache"})' "v == $demo_memlock * 1024"
 fi
-for j in regcache regcache-shim; do
-	check_query "$j: drain latency histogram (drains that read events)" \
-		"histogram_quantile(0.5, sum by (le) (rate(regcache_drain_duration_seconds_bucket{job=\"$j\"}[1m])))" \
+for r in 0 1; do
+	check_query "rank $r: drain latency histogram (drains that read events)" \
+		"histogram_quantile(0.5, sum by (le) (rate(regcache_drain_duration_seconds_bucket{job_id=\"e2e\",rank=\"$r\"}[1m])))" \
 		'v > 0 and v < 0.1'
 done
 check_query "hits > 0" 'sum(regcache_lookups_total{result="hit"})' 'v > 0'
