@@ -5,7 +5,7 @@
 #   alerts: promtool check rules + test rules (ops/regcache-alerts*.yml), and the mutants of
 #           ops/alert-mutants.py must all be caught by those tests
 #   dashboard: ops/grafana-regcache.json is valid and every panel query names only metrics the
-#           exporter serves (the queries are evaluated against a real Prometheus by
+#           exporter or the shim serves (the queries are evaluated against a real Prometheus by
 #           exporter/tests/prometheus-e2e.sh)
 #   man:    mandoc -T lint on man/*, and man/regcache.3 documents every function and type of
 #           ffi/include/regcache.h, man/regcache-shim.7 every REGCACHE_SHIM_* variable the shim
@@ -87,9 +87,10 @@ check "alerts: the unit tests kill every mutant ($(grep -c '^    ("' ops/alert-m
 check "dashboard: ops/grafana-regcache.json is what ops/grafana-dashboard.py writes" \
 	ops/grafana-dashboard.py --check
 nq=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(len(p.get("targets",[])) for p in d["panels"]))' ops/grafana-regcache.json)
-check "dashboard: its $nq panel queries name only metrics of exporter/src/collector.rs" python3 - <<'EOF'
+check "dashboard: its $nq panel queries name only metrics of exporter/src/collector.rs and mpi-shim/shim.c" python3 - <<'EOF'
 import re, sys
 served = set(re.findall(r'"(regcache_[a-z_]+)"', open("exporter/src/collector.rs").read()))
+served |= set(re.findall(r'"(regcache_shim_[a-z_]+)"', open("mpi-shim/shim.c").read()))
 names = set()
 for n in served:  # the exposed forms: counters _total, units, info, histogram series
     names |= {n + s for s in ("", "_total", "_bytes", "_info", "_seconds_bucket",
@@ -97,7 +98,19 @@ for n in served:  # the exposed forms: counters _total, units, info, histogram s
 used = set(re.findall(r"\b(regcache_[a-z_]+)", open("ops/grafana-regcache.json").read()))
 bad = sorted(used - names)
 if bad:
-    sys.exit("not served by exporter/src/collector.rs: " + ", ".join(bad))
+    sys.exit("not served by exporter/src/collector.rs nor mpi-shim/shim.c: " + ", ".join(bad))
+EOF
+
+check "docs: docs/operations.md lists every metric of exporter/src/collector.rs and mpi-shim/shim.c" python3 - <<'EOF'
+import re, sys
+names = set(re.findall(r'"(regcache_[a-z_]+)"', open("exporter/src/collector.rs").read()))
+names |= set(re.findall(r'"(regcache_shim_[a-z_]+)"', open("mpi-shim/shim.c").read()))
+doc = open("docs/operations.md").read()
+# As exposed: the unit, counter and info suffixes the exporter appends.
+missing = sorted(n for n in names if not re.search(
+    "`" + re.escape(n) + r"(_seconds|_bytes|_total|_info)?[`{]", doc))
+if not names or missing:
+    sys.exit("not in docs/operations.md: " + ", ".join(missing or ["(no names found)"]))
 EOF
 
 # --- man pages ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes ops/grafana-regcache.json, the Grafana dashboard of regcache's metrics (the names
-served by exporter/src/collector.rs), per job (`job_id`) and per rank (`rank`).
+served by exporter/src/collector.rs, and the LD_PRELOAD shim's regcache_shim_* of
+mpi-shim/shim.c), per job (`job_id`) and per rank (`rank`).
 
     ops/grafana-dashboard.py            # rewrite the JSON
     ops/grafana-dashboard.py --check    # exit 1 if the JSON is not what this script writes
@@ -150,11 +151,15 @@ panel("timeseries", "One-use (uncacheable) registrations",
       "monitor cannot watch.",
       [(rate("regcache_uncacheable_requests_total"), "job {{job_id}} rank {{rank}}")],
       8, 8, 0, 22, "ops")
-panel("timeseries", "Pinned memory",
-      "Bytes registered per rank. The cache bounds itself at 3/4 of RLIMIT_MEMLOCK (or its "
-      "max_bytes): when it gets there it evicts (next panel), and when the limit itself is hit "
-      "registrations fail with class=resources. The exporter does not export the limit.",
-      [(f"sum by ({BY}) (regcache_registered_bytes{{{SEL}}})", "job {{job_id}} rank {{rank}}")],
+panel("timeseries", "Pinned memory vs RLIMIT_MEMLOCK",
+      "Bytes registered per rank, and the rank's RLIMIT_MEMLOCK soft limit "
+      "(regcache_memlock_limit_bytes; no line for an unlimited rank). The cache bounds itself "
+      "at 3/4 of the limit (or its max_bytes): there it evicts (next panel), and when the limit "
+      "itself is hit registrations fail with class=resources. RegcachePinnedNearMemlock above "
+      "70% for 15 minutes.",
+      [(f"sum by ({BY}) (regcache_registered_bytes{{{SEL}}})", "pinned job {{job_id}} rank {{rank}}"),
+       (f"max by ({BY}) (regcache_memlock_limit_bytes{{{SEL}}})",
+        "limit job {{job_id}} rank {{rank}}")],
       8, 8, 8, 22, "bytes")
 panel("timeseries", "Evictions and registration failures",
       "Evictions (cache at its bound) and failed registrations by errno class; resources = "
@@ -191,9 +196,7 @@ panel("timeseries", "Caching per rank",
       8, 8, 0, 38, "none",
       {"fieldConfig": {"defaults": {"min": 0, "max": 1}}})
 panel("heatmap", "Registration latency (histogram)",
-      "Time spent in successful registrar calls (pinning and registering), all selected ranks. "
-      "The exporter has no drain-latency histogram; drains per second are in 'False positives "
-      "and drains'.",
+      "Time spent in successful registrar calls (pinning and registering), all selected ranks.",
       [(f"sum by (le) (rate(regcache_registration_duration_seconds_bucket{{{SEL}}}[{RI}]))",
         "{{le}}", {"format": "heatmap"})],
       8, 8, 8, 38, "s",
@@ -206,6 +209,66 @@ panel("timeseries", "Registration latency p50 / p99",
        (f"histogram_quantile(0.99, sum by ({BY}, le) (rate(regcache_registration_duration_seconds_bucket{{{SEL}}}[{RI}])))",
         "p99 job {{job_id}} rank {{rank}}")],
       8, 8, 16, 38, "s")
+panel("heatmap", "Drain latency (histogram)",
+      "Time of each drain of the monitor's queue that read at least one event: reading the "
+      "queue, revalidating reported entries, dropping and deregistering invalidated ones, all "
+      "selected ranks. Lookups that miss wait behind a drain; drains per second are in "
+      "'False positives and drains'.",
+      [(f"sum by (le) (rate(regcache_drain_duration_seconds_bucket{{{SEL}}}[{RI}]))",
+        "{{le}}", {"format": "heatmap"})],
+      8, 8, 0, 46, "s",
+      {"options": {"calculate": False, "yAxis": {"unit": "s"},
+                   "cellGap": 1, "color": {"mode": "scheme", "scheme": "Blues"}}})
+panel("timeseries", "Drain latency p50 / p99",
+      "Quantiles of the drain time per rank (drains that read at least one event).",
+      [(f"histogram_quantile(0.5, sum by ({BY}, le) (rate(regcache_drain_duration_seconds_bucket{{{SEL}}}[{RI}])))",
+        "p50 job {{job_id}} rank {{rank}}"),
+       (f"histogram_quantile(0.99, sum by ({BY}, le) (rate(regcache_drain_duration_seconds_bucket{{{SEL}}}[{RI}])))",
+        "p99 job {{job_id}} rank {{rank}}")],
+      8, 8, 8, 46, "s")
+panel("timeseries", "Pinned share of RLIMIT_MEMLOCK",
+      "Registered bytes / the RLIMIT_MEMLOCK soft limit, per rank (unlimited ranks and zero "
+      "limits are left out). The cache evicts at 75%; RegcachePinnedNearMemlock above 70% for "
+      "15 minutes.",
+      [(f"sum by ({BY}) (regcache_registered_bytes{{{SEL}}})\n/\n"
+        f"max by ({BY}) (regcache_memlock_limit_bytes{{{SEL}}} > 0)", "job {{job_id}} rank {{rank}}")],
+      8, 8, 16, 46, "percentunit",
+      {"fieldConfig": {"defaults": {"min": 0, "max": 1, "thresholds": thresholds(
+          (None, "green"), (0.7, "orange"), (0.75, "red")),
+          "custom": {"thresholdsStyle": {"mode": "line"}}}}})
+
+# --- the LD_PRELOAD shim (regcache_shim_*, mpi-shim/shim.c) ---------------------------------------
+row("LD_PRELOAD shim (processes run under libregcache_shim.so)", 54)
+panel("timeseries", "Shim: wrapped vs passthrough",
+      "Registrations per second the program got through the shim's caches (wrapped), and those "
+      "the shim handed to rdma-core unchanged (passthrough: access flags or an iova it does not "
+      "cache).",
+      [(rate("regcache_shim_wrapped_total"), "wrapped job {{job_id}} rank {{rank}}"),
+       (rate("regcache_shim_passthrough_total"), "passthrough job {{job_id}} rank {{rank}}")],
+      6, 8, 0, 55, "ops")
+panel("timeseries", "Shim: bridge states",
+      "UCX bridge: 0 UCX not used (yet), 1 active (ummunotify feeds UCX's cache), 2 off. "
+      "libfabric bridge: 0 not used (yet), 1 active (ummunotify is its MR cache's monitor), "
+      "2 busy (the program imported its own monitor), 3 off, 4 dso (the verbs provider's cache "
+      "keeps its own monitor). See regcache-shim(7).",
+      [(f"max by ({BY}) (regcache_shim_ucx_bridge_state{{{SEL}}})", "ucx job {{job_id}} rank {{rank}}"),
+       (f"max by ({BY}) (regcache_shim_ofi_bridge_state{{{SEL}}})", "ofi job {{job_id}} rank {{rank}}")],
+      6, 8, 6, 55, "none",
+      {"fieldConfig": {"defaults": {"min": 0, "max": 4, "decimals": 0}}})
+panel("timeseries", "Shim: UCX bridge",
+      "Hits in UCX's own registration cache (they never reach ibv_reg_mr), invalidated ranges "
+      "forwarded to UCX, and registrations UCX caches that the shim passed through unwatched "
+      "(must stay 0: such a registration can go stale).",
+      [(rate("regcache_shim_ucx_cache_hits_total"), "hits job {{job_id}} rank {{rank}}"),
+       (rate("regcache_shim_ucx_forwarded_total"), "forwarded job {{job_id}} rank {{rank}}"),
+       (rate("regcache_shim_ucx_unwatched_total"), "unwatched job {{job_id}} rank {{rank}}")],
+      6, 8, 12, 55, "ops")
+panel("timeseries", "Shim: libfabric bridge",
+      "Hits in libfabric's MR cache confirmed valid by ummunotify, and invalidations ummunotify "
+      "reported to libfabric.",
+      [(rate("regcache_shim_ofi_cache_hits_total"), "hits job {{job_id}} rank {{rank}}"),
+       (rate("regcache_shim_ofi_invalidations_total"), "invalidations job {{job_id}} rank {{rank}}")],
+      6, 8, 18, 55, "ops")
 
 
 def var(name, label, query):

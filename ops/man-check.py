@@ -9,8 +9,9 @@
                    `regcache SUB --help`, and every "REGCACHE_*" variable the library, the
                    exporter and the CLI read (string literals in regcache/src, exporter/src,
                    cli/src).
-  regcache-shim.7  every variable mpi-shim/*.c reads (getenv/env_*("NAME")), and every verbs
-                   function the shim exports (mpi-shim/shim.map).
+  regcache-shim.7  every variable mpi-shim/*.c reads (getenv/env_*("NAME")), every verbs
+                   function the shim exports (mpi-shim/shim.map), and every regcache_shim_*
+                   metric mpi-shim/shim.c serves.
   ummunotify.4     every UMMUNOTIFY_* constant and struct of the uapi header, every errno of
                    the table in docs/ummunotify-abi.md, every module parameter of kmod/.
 
@@ -136,6 +137,13 @@ def check_shim7():
     exported = [e for e in exported if e != "ibv_get_device_list"]  # the libfabric bridge's trigger
     missing = words_missing(page, exported)
     report(not missing, f"regcache-shim.7: all {len(exported)} interposed verbs functions", missing)
+    # The shim's own metrics (regcache_metrics_add_metric in shim.c), as served: counters end
+    # in _total.
+    metrics = set(re.findall(r'"(regcache_shim_[a-z_]+)"', read("mpi-shim/shim.c")))
+    missing = sorted(m for m in metrics
+                     if not re.search(re.escape(m) + r"(_total)?(?![A-Za-z0-9_])", page))
+    report(bool(metrics) and not missing,
+           f"regcache-shim.7: all {len(metrics)} regcache_shim_* metrics of mpi-shim/shim.c", missing)
 
 
 def check_ummunotify4():

@@ -290,7 +290,37 @@ impl Collector for CacheCollector {
             None,
             u64::from(caching),
         )?;
-        registration_histogram(e, &s)?;
+        histogram(
+            e,
+            "regcache_registration_duration",
+            "Time spent in successful registrar calls (pinning and registering memory)",
+            &StatsSnapshot::LATENCY_BOUNDS_NS,
+            &s.registration_latency,
+            s.registration_ns,
+        )?;
+        histogram(
+            e,
+            "regcache_drain_duration",
+            "Time of each drain of the invalidation monitor's queue that read at least one \
+             event, from the read of the queue to the end of the drain (revalidating reported \
+             entries, dropping and retiring invalidated ones, the on_invalidate hook); drains \
+             that found the queue empty are not timed. Taken under the cache's miss lock: \
+             lookups that miss wait for it",
+            &StatsSnapshot::DRAIN_BOUNDS_NS,
+            &s.drain_latency,
+            s.drain_ns,
+        )?;
+        if let Some(limit) = memlock_limit() {
+            gauge(
+                e,
+                "regcache_memlock_limit",
+                "RLIMIT_MEMLOCK soft limit of the process, read at each scrape: what its \
+                 registered (pinned) bytes count against unless it has CAP_IPC_LOCK; the cache \
+                 keeps at most 3/4 of it registered. Not served when the limit is unlimited",
+                Some(&Unit::Bytes),
+                limit,
+            )?;
+        }
         let mut m = e.encode_descriptor(
             "regcache_cache",
             "Invalidation monitor and registrar this cache uses",
@@ -304,28 +334,66 @@ impl Collector for CacheCollector {
     }
 }
 
-fn registration_histogram(e: &mut DescriptorEncoder, s: &StatsSnapshot) -> fmt::Result {
-    let counts = s.registration_latency;
-    let mut buckets: Vec<(f64, u64)> = StatsSnapshot::LATENCY_BOUNDS_NS
+/// The process's RLIMIT_MEMLOCK soft limit in bytes, or None when it is unlimited (the series
+/// is then left out: an absent limit is what an unlimited one is to a ratio or an alert, and
+/// the text format's +Inf would be spelled "inf" by the encoder) or cannot be read.
+fn memlock_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`, a valid local; no other memory is touched.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    (rc == 0).then_some(lim.rlim_cur).and_then(finite_limit)
+}
+
+/// A soft limit as served: None for RLIM_INFINITY.
+fn finite_limit(cur: libc::rlim_t) -> Option<u64> {
+    (cur != libc::RLIM_INFINITY).then_some(cur)
+}
+
+/// One histogram family of durations from per-bucket counts (not cumulative; one more count
+/// than bounds, the last for values above every bound) and their sum, in nanoseconds.
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    bounds_ns: &[u64],
+    counts: &[u64],
+    sum_ns: u64,
+) -> fmt::Result {
+    debug_assert_eq!(counts.len(), bounds_ns.len() + 1);
+    let mut buckets: Vec<(f64, u64)> = bounds_ns
         .iter()
         .zip(counts)
-        .map(|(&ns, n)| (ns as f64 / 1e9, n))
+        .map(|(&ns, &n)| (ns as f64 / 1e9, n))
         .collect();
     buckets.push((f64::INFINITY, counts[counts.len() - 1]));
-    // The count is the buckets' sum (not `registrations`, read at another instant), so the
-    // +Inf bucket always equals it as Prometheus requires.
+    // The count is the buckets' sum (not a counter read at another instant), so the +Inf
+    // bucket always equals it as Prometheus requires.
     let count = counts.iter().sum();
-    let sum = s.registration_ns as f64 / 1e9;
-    let mut m = e.encode_descriptor(
-        "regcache_registration_duration",
-        "Time spent in successful registrar calls (pinning and registering memory)",
-        Some(&Unit::Seconds),
-        MetricType::Histogram,
-    )?;
+    let sum = sum_ns as f64 / 1e9;
+    let mut m = e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     m.encode_histogram(
         sum,
         count,
         &buckets,
         None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlimited_memlock_is_not_served() {
+        assert_eq!(finite_limit(libc::RLIM_INFINITY), None);
+        assert_eq!(finite_limit(8 << 20), Some(8 << 20));
+        assert_eq!(
+            finite_limit(0),
+            Some(0),
+            "a zero limit is a real (tiny) limit"
+        );
+    }
 }

@@ -137,6 +137,7 @@ fn exposition_content() {
         "regcache_registered_entries gauge",
         "regcache_caching gauge",
         "regcache_registration_duration_seconds histogram",
+        "regcache_drain_duration_seconds histogram",
         "regcache_cache_info gauge",
         "regcache_demo_transfers_total counter",
     ] {
@@ -205,11 +206,54 @@ fn exposition_content() {
     assert_eq!(count, v("regcache_registrations_total", &[]));
     let les: Vec<&str> = s
         .iter()
-        .filter(|x| x.name.ends_with("_seconds_bucket"))
+        .filter(|x| x.name == "regcache_registration_duration_seconds_bucket")
         .map(|x| x.label("le").unwrap())
         .collect();
     assert_eq!(les.first(), Some(&"1e-06"));
     assert_eq!(&les[les.len() - 2..], ["1", "+Inf"]);
+
+    // The drain histogram: 1 µs .. 100 ms and +Inf, cumulative, +Inf == count <= drains.
+    let drain: Vec<(&str, f64)> = s
+        .iter()
+        .filter(|x| x.name == "regcache_drain_duration_seconds_bucket")
+        .map(|x| (x.label("le").unwrap(), x.value))
+        .collect();
+    assert_eq!(drain.len(), 17);
+    assert_eq!(drain[0].0, "1e-06");
+    assert_eq!(
+        &drain[15..].iter().map(|b| b.0).collect::<Vec<_>>(),
+        &["0.1", "+Inf"]
+    );
+    assert!(drain.windows(2).all(|w| w[0].1 <= w[1].1));
+    let count = v("regcache_drain_duration_seconds_count", &[]);
+    assert_eq!(drain[16].1, count);
+    assert!(count <= v("regcache_drains_total", &[]));
+    assert!(v("regcache_drain_duration_seconds_sum", &[]) >= 0.0);
+}
+
+/// The memlock gauge is this process's soft limit now, and absent when it is unlimited.
+#[test]
+fn memlock_limit_is_the_soft_limit() {
+    let (cache, _reg, _m) = busy_cache();
+    let text = Exporter::new(cache, Config::disabled()).encode();
+    let s = parse::parse(&text).unwrap();
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`, a valid local.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) },
+        0
+    );
+    let served = sum(&s, "regcache_memlock_limit_bytes", &[]);
+    if lim.rlim_cur == libc::RLIM_INFINITY {
+        assert_eq!(served, None, "unlimited: not served\n{text}");
+        assert!(!text.contains("regcache_memlock_limit"));
+    } else {
+        assert_eq!(served, Some(lim.rlim_cur as f64), "{text}");
+        assert!(text.contains("# TYPE regcache_memlock_limit_bytes gauge\n"));
+    }
 }
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {

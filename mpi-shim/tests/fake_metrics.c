@@ -7,6 +7,10 @@
  * scraped, `metrics_hits=N`; exits 0 when every check passed.
  *   REGCACHE_SHIM_METRICS=127.0.0.1:PORT LD_PRELOAD=build/libregcache_shim.so \
  *       build/fake_metrics 127.0.0.1:PORT
+ * With `--serve SECONDS` (exporter/tests/prometheus-e2e.sh, where Prometheus scrapes it), it
+ * then keeps its counters moving for SECONDS: every 100 ms it maps a new buffer, registers it
+ * three times (a miss, two hits) and once with an iova of its own (passed through to rdma-core
+ * uncached), and unmaps it (an invalidation, a drain with an event).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -17,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
@@ -62,6 +67,37 @@ static int scrape(const char *target)
 	return strncmp(resp, "HTTP/1.1 200 ", 13) ? -1 : 0;
 }
 
+/* Maps, registers (three times cached, once passed through) and unmaps a buffer every 100 ms
+ * for `seconds`; 0 when every registration worked. */
+static int serve(struct ibv_pd *pd, long seconds)
+{
+	const struct timespec tick = { .tv_nsec = 100 * 1000 * 1000 };
+	struct ibv_mr *mr;
+	char *b;
+
+	for (long n = 0; n < seconds * 10; n++) {
+		b = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (b == MAP_FAILED)
+			return 1;
+		for (int i = 0; i < 3; i++) {
+			mr = ibv_reg_mr(pd, b, LEN, IBV_ACCESS_LOCAL_WRITE);
+			if (!mr || ibv_dereg_mr(mr)) {
+				printf("serve: registration failed\n");
+				return 1;
+			}
+		}
+		/* iova != addr: not cacheable, the shim passes it through. */
+		mr = ibv_reg_mr_iova(pd, b, LEN, 0x1000, IBV_ACCESS_LOCAL_WRITE);
+		if (!mr || ibv_dereg_mr(mr)) {
+			printf("serve: passthrough registration failed\n");
+			return 1;
+		}
+		munmap(b, LEN);
+		nanosleep(&tick, NULL);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int (*counts)(struct shim_counts *) =
@@ -89,6 +125,12 @@ int main(int argc, char **argv)
 	}
 	counts(&t);
 	printf("hits=%llu enabled=%d\n", (unsigned long long)t.hits, t.enabled);
+	if (argc > 2 && !strcmp(argv[1], "--serve")) {
+		fflush(stdout);
+		if (!t.enabled || t.hits != ROUNDS - 1)
+			return 1;
+		return serve(&pd, atol(argv[2]));
+	}
 	if (argc > 1) {
 		if (scrape(argv[1])) {
 			printf("cannot scrape http://%s/metrics\n", argv[1]);

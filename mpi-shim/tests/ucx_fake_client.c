@@ -19,7 +19,8 @@
  *   through, so no shim cache watches the region): UCX must be told the region is invalid as
  *   soon as the get that registered it returns, so the next get registers anew. MODE
  *   uncached-stale (the same with REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1): UCX keeps it.
- * Prints one line per check and `N passed, M failed`.
+ * Prints one line per check and `N passed, M failed`. With UCX_FAKE_HOLD=SECONDS it then
+ * stays alive that long (its metrics scraped by exporter/tests/prometheus-e2e.sh).
  */
 #include <pthread.h>
 #define _GNU_SOURCE
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <infiniband/verbs.h>
 
@@ -247,5 +249,8 @@ out:
 	       (unsigned long long)t.hits, (unsigned long long)t.misses,
 	       (unsigned long long)t.invalidated);
 	printf("%d passed, %d failed\n", passed, failed);
+	fflush(stdout);
+	if (getenv("UCX_FAKE_HOLD"))
+		sleep((unsigned int)atoi(getenv("UCX_FAKE_HOLD")));
 	return failed != 0;
 }

@@ -809,6 +809,8 @@ impl Cache {
             return false;
         }
         self.stats.drains.fetch_add(1, Ordering::Relaxed);
+        // Drain latency (stats.rs): one clock read here, one at the end if an event came.
+        let t0 = Instant::now();
         let mut events = std::mem::take(&mut st.scratch);
         events.clear();
         let generation = match self.monitor.drain(&mut events) {
@@ -901,6 +903,9 @@ impl Cache {
         if !self.broken.load(Ordering::Relaxed) {
             // Release: publishes the removals above to hit paths that observe this value.
             self.drained.store(generation, Ordering::Release);
+        }
+        if !events.is_empty() {
+            self.stats.record_drain(t0.elapsed().as_nanos() as u64);
         }
         st.scratch = events;
         pending_hit

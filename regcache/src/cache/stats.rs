@@ -75,6 +75,11 @@ pub(crate) struct Stats {
     latency: CachePadded<[AtomicU64; LATENCY_BUCKETS]>,
     /// Failed registrar calls by errno class, see `FailureClass`.
     failures_by_class: [AtomicU64; 3],
+    /// Drains that processed at least one event, per duration bucket (not cumulative), see
+    /// `DRAIN_BOUNDS_NS`. Bumped under the miss lock, after a read of the monitor's queue.
+    drain_latency: CachePadded<[AtomicU64; DRAIN_BUCKETS]>,
+    /// Total time of the drains counted in `drain_latency`, in nanoseconds.
+    drain_ns: AtomicU64,
 }
 
 /// Upper bounds (inclusive, nanoseconds) of the registration-latency buckets: 1-5 steps per
@@ -97,6 +102,32 @@ pub const LATENCY_BOUNDS_NS: [u64; 13] = [
 
 /// Buckets of the latency histogram: one per bound and one for slower calls.
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// Upper bounds (inclusive, nanoseconds) of the drain-latency buckets: 1-2-5 steps from 1 µs
+/// (one event read from the queue, nothing cached to drop) to 100 ms (a drain that drops and
+/// deregisters many entries, or revalidates many pages). A last, implicit bucket counts
+/// slower drains.
+pub const DRAIN_BOUNDS_NS: [u64; 16] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// Buckets of the drain-latency histogram: one per bound and one for slower drains.
+pub const DRAIN_BUCKETS: usize = DRAIN_BOUNDS_NS.len() + 1;
 
 /// Why a registrar call failed, by errno (the index into `registration_failures_by_class`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +242,15 @@ impl Stats {
             .wrapping_add(self.locked.registered_bytes.load(Relaxed))
     }
 
+    /// Files a drain that processed at least one event and took `ns` nanoseconds (the slow
+    /// path: called under the miss lock, never on the hit path).
+    pub fn record_drain(&self, ns: u64) {
+        let i = DRAIN_BOUNDS_NS.partition_point(|&bound| bound < ns);
+        // Relaxed (both): see the module comment.
+        self.drain_latency[i].fetch_add(1, Relaxed);
+        self.drain_ns.fetch_add(ns, Relaxed);
+    }
+
     /// Counts a failed registrar call by the class of its errno (the total is counted apart).
     pub fn record_failure(&self, errno: i32) {
         // Relaxed: see the module comment.
@@ -242,6 +282,8 @@ impl Stats {
             registration_failures_by_class: std::array::from_fn(|i| {
                 self.failures_by_class[i].load(Relaxed)
             }),
+            drain_latency: std::array::from_fn(|i| self.drain_latency[i].load(Relaxed)),
+            drain_ns: self.drain_ns.load(Relaxed),
         }
     }
 }
@@ -288,6 +330,14 @@ pub struct StatsSnapshot {
     /// Failed registrar calls by errno class, named by `FAILURE_CLASSES`: resources (ENOMEM,
     /// EAGAIN, ENOSPC, EMFILE), invalid (EFAULT, EINVAL), other.
     pub registration_failures_by_class: [u64; 3],
+    /// Drains that processed at least one event, by duration (the whole drain: reading the
+    /// monitor's queue, revalidating, removing and retiring the invalidated entries, calling
+    /// `on_invalidate`): element `i` counts the drains that took at most `DRAIN_BOUNDS_NS[i]`
+    /// ns and more than the bound before it (not cumulative); the last element counts drains
+    /// slower than every bound. Drains that found the queue empty are not timed.
+    pub drain_latency: [u64; DRAIN_BUCKETS],
+    /// Total time of the drains counted in `drain_latency`, in nanoseconds.
+    pub drain_ns: u64,
 }
 
 impl StatsSnapshot {
@@ -312,6 +362,8 @@ impl StatsSnapshot {
             deregistrations,
             registration_latency,
             registration_failures_by_class,
+            drain_latency,
+            drain_ns,
         } = *other;
         self.hits += hits;
         self.misses += misses;
@@ -325,6 +377,7 @@ impl StatsSnapshot {
         self.registrations += registrations;
         self.registration_ns += registration_ns;
         self.deregistrations += deregistrations;
+        self.drain_ns += drain_ns;
         for (a, b) in self
             .registration_latency
             .iter_mut()
@@ -339,10 +392,16 @@ impl StatsSnapshot {
         {
             *a += b;
         }
+        for (a, b) in self.drain_latency.iter_mut().zip(drain_latency) {
+            *a += b;
+        }
     }
 
     /// Upper bounds in nanoseconds of `registration_latency`'s buckets but the last.
     pub const LATENCY_BOUNDS_NS: [u64; 13] = LATENCY_BOUNDS_NS;
+
+    /// Upper bounds in nanoseconds of `drain_latency`'s buckets but the last.
+    pub const DRAIN_BOUNDS_NS: [u64; 16] = DRAIN_BOUNDS_NS;
 
     /// Names of the classes of `registration_failures_by_class`, in index order.
     pub const FAILURE_CLASSES: [&'static str; 3] = ["resources", "invalid", "other"];
@@ -398,6 +457,39 @@ mod tests {
     }
 
     #[test]
+    fn drain_buckets_and_sum() {
+        let s = Stats::new();
+        for ns in [
+            0,
+            1_000,
+            1_001,
+            150_000,
+            100_000_000,
+            100_000_001,
+            u64::MAX / 2,
+        ] {
+            s.record_drain(ns);
+        }
+        let snap = s.snapshot();
+        let b = snap.drain_latency;
+        assert_eq!(
+            b[0], 2,
+            "0 and 1 µs are in the first bucket (bounds are inclusive)"
+        );
+        assert_eq!(b[1], 1, "1.001 µs is in the 2 µs bucket");
+        assert_eq!(b[7], 1, "150 µs is in the 200 µs bucket");
+        assert_eq!(b[15], 1, "100 ms is in the last bounded bucket");
+        assert_eq!(b[16], 2, "slower drains are in the overflow bucket");
+        assert_eq!(b.iter().sum::<u64>(), 7);
+        assert_eq!(
+            snap.drain_ns,
+            1_000 + 1_001 + 150_000 + 100_000_000 + 100_000_001 + u64::MAX / 2
+        );
+        // The registration histogram is a different one.
+        assert_eq!(snap.registration_latency, [0; LATENCY_BUCKETS]);
+    }
+
+    #[test]
     fn add_counters_sums_counters_and_leaves_gauges() {
         let one = StatsSnapshot {
             hits: 3,
@@ -407,6 +499,8 @@ mod tests {
             registered_entries: 1,
             registration_latency: [1; LATENCY_BUCKETS],
             registration_failures_by_class: [1, 0, 2],
+            drain_latency: [3; DRAIN_BUCKETS],
+            drain_ns: 5_000,
             ..Default::default()
         };
         let mut total = one;
@@ -414,6 +508,8 @@ mod tests {
         assert_eq!((total.hits, total.misses, total.drains), (6, 4, 2));
         assert_eq!(total.registration_latency, [2; LATENCY_BUCKETS]);
         assert_eq!(total.registration_failures_by_class, [2, 0, 4]);
+        assert_eq!(total.drain_latency, [6; DRAIN_BUCKETS]);
+        assert_eq!(total.drain_ns, 10_000);
         assert_eq!(
             (total.registered_bytes, total.registered_entries),
             (4096, 1)

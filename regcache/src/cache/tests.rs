@@ -1057,3 +1057,31 @@ fn fork_child_takes_no_lock_a_parent_thread_held() {
         "cached_entries() in a fork child must be 0 (disabled)"
     );
 }
+
+#[test]
+fn drains_with_events_are_timed_and_empty_drains_are_not() {
+    let (c, m, _r) = setup(Config::default());
+    drop(c.get(0x90_0000, P, RW).unwrap());
+    // An empty drain (the counter moved, nothing queued): counted, not timed.
+    m.bump_only();
+    drop(c.get(0x90_0000, P, RW).unwrap());
+    let s = c.stats();
+    assert_eq!(s.drains, 1);
+    assert_eq!(
+        s.drain_latency.iter().sum::<u64>(),
+        0,
+        "an empty drain is not timed"
+    );
+    assert_eq!(s.drain_ns, 0);
+    // A drain that reads an event (and drops the entry): timed once.
+    m.fire(Invalidation::Range(Range {
+        start: 0x90_0000,
+        end: 0x90_1000,
+    }));
+    drop(c.get(0x90_0000, P, RW).unwrap());
+    let s = c.stats();
+    assert_eq!((s.drains, s.invalidated), (2, 1));
+    assert_eq!(s.drain_latency.iter().sum::<u64>(), 1, "one timed drain");
+    assert!(s.drain_ns > 0, "a drain takes some time");
+    assert_eq!(s.registration_latency.iter().sum::<u64>(), s.registrations);
+}
