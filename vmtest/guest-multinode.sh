@@ -59,6 +59,7 @@ if [ "${1:-}" = stacks ]; then
 		echo "mn_stacks: task ${t##*/} $(cat "$t"/comm) wchan $(cat "$t"/wchan)"
 		sed 's/^/mn_stacks:   /' "$t"/stack 2>/dev/null
 	done
+	[ "${MN_GDB:-1}" = 1 ] || exit 0
 	timeout 60 gdb -p "$pid" -batch -nx -ex 'thread apply all bt' 2>/dev/null |
 		grep -E '^(Thread|#)' | sed 's/^/mn_stacks: /'
 	exit 0
@@ -186,6 +187,15 @@ else
 fi
 echo "# srun --mpi=list: $(srun --mpi=list 2>&1 | grep -vi 'MPI plugin types' | tr -s ' \n' ' ')"
 
+# -- does Slurm's PMIx fence wait for both ranks? (a fact for the Finalize hang; not a check)
+timeout 120 srun -N2 -n2 --ntasks-per-node=1 --mpi=pmix "$ROOT/mpi-shim/build/stacks/pmix-fence" \
+	>"$OUT/pmix-fence.log" 2>&1
+sed 's/^/#   /' "$OUT/pmix-fence.log"
+w=$(awk '/^pmix_fence: rank 1 round 0/ { print $8 } /^pmix_fence: rank 0 round 1/ { print $8 }' \
+	"$OUT/pmix-fence.log" | sort -n | tail -1)
+echo "# Slurm PMIx fence: the rank not sleeping waited at most ${w:-?} s for the one that slept 5 s" \
+	"($(awk -v w="${w:-0}" 'BEGIN { print (w >= 4 ? "a barrier" : "not a barrier") }'))"
+
 # -- ib_write_bw node1 <- node2 (the link's reference speed)
 t=$(now)
 timeout 300 srun -N2 -n2 --ntasks-per-node=1 "$0" bw "$RUN" >"$OUT/bw.log" 2>&1
@@ -208,11 +218,13 @@ HOOKS_OFF=(UCX_MEM_MMAP_HOOK_MODE=none OMPI_MCA_opal_common_ucx_opal_mem_hooks=0
 # One MPI step: mpi TAG [NAME=VALUE...]; output in $OUT/TAG.log, srun's status in RC, the
 # metrics textfiles in $RUN/metrics/TAG (rewritten every second, so that a rank
 # stopped in MPI_Finalize leaves its counts). Once both ranks have printed their verdict,
-# MPI_Finalize and the exit get FINALIZE_GRACE seconds (30): past that, both ranks' stacks go
-# to $OUT/TAG.stacks, the job is cancelled and $OUT/TAG.hung is created; the run's verdict is
-# then the ranks' own. Seen: Open MPI 4.1.4's pml ucx under Slurm's PMIx server: one rank leaves
-# MPI_Finalize while the other still waits in opal_common_ucx_del_procs_nofence for its
-# ucp_disconnect_nb to a peer that is gone.
+# MPI_Finalize and the exit get FINALIZE_GRACE seconds (20): past that, both ranks' stacks go
+# to $OUT/TAG.stacks (gdb's for the first such run only: it is slow under TCG), the job is
+# cancelled and $OUT/TAG.hung is created; the run's verdict is then the ranks' own. Seen with
+# and without the shim: Open MPI 4.1.4's pml ucx disconnects its endpoints in MPI_Finalize
+# (opal_common_ucx_del_procs_nofence) and then relies on a PMIx fence, which Slurm 22.05's
+# mpi/pmix_v4 returns at once (the pmix_fence probe before the tests): one rank leaves while
+# the other still waits for its ucp_disconnect_nb to the peer that is gone.
 mpi() {
 	local tag=$1 t0 pid i
 	shift
@@ -222,12 +234,12 @@ mpi() {
 	pid=$SRUN_PID
 	while kill -0 "$pid" 2>/dev/null; do
 		if [ "$(grep -c '^mpi_reuse: rank [01] msgs=' "$OUT/$tag.log")" = 2 ]; then
-			for ((i = 0; i < 2 * ${FINALIZE_GRACE:-30}; i++)); do
+			for ((i = 0; i < 2 * ${FINALIZE_GRACE:-20}; i++)); do
 				kill -0 "$pid" 2>/dev/null || break
 				sleep 0.5
 			done
 			if kill -0 "$pid" 2>/dev/null; then
-				echo "# $tag: MPI_Finalize did not return ${FINALIZE_GRACE:-30} s after both verdicts: stacks, then scancel"
+				echo "# $tag: MPI_Finalize did not return ${FINALIZE_GRACE:-20} s after both verdicts: stacks, then scancel"
 				stacks "$tag"
 				: >"$OUT/$tag.hung"
 				scancel "$(job_of "$tag")"
@@ -259,9 +271,12 @@ stacks() {
 	local j
 	j=$(job_of "$1")
 	[ -n "$j" ] || return 0
-	timeout 120 srun --jobid="$j" --overlap -N2 -n2 --ntasks-per-node=1 "$0" stacks \
-		>"$OUT/$1.stacks" 2>&1
-	grep -E 'mn_stacks: (node|task|#|  )' "$OUT/$1.stacks" | head -60 | sed 's/^/#   /'
+	MN_GDB=$([ -e /tmp/mn-gdb-done ] && echo 0 || echo 1) timeout 120 srun --jobid="$j" \
+		--overlap -N2 -n2 --ntasks-per-node=1 "$0" stacks >"$OUT/$1.stacks" 2>&1
+	: >/tmp/mn-gdb-done
+	# The rank(s) still there, and where MPI_Finalize waits.
+	grep -E 'mn_stacks: (node[12]: )|(#[0-9]+ .*(ompi_|opal_|ucp_|main))' "$OUT/$1.stacks" |
+		head -12 | sed 's/^/#   /'
 }
 bad_of() {
 	sed -n 's/^mpi_reuse: rank [01] .* total_bad=\([0-9]*\).*/\1/p' "$OUT/$1.log" | sort -n | tail -1

@@ -4,18 +4,23 @@
 # socket netdev over UDP on the host's loopback: the guests' only network) and one Soft-RoCE
 # device (rxe0) on it. The NIC is an e1000 (MN_NIC_MODEL to change): with virtio-net-pci, 6.12
 # panicked once in net_rx_action (NULL list pointer, from rxe's ACK transmit in its work queue,
-# softirq run at local_bh_enable) during ib_write_bw; e1000 has not. Slurm from Debian (slurmctld on node1, slurmd on both, munge
-# with a key made here; every config file in the per-run directory, shared read-write with
-# both guests at its path) launches the ranks with `srun --mpi=pmix` (Debian's Open MPI 4.1.4
-# has only PMIx clients: ext3x on libpmix2 4.2; no PMI-2). Tests (vmtest/guest-multinode.sh):
+# softirq run at local_bh_enable) during ib_write_bw; e1000 has not.
+# Slurm from Debian (slurmctld on node1, slurmd on both, munge with a key made here; every
+# config file in the per-run directory, shared read-write with both guests at its path)
+# launches the ranks with `srun --mpi=pmix` (Debian's Open MPI 4.1.4 has only PMIx clients:
+# ext3x on libpmix2 4.2; no PMI-2). Tests (vmtest/guest-multinode.sh):
 #   - ib_write_bw node2 -> node1 over rxe (the link's reference speed, MB/s);
 #   - mpi-shim/tests/mpi_reuse.c, Open MPI 4.1 + UCX 1.13 (pml ucx, rc_verbs + ud_verbs), one
-#     rank per node: without the shim (reference, MN_PLAIN_MSGS=10 messages), then under the shim (REGCACHE_MONITOR=ummunotify, UCX's and Open MPI's memory
-#     hooks off): every word intact, UCX bridge active in both ranks, UCX cache hits > 0; its
-#     negative control (REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1) must corrupt;
+#     rank per node: without the shim (reference, MN_PLAIN_MSGS=10 messages), then under the
+#     shim (REGCACHE_MONITOR=ummunotify, UCX's and Open MPI's memory hooks off): every word
+#     intact, UCX bridge active in both ranks, UCX cache hits > 0; its negative control
+#     (REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1) must corrupt;
 #   - each rank writes its metrics textfile into the shared directory; on the host, one
 #     node_exporter (textfile collector only) reads them and a Prometheus scrapes it: the
 #     per-node series must be there with node, rank and job_id labels;
+#   - whether Slurm's PMIx fence waits for both ranks (vmtest/pmix-fence.c; a "#" line: it does
+#     not, which is why Open MPI 4.1 + UCX's MPI_Finalize can hang under srun, see
+#     guest-multinode.sh's mpi());
 #   - one rank (node2's) is killed mid-run (SIGKILL); Slurm cancels the step: node1's rank
 #     must be gone within a bounded time and both nodes' module references dropped (and
 #     run.sh's rmmod after the command must succeed on both: else exit 98).
@@ -73,6 +78,12 @@ mkdir -p "$B/stacks"
 src=$ROOT/mpi-shim/tests/mpi_reuse.c
 if [ ! -x "$B/stacks/mpi_reuse.ompi4" ] || [ "$src" -nt "$B/stacks/mpi_reuse.ompi4" ]; then
 	mpicc -O2 -Wall -Wextra -o "$B/stacks/mpi_reuse.ompi4" "$src" || { nok "mpicc mpi_reuse"; finish; }
+fi
+src=$HERE/pmix-fence.c
+if [ ! -x "$B/stacks/pmix-fence" ] || [ "$src" -nt "$B/stacks/pmix-fence" ]; then
+	# shellcheck disable=SC2046
+	cc -O2 -Wall -Wextra -o "$B/stacks/pmix-fence" "$src" $(pkg-config --cflags --libs pmix) ||
+		{ nok "cc pmix-fence (libpmix-dev)"; finish; }
 fi
 
 # ---- the run's directory: Slurm's and munge's configuration, hosts, metrics ----------------
@@ -175,7 +186,7 @@ if [ "$(find "$mdir" -name '*.prom' 2>/dev/null | wc -l)" != 2 ]; then
 	nok "metrics.textfiles ($(find "$mdir" -name '*.prom' 2>/dev/null | wc -l) of 2 in $mdir)"
 	finish
 fi
-ok "metrics.textfiles ($(cd "$mdir" && ls *.prom | tr '\n' ' '))"
+ok "metrics.textfiles ($(find "$mdir" -name '*.prom' -printf '%f ' | sort))"
 tcp_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
