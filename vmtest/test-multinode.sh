@@ -11,10 +11,11 @@
 # ext3x on libpmix2 4.2; no PMI-2). Tests (vmtest/guest-multinode.sh):
 #   - ib_write_bw node2 -> node1 over rxe (the link's reference speed, MB/s);
 #   - mpi-shim/tests/mpi_reuse.c, Open MPI 4.1 + UCX 1.13 (pml ucx, rc_verbs + ud_verbs), one
-#     rank per node: without the shim (reference, MN_PLAIN_MSGS=10 messages), then under the
-#     shim (REGCACHE_MONITOR=ummunotify, UCX's and Open MPI's memory hooks off): every word
-#     intact, UCX bridge active in both ranks, UCX cache hits > 0; its negative control
-#     (REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1) must corrupt;
+#     rank per node, 64 KiB-1 MiB messages (MN_MAX_BYTES): without the shim (reference,
+#     MN_PLAIN_MSGS=10 messages), then under the shim (REGCACHE_MONITOR=ummunotify, UCX's and
+#     Open MPI's memory hooks off): every word intact, UCX bridge active in both ranks, UCX
+#     cache hits > 0; its negative control (REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1) must
+#     corrupt;
 #   - each rank writes its metrics textfile into the shared directory; on the host, one
 #     node_exporter (textfile collector only) reads them and a Prometheus scrapes it: the
 #     per-node series must be there with node, rank and job_id labels;
