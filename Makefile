@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test deps lint unit loom vmtest test-deb torture-soak bench bench-rdma clean
+.PHONY: demo test deps lint unit loom vmtest test-deb test-multinode torture-soak bench bench-rdma clean
 
 demo: deps
 	$(CARGO) run --release -q -p regcache-cli -- demo
@@ -55,6 +55,15 @@ vmtest: deps
 test-deb: deps
 	ops/check.sh
 	vmtest/test-deb.sh
+
+# Two nodes at once (node1 on 6.12, node2 on 6.1, one vCPU each) on one virtual link, Soft-RoCE
+# on each, Slurm (slurmctld + slurmd, munge) launching Open MPI 4.1 + UCX ranks with
+# `srun --mpi=pmix` under the shim: ib_write_bw, mpi_reuse and its negative control, the
+# per-node textfiles through node_exporter into Prometheus, a rank killed mid-run
+# (vmtest/test-multinode.sh; 400-700 s on 2 cores). Not in `make test` (CI budget).
+test-multinode: deps
+	vmtest/setup.sh
+	vmtest/test-multinode.sh
 
 test: lint unit loom vmtest
 

@@ -20,6 +20,10 @@
 #                  $VMTEST_OUT (default: a temporary directory, removed)
 #   --rw DIR       also share host DIR read-write at the same path
 #   -e NAME=VALUE  export a variable to the command (repeatable)
+#   --netdev SPEC  one NIC on qemu netdev SPEC (e.g.
+#                  socket,udp=127.0.0.1:P,localaddr=127.0.0.1:Q: a point-to-point
+#                  link to another guest); --mac sets its MAC (default qemu's),
+#                  --nic-model the device (default virtio-net-pci; e1000, ...)
 #   --no-module    do not build nor load ummunotify.ko
 #   --no-build     load the already built module, do not run make
 #   --no-unload    do not rmmod the module after the command
@@ -39,7 +43,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 KMOD=$ROOT/kmod
 CACHE=${VMTEST_CACHE:-/tmp/regcache-vmtest}
 
-kernel="" timeout=600 mem=2048 smp=2 out="" rw="" quiet=0
+kernel="" timeout=600 mem=2048 smp=2 out="" rw="" quiet=0 netdev="" mac="" nic_model=virtio-net-pci
 module=1 build=1 unload=1
 envs=()
 numa=1
@@ -56,6 +60,9 @@ while [ $# -gt 0 ]; do
 	--numa) numa=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--rw) rw=$2; shift 2 ;;
+	--netdev) netdev=$2; shift 2 ;;
+	--mac) mac=$2; shift 2 ;;
+	--nic-model) nic_model=$2; shift 2 ;;
 	-e) envs+=("$2"); shift 2 ;;
 	--no-module) module=0; shift ;;
 	--no-build) build=0; shift ;;
@@ -200,6 +207,10 @@ if [ -n "$rw" ]; then
 	virtfs_rw=(-virtfs "local,path=$rw,mount_tag=rwshare,security_model=none,multidevs=remap")
 fi
 
+# No NIC unless asked: the guest's only link is the one the caller made.
+nic=(-nic none)
+[ -z "$netdev" ] || nic=(-netdev "$netdev,id=n0" -device "$nic_model,netdev=n0${mac:+,mac=$mac}")
+
 console=$out/console.log
 [ $quiet = 1 ] && sink=/dev/null || sink=/dev/stdout
 
@@ -227,7 +238,7 @@ timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$out,mount_tag=results,security_model=none,multidevs=remap" \
 	"${virtfs_rw[@]+"${virtfs_rw[@]}"}" \
-	-nographic -serial stdio -no-reboot -nic none -monitor none \
+	-nographic -serial stdio -no-reboot "${nic[@]}" -monitor none \
 	</dev/null 2>&1 | tee "$console" >"$sink"
 qrc=${PIPESTATUS[0]}
 

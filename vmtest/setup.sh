@@ -10,7 +10,8 @@ iproute2 dkms
 linux-image-amd64 linux-headers-amd64
 linux-image-6.12-amd64 linux-headers-6.12-amd64
 rdma-core ibverbs-utils ibverbs-providers libibverbs-dev librdmacm-dev
-rdmacm-utils perftest libfabric-dev libfabric-bin unzip bc"
+rdmacm-utils perftest libfabric-dev libfabric-bin unzip bc
+slurm-wlm slurmctld slurmd slurm-client munge prometheus prometheus-node-exporter"
 
 missing=""
 for p in $PKGS; do

@@ -10,7 +10,9 @@
 //!   `2.5` are accepted).
 //!
 //! Series carry `rank`, `local_rank` and `job_id` labels when the launcher (Open MPI, MPICH,
-//! Intel MPI, PMIx, Slurm, PBS, LSF, Flux) sets them.
+//! Intel MPI, PMIx, Slurm, PBS, LSF, Flux) sets them, and a `node` label from
+//! `REGCACHE_METRICS_NODE` or Slurm's `SLURMD_NODENAME` (the ranks of several nodes writing
+//! textfiles into one shared directory, read by one collector, share its `instance`).
 //!
 //! The same three settings can also come as one string, a *spec* (the C ABI's
 //! `regcache_metrics_start()` and the LD_PRELOAD shim's `REGCACHE_SHIM_METRICS`): items separated
@@ -56,6 +58,9 @@ const JOB_VARS: [&str; 5] = [
     "PMIX_NAMESPACE",
 ];
 
+/// Node name, first one set wins.
+const NODE_VARS: [&str; 2] = ["REGCACHE_METRICS_NODE", "SLURMD_NODENAME"];
+
 /// What to export and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -65,7 +70,7 @@ pub struct Config {
     pub textfile_dir: Option<PathBuf>,
     /// Time between textfile writes.
     pub interval: Duration,
-    /// Constant labels of every series: rank, local_rank, job_id when known.
+    /// Constant labels of every series: rank, local_rank, job_id, node when known.
     pub labels: Vec<(String, String)>,
 }
 
@@ -155,6 +160,9 @@ impl Config {
         }
         if let Some((_, j)) = first(&JOB_VARS) {
             labels.push(("job_id".to_string(), j));
+        }
+        if let Some((_, n)) = first(&NODE_VARS) {
+            labels.push(("node".to_string(), n));
         }
         let cfg = Config {
             listen,
@@ -368,6 +376,7 @@ mod tests {
         assert_eq!(c.label("rank"), Some("11"));
         assert_eq!(c.label("local_rank"), Some("3"));
         assert_eq!(c.label("job_id"), Some("4242"));
+        assert_eq!(c.label("node"), None);
 
         // Each launcher's variable is understood; the first in the list wins.
         for var in LOCAL_RANK_VARS {
@@ -387,6 +396,36 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen, Some(addr("127.0.0.1:0")));
         let c = cfg(&[(ENV_ADDR, "1")]).unwrap().unwrap();
+        assert!(c.labels.is_empty());
+    }
+
+    #[test]
+    fn node_label_from_the_override_or_slurm() {
+        let c = cfg(&[
+            (ENV_TEXTFILE_DIR, "/d"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_JOB_ID", "7"),
+            ("SLURMD_NODENAME", "node2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.labels,
+            [("rank", "1"), ("job_id", "7"), ("node", "node2")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let c = cfg(&[
+            (ENV_TEXTFILE_DIR, "/d"),
+            ("SLURMD_NODENAME", "node2"),
+            ("REGCACHE_METRICS_NODE", "rack1-n2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.label("node"), Some("rack1-n2"));
+        // Blank is unset.
+        let c = cfg(&[(ENV_TEXTFILE_DIR, "/d"), ("REGCACHE_METRICS_NODE", " ")])
+            .unwrap()
+            .unwrap();
         assert!(c.labels.is_empty());
     }
 
