@@ -33,12 +33,12 @@ loom: deps
 
 # Guest tests under qemu (TCG) on Debian's 6.1 and 6.12 kernels: the module's own suite, the
 # oracle and the demo with the ummunotify monitor, doctor, and the two-process RDMA test over
-# Soft-RoCE with both monitors and the negative control, the shim, the libfabric bridge, and
-# the MPI stacks matrix (Open MPI 4.1/5, MPICH 5, Intel MPI over UCX and libfabric, under the
-# shim with its negative controls; 6.12 only, see vmtest/test-stacks.sh) (vmtest/README.md).
-# vmtest/test-ucx.sh (Open MPI 4.1 + UCX 1.13 alone) is covered by the matrix's ompi4-ucx
-# cells; vmtest/test-deb.sh (the Debian packages installed in the guests, ~16 min a kernel)
-# runs as `make test-deb`.
+# Soft-RoCE with both monitors and the negative control, the shim, the libfabric bridge, the
+# Debian packages installed in the guests (vmtest/test-deb.sh: the packages `unit` built with
+# ops/check.sh), and the MPI stacks matrix (Open MPI 4.1/5, MPICH 5, Intel MPI over UCX and
+# libfabric, under the shim with its negative controls; 6.12 only, see vmtest/test-stacks.sh)
+# (vmtest/README.md). vmtest/test-ucx.sh (Open MPI 4.1 + UCX 1.13 alone) is covered by the
+# matrix's ompi4-ucx cells.
 vmtest: deps
 	vmtest/setup.sh
 	vmtest/test-kmod.sh
@@ -47,11 +47,12 @@ vmtest: deps
 	vmtest/test-rdma.sh
 	vmtest/test-shim.sh
 	vmtest/test-ofi.sh
+	vmtest/test-deb.sh
 	vmtest/test-stacks.sh
 
-# The Debian packages (ops/check.sh builds them into target/debs/) installed in both guests:
-# dkms builds the module, doctor, a C program and the shim run against the installed files,
-# purge leaves nothing behind.
+# The Debian packages built (ops/check.sh, into target/debs/) and installed in both guests:
+# dkms builds the module; doctor, the C ABI suite and the shim's RDMA test run against the
+# installed files; purge leaves nothing behind.
 test-deb: deps
 	ops/check.sh
 	vmtest/test-deb.sh

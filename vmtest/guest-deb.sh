@@ -1,22 +1,29 @@
 #!/bin/sh
-# Inside the guest (vmtest/test-deb.sh): installs the .debs of DEBDIR into an overlay of the
-# read-only root (changes go to a tmpfs), as an admin would: dpkg -i, dkms builds the module for
-# the running kernel, the postinst loads it. Then, against the installed files only:
-# `regcache doctor`, a C program built through the installed pkg-config file that watches a
-# buffer being unmapped and mapped again through ummunotify, and the installed shim preloaded
-# into a verbs program. Then dpkg --purge, and nothing may be left: module unloaded, no file of
-# the packages (nor dkms state) in the overlay's upper directory.
-# One "ok"/"not ok" line per check.
-#   guest-deb.sh DEBDIR
+# Inside the guest, after guest-rxe.sh (vmtest/test-deb.sh): installs the .debs of DEBDIR into an
+# overlay of the read-only root (changes go to a tmpfs), as an admin would: dpkg -i, dkms builds
+# the module for the running kernel, the postinst loads it. Then, against the installed files
+# only: `regcache doctor`, the C ABI test suite (ffi/tests/run-c-tests.sh --installed: header,
+# library and pkg-config file of the packages, with REGCACHE_MONITOR=ummunotify so that every
+# cache uses the installed module) and the installed shim preloaded into an unmodified verbs
+# program that reuses addresses (RDMATEST, regcache-rdmatest with its own cache off, over
+# rxe0/rxe1), with its negative control. Then dpkg --purge, and nothing may be left: module
+# unloaded, no file of the packages (nor dkms state) in the overlay's upper directory.
+# One "ok"/"not ok" line per check, "# phase NAME: N s" per phase.
+#   guest-deb.sh DEBDIR RDMATEST
 set -u
-debs=$1
+debs=$1 rdmatest=$2
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
 kver=$(uname -r)
 ov=/tmp/deb-overlay
 m=$ov/merged
 ok() { echo "ok $1"; }
-t0=$(date +%s)
-phase() { echo "# phase: $1 at $(($(date +%s) - t0)) s"; }
 nok() { echo "not ok $1${2:+: $2}"; }
+t0=$(date +%s) tp=$t0 pname=setup
+phase() {
+	echo "# phase $pname: $(($(date +%s) - tp)) s"
+	pname=$1 tp=$(date +%s)
+}
 in_root() { chroot "$m" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
 	DEBIAN_FRONTEND=noninteractive "$@"; }
 
@@ -34,18 +41,39 @@ for d in tmp run root; do mount -t tmpfs tmpfs $m/$d; done
 mkdir -p $m/tmp/debs && cp "$debs"/*.deb $m/tmp/debs/
 # man-db's trigger rebuilds every index: minutes under emulation, and nothing to test.
 rm -f $m/var/lib/man-db/auto-update
-lsmod | grep -q '^ummunotify ' && rmmod ummunotify
+# The host's root has the headers of both Debian kernels, so dkms's postinst would also build
+# for the newest one (6.12 in the 6.1 guest): its own guest tests that build. This node runs
+# one kernel: the other kernels' configs (what dkms looks for) are hidden in the overlay.
+for c in "$m"/boot/config-*; do
+	[ "$c" = "$m/boot/config-$kver" ] || rm -f "$c"
+done
+# dkms runs depmod -a after installing and after removing the module: that reads all of Debian's
+# own modules (~4,000; xz-compressed on 6.12, each decompressed: minutes under emulation) to
+# index them again, unchanged. That work is not what is tested: depmod is told to skip them
+# (kernel/), so it indexes what dkms installed (updates/dkms/), which is what modprobe needs here.
+# (Removed again before the leftover check.)
+depmodconf=$m/etc/depmod.d/zz-vmtest-deb.conf
+mkdir -p "${depmodconf%/*}" && echo "exclude kernel" >"$depmodconf"
+[ -d /sys/module/ummunotify ] && rmmod ummunotify
 
 # --- install ----------------------------------------------------------------------------------
 phase install
 # (globs expanded inside the new root)
-if in_root sh -c 'dpkg -i /tmp/debs/ummunotify-dkms_*.deb /tmp/debs/libregcache0_*.deb \
-	/tmp/debs/libregcache-dev_*.deb /tmp/debs/regcache-tools_*.deb' >$ov/install.log 2>&1; then
+# (each output line stamped with the seconds since the phase began)
+stamp() { while IFS= read -r l; do echo "$(($(date +%s) - tp))s $l"; done; }
+{
+	in_root sh -c 'dpkg -i /tmp/debs/ummunotify-dkms_*.deb /tmp/debs/libregcache0_*.deb \
+		/tmp/debs/libregcache-dev_*.deb /tmp/debs/regcache-tools_*.deb'
+	echo $? >$ov/install.rc
+} 2>&1 | stamp >$ov/install.log
+if [ "$(cat $ov/install.rc)" = 0 ]; then
 	ok "dpkg -i: the four packages installed"
 else
 	tail -30 $ov/install.log
-	nok "dpkg -i"
+	nok "dpkg -i" "exit $(cat $ov/install.rc)"
 fi
+grep -E '^[0-9]+s (Unpacking|Setting up|Building|Installing to|depmod|Done|Processing)' \
+	$ov/install.log | sed 's/^/# dpkg: /'
 if in_root dkms status 2>/dev/null | grep -q "ummunotify/.*$kver.*installed"; then
 	ok "dkms built and installed the module for $kver"
 else
@@ -53,7 +81,7 @@ else
 	grep -i -A5 'error\|fail' $ov/install.log | head -20
 	nok "dkms module for $kver"
 fi
-if lsmod | grep -q '^ummunotify ' && [ -c /dev/ummunotify ]; then
+if [ -d /sys/module/ummunotify ] && [ -c /dev/ummunotify ]; then
 	ok "the postinst loaded the module: /dev/ummunotify is there"
 else
 	nok "module loaded by the postinst"
@@ -65,7 +93,7 @@ case $modpath in
 esac
 
 # --- the installed files at work -----------------------------------------------------------------
-phase use
+phase doctor
 in_root regcache doctor >$ov/doctor.log 2>&1
 rc=$?
 sed 's/^/# /' $ov/doctor.log
@@ -76,61 +104,59 @@ else
 	nok "installed regcache doctor" "exit $rc"
 fi
 
-cat >$m/tmp/t.c <<'EOF'
-/* The installed C library: a buffer registered, unmapped and mapped again at the same
- * address must be registered anew (ummunotify reports it), and a second get of an unchanged
- * buffer must hit. */
-#include <regcache.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/mman.h>
-#define LEN (1 << 20)
-int main(void)
-{
-	struct regcache_attr a = { .size = sizeof(a), .registrar = REGCACHE_REGISTRAR_SOFTNIC,
-				   .monitor = REGCACHE_MONITOR_UMMUNOTIFY };
-	struct regcache_cache *c;
-	struct regcache_mr *mr;
-	struct regcache_stats s = { .size = sizeof(s) };
-	char msg[256];
-	void *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), *q;
-	int rc = regcache_create(&a, &c);
-	if (rc) {
-		regcache_last_error(msg, sizeof(msg));
-		printf("create: %d %s\n", rc, msg);
-		return 1;
-	}
-	memset(p, 1, LEN);
-	for (int i = 0; i < 2; i++) {
-		if (regcache_get(c, p, LEN, 1, &mr) || regcache_release(mr))
-			return 2;
-	}
-	munmap(p, LEN);
-	q = mmap(p, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-	memset(q, 2, LEN);
-	if (regcache_get(c, q, LEN, 1, &mr) || regcache_release(mr))
-		return 3;
-	regcache_stats(c, &s);
-	printf("hits=%llu misses=%llu reregistrations=%llu monitor=%u\n",
-	       (unsigned long long)s.hits, (unsigned long long)s.misses,
-	       (unsigned long long)s.reregistrations, s.monitor);
-	regcache_destroy(c);
-	return !(s.hits == 1 && s.misses == 2 && s.reregistrations == 1 &&
-		 s.monitor == REGCACHE_MONITOR_UMMUNOTIFY);
-}
-EOF
-if in_root sh -c 'cc -o /tmp/t /tmp/t.c $(pkg-config --cflags --libs regcache) && /tmp/t' >$ov/t.log 2>&1; then
-	ok "C program built with the installed pkg-config file: remap detected ($(tail -1 $ov/t.log))"
-else
-	cat $ov/t.log
-	nok "C program against the installed library"
+phase c-abi
+# The checkout's tests, compiled and run against the packages' header, pkg-config file and
+# library (no file of the checkout's build).
+in_root env REGCACHE_MONITOR=ummunotify "$root/ffi/tests/run-c-tests.sh" --installed \
+	>$ov/c.log 2>&1
+rc=$?
+sed -n -e 's/^ok /ok C ABI (installed): /p' -e 's/^not ok /not ok C ABI (installed): /p' \
+	-e 's/^#/# C ABI:/p' -e 's/^\([0-9]* passed, [0-9]* failed\)$/# C ABI suite: \1/p' $ov/c.log
+if [ $rc != 0 ] && ! grep -q '^not ok ' $ov/c.log; then
+	tail -20 $ov/c.log | sed 's/^/#   /'
+	nok "C ABI suite (installed)" "exit $rc"
 fi
+
+phase shim
+# The installed shim in an unmodified verbs program (regcache-rdmatest with its own cache off:
+# ibv_reg_mr/ibv_dereg_mr around every transfer) whose buffers are unmapped and mapped again at
+# the same addresses: every transfer checked byte for byte, the shim's caches must hit, and see
+# the module's invalidations.
 shim=$(in_root sh -c 'ls /usr/lib/*/regcache/libregcache_shim.so')
-if in_root env LD_PRELOAD="$shim" REGCACHE_SHIM_VERBOSE=1 ibv_devices >$ov/shim.log 2>&1; then
-	ok "the installed shim preloads into a verbs program ($shim)"
+shimrun() { # OUTFILE TRANSFERS [ENV...]
+	f=$1 n=$2
+	shift 2
+	in_root env REGCACHE_MONITOR=ummunotify REGCACHE_SHIM_VERBOSE=1 LD_PRELOAD="$shim" "$@" \
+		timeout 300 "$here/guest-rdma.sh" pair "$rdmatest" 7480 --monitor none \
+		--transfers "$n" --fork-every 0 >"$f" 2>&1
+}
+# The shim's summaries (one per process) added up: field NAME.
+shimsum() { sed -n "s/^regcache_shim: pid .* $1=\([0-9]*\) .*/\1/p" "$2" | awk '{ s += $1 } END { print s + 0 }'; }
+shimrun $ov/shim.log "${DEB_SHIM_TRANSFERS:-1000}"
+rc=$?
+grep -E '^(RESULT|regcache_shim: pid)' $ov/shim.log | sed 's/^/#   shim: /'
+hits=$(shimsum hits $ov/shim.log) inval=$(shimsum invalidated $ov/shim.log)
+if [ $rc = 0 ] && grep -q '^RESULT .* corruptions=0 .*remote_errors=0 failures=0' $ov/shim.log; then
+	ok "installed shim ($shim): every transfer intact (exit 0, 0 corruptions)"
 else
-	cat $ov/shim.log
-	nok "installed shim preloaded into ibv_devices"
+	tail -20 $ov/shim.log | sed 's/^/#   /'
+	nok "installed shim: transfers intact" "exit $rc"
+fi
+if [ "$(grep -c '^regcache_shim: pid .* enabled ' $ov/shim.log)" = 2 ] && [ "$hits" -gt 0 ] &&
+	[ "$inval" -gt 0 ]; then
+	ok "installed shim: both processes cached (hits=$hits), reused addresses invalidated ($inval)"
+else
+	nok "installed shim: caching" "hits=$hits invalidated=$inval"
+fi
+# Negative control: the same with the shim's caches told to ignore the module must corrupt.
+shimrun $ov/shim-neg.log "${DEB_SHIM_NEG_TRANSFERS:-500}" REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1
+rc=$?
+grep -E '^RESULT' $ov/shim-neg.log | sed 's/^/#   negative: /'
+if [ $rc != 0 ] && grep -qE '^RESULT .*(corruptions=[1-9]|remote_errors=[1-9])' $ov/shim-neg.log; then
+	ok "installed shim, negative control (invalidations ignored): stale registrations detected"
+else
+	tail -20 $ov/shim-neg.log | sed 's/^/#   /'
+	nok "installed shim, negative control" "exit $rc, no corruption detected"
 fi
 
 # --- removal ---------------------------------------------------------------------------------
@@ -142,11 +168,12 @@ else
 	tail -30 $ov/purge.log
 	nok "dpkg --purge"
 fi
-if lsmod | grep -q '^ummunotify '; then
+if [ -d /sys/module/ummunotify ]; then
 	nok "module unloaded by the prerm"
 else
 	ok "module unloaded by the prerm"
 fi
+rm -f "$depmodconf"
 # Every file the install wrote is in the upper directory; what may stay is dpkg's and the
 # system's bookkeeping (databases, logs, caches, depmod's indexes, ld.so.cache).
 left=$(cd $ov/upper && find . \( -type f -o -type l \) | grep -v \
@@ -165,6 +192,7 @@ if in_root modinfo ummunotify >/dev/null 2>&1 && [ "$(in_root modinfo -n ummunot
 else
 	nok "the dkms module is still installed"
 fi
-phase done
+phase end
+echo "# guest-deb.sh: $(($(date +%s) - t0)) s, guest up $(cut -d. -f1 /proc/uptime) s"
 for d in dev/pts dev sys proc tmp run root; do umount $m/$d; done
 umount $m

@@ -3,19 +3,29 @@
 # host's root read-only at /newroot with scratch tmpfs on top, mounts the
 # results share, runs /run/vmtest/guest-job.sh in a chroot and powers off.
 # The host reads the exit code from the results share.
+# The root's 9p cache mode comes from the kernel command line
+# (vmtest.rootcache=loose|none|mmap, run.sh --root-cache; default loose): the
+# root is read-only and nothing the guest reads from it changes during a run,
+# so the guest may cache its pages, attributes and lookups. The results share
+# is written by both sides and stays cache=none.
 export PATH=/bin:/sbin
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 
-for m in $(cat /modules.order); do
+while read -r m; do
 	insmod /lib/modules/"$m" || echo "vmtest-init: insmod $m failed"
-done
+done </modules.order
 echo /sbin/modprobe >/proc/sys/kernel/modprobe
 
-opts=trans=virtio,version=9p2000.L,msize=512000,cache=none
-if ! mount -t 9p -o "$opts,ro" hostroot /newroot; then
+opts=trans=virtio,version=9p2000.L,msize=512000
+rootcache=loose
+read -r cmdline </proc/cmdline
+for a in $cmdline; do
+	case $a in vmtest.rootcache=*) rootcache=${a#*=} ;; esac
+done
+if ! mount -t 9p -o "$opts,cache=$rootcache,ro" hostroot /newroot; then
 	echo "vmtest-init: cannot mount host root"
 	poweroff -f
 fi
@@ -30,7 +40,7 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mkdir -p /newroot/run/vmtest
-mount -t 9p -o "$opts" results /newroot/run/vmtest
+mount -t 9p -o "$opts,cache=none" results /newroot/run/vmtest
 hostname vmtest
 
 chroot /newroot /bin/sh /run/vmtest/guest-job.sh </dev/null

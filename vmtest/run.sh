@@ -24,6 +24,11 @@
 #                  socket,udp=127.0.0.1:P,localaddr=127.0.0.1:Q: a point-to-point
 #                  link to another guest); --mac sets its MAC (default qemu's),
 #                  --nic-model the device (default virtio-net-pci; e1000, ...)
+#   --root-cache C 9p cache mode of the guest's read-only root: loose
+#                  (default: pages, attributes and lookups cached in the
+#                  guest; the root must not change during the run), none
+#                  (every access goes to the host) or mmap; the default
+#                  can be set with VMTEST_ROOT_CACHE
 #   --no-module    do not build nor load ummunotify.ko
 #   --no-build     load the already built module, do not run make
 #   --no-unload    do not rmmod the module after the command
@@ -44,6 +49,7 @@ KMOD=$ROOT/kmod
 CACHE=${VMTEST_CACHE:-/tmp/regcache-vmtest}
 
 kernel="" timeout=600 mem=2048 smp=2 out="" rw="" quiet=0 netdev="" mac="" nic_model=virtio-net-pci
+rootcache=${VMTEST_ROOT_CACHE:-loose}
 module=1 build=1 unload=1
 envs=()
 numa=1
@@ -63,6 +69,7 @@ while [ $# -gt 0 ]; do
 	--netdev) netdev=$2; shift 2 ;;
 	--mac) mac=$2; shift 2 ;;
 	--nic-model) nic_model=$2; shift 2 ;;
+	--root-cache) rootcache=$2; shift 2 ;;
 	-e) envs+=("$2"); shift 2 ;;
 	--no-module) module=0; shift ;;
 	--no-build) build=0; shift ;;
@@ -76,6 +83,7 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || die "no command given (see --help)"
 [ -n "$kernel" ] || die "--kernel 6.1|6.12 is required"
+case $rootcache in loose|none|mmap) ;; *) die "--root-cache loose|none|mmap, not $rootcache" ;; esac
 
 # Resolve the kernel: the Debian ABI number moves with updates.
 resolve_kver() {
@@ -105,7 +113,9 @@ fi
 [ $module = 0 ] || [ -r "$KO" ] || die "$KO not built"
 
 # ---- initramfs: busybox, the 9p stack of this kernel, /init ----------------
-INITRD=$CACHE/initrd-$KVER.img
+# Named after what goes into it (this script and guest-init.sh): checkouts with different
+# versions of them share $CACHE without booting each other's /init.
+INITRD=$CACHE/initrd-$KVER-$(cat "$0" "$HERE/guest-init.sh" | sha1sum | cut -c1-12).img
 build_initrd() {
 	local w=$CACHE/initrd-$KVER.d moddir=/usr/lib/modules/$KVER m f
 	local -A seen=()
@@ -129,6 +139,7 @@ build_initrd() {
 		local path=$1 dep
 		[ -n "${seen[$path]:-}" ] && return
 		seen[$path]=1
+		# shellcheck disable=SC2013 # one line: the dependencies, space separated
 		for dep in $(grep "^$path:" "$moddir/modules.dep" | cut -d: -f2); do
 			add_mod "$dep"
 		done
@@ -155,8 +166,7 @@ build_initrd() {
 		mv "$INITRD.tmp" "$INITRD"
 	rm -rf "$w"
 }
-if [ ! -s "$INITRD" ] || [ "$HERE/guest-init.sh" -nt "$INITRD" ] ||
-   [ "$0" -nt "$INITRD" ]; then
+if [ ! -s "$INITRD" ]; then
 	build_initrd || die "initramfs build failed"
 fi
 flock -u 9
@@ -234,7 +244,7 @@ timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
 	"${numa_args[@]+"${numa_args[@]}"}" \
 	-kernel "$VMLINUZ" -initrd "$INITRD" \
-	-append "console=ttyS0 panic=-1 loglevel=5 nowatchdog rcupdate.rcu_cpu_stall_timeout=300 mitigations=off" \
+	-append "console=ttyS0 panic=-1 loglevel=5 nowatchdog rcupdate.rcu_cpu_stall_timeout=300 mitigations=off vmtest.rootcache=$rootcache" \
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$out,mount_tag=results,security_model=none,multidevs=remap" \
 	"${virtfs_rw[@]+"${virtfs_rw[@]}"}" \
