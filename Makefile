@@ -61,7 +61,8 @@ test-deb: deps
 # on each, Slurm (slurmctld + slurmd, munge) launching Open MPI 4.1 + UCX ranks with
 # `srun --mpi=pmix` under the shim: ib_write_bw, mpi_reuse and its negative control, the
 # per-node textfiles through node_exporter into Prometheus, a rank killed mid-run
-# (vmtest/test-multinode.sh; 400-700 s on 2 cores). Not in `make test` (CI budget).
+# (vmtest/test-multinode.sh; 400-700 s on 2 cores). Not in `make test` (CI budget): .ci/run
+# runs it after `make test` on Sundays (UTC) and whenever REGCACHE_CI_MULTINODE=1.
 test-multinode: deps
 	vmtest/setup.sh
 	vmtest/test-multinode.sh
