@@ -9,7 +9,8 @@ use regcache::{Access, Registrar, Registration};
 use regcache_oracle::mem;
 use std::time::{Duration, Instant};
 
-const ACCESS: Access = Access::LOCAL_WRITE
+/// What the benchmarks register with (also check_cost.rs).
+pub const ACCESS: Access = Access::LOCAL_WRITE
     .union(Access::REMOTE_WRITE)
     .union(Access::REMOTE_READ);
 

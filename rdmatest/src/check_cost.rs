@@ -3,18 +3,14 @@
 //! NIC), and what every miss now pays on top (one ARM), at 4 KiB, 1 MiB and 64 MiB, medians in
 //! one process (issue 11). Prints a Markdown table.
 
-use crate::bench::{human, median, us};
+use crate::bench::{human, median, us, ACCESS};
 use regcache::monitor::ummunotify::{Revalidation, UmmunotifyMonitor};
 use regcache::monitor::Monitor;
 use regcache::registrar::uring::SoftNic;
 use regcache::registrar::verbs::VerbsRegistrar;
-use regcache::{Access, Range, Registrar};
+use regcache::{Range, Registrar};
 use regcache_oracle::mem;
 use std::time::{Duration, Instant};
-
-const ACCESS: Access = Access::LOCAL_WRITE
-    .union(Access::REMOTE_WRITE)
-    .union(Access::REMOTE_READ);
 
 /// Median of `n` timed calls of `f`.
 fn timed(n: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {

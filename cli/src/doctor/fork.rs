@@ -99,7 +99,7 @@ fn fork_init_madvises(lib: *mut c_void) -> Option<bool> {
     if unsafe { fork_init() } != 0 {
         return None;
     }
-    let pg = 4096usize;
+    let pg = regcache::range::page_size();
     // SAFETY: a fresh private anonymous mapping of three pages; checked below.
     let p = unsafe {
         libc::mmap(
