@@ -25,15 +25,8 @@ pass=0 fail=0
 ok() { echo "ok $*"; pass=$((pass + 1)); }
 nok() { echo "not ok $*"; fail=$((fail + 1)); }
 
-# Waits up to $1 seconds for command $2... to succeed (polls every half second).
-wait_for() {
-	local deadline=$(($(date +%s) + $1))
-	shift
-	until "$@"; do
-		[ "$(date +%s)" -lt "$deadline" ] || return 1
-		sleep 0.5
-	done
-}
+# shellcheck source=scripts/wait-for.sh
+. "$ROOT/scripts/wait-for.sh"
 
 now() { date +%s.%N; }
 since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }

@@ -57,14 +57,8 @@ finish() {
 	[ "$fail" = 0 ]
 	exit
 }
-wait_for() {
-	local deadline=$(($(date +%s) + $1))
-	shift
-	until "$@"; do
-		[ "$(date +%s)" -lt "$deadline" ] || return 1
-		sleep 0.5
-	done
-}
+# shellcheck source=scripts/wait-for.sh
+. "$ROOT/scripts/wait-for.sh"
 T0=$(date +%s)
 
 exec 7>/tmp/regcache-vmtest-multinode.lock

@@ -93,15 +93,8 @@ ucx_fake=$shim_build/ucx_fake_client
 [ -f "$shim_so" ] && [ -x "$fake" ] && [ -x "$ucx_fake" ] ||
 	{ not_ok build "no $shim_so, $fake or $ucx_fake"; finish; }
 
-# Waits up to $1 seconds for command $2... to succeed.
-wait_for() {
-	local deadline=$(($(date +%s) + $1))
-	shift
-	until "$@"; do
-		[ "$(date +%s)" -lt "$deadline" ] || return 1
-		sleep 0.5
-	done
-}
+# shellcheck source=scripts/wait-for.sh
+. "$ROOT/scripts/wait-for.sh"
 
 # --- Prometheus, scraping the port the demo will listen on ---------------------------------
 free_port() {
