@@ -18,8 +18,9 @@
  *   cached registration) it may use and deregister independently of any other call; the wrapper
  *   holds one regcache_mr handle, so the registration stays valid until the program
  *   deregisters it. ibv_dereg_mr(wrapper) releases the handle (the cache keeps the registration
- *   for later hits) and frees the wrapper. Wrappers are recognised by address (a hash set), so
- *   an MR the shim did not make is passed to rdma-core untouched.
+ *   for later hits) and frees the wrapper. Wrappers live in an address range the shim reserves
+ *   (shim_pool.c) and are recognised by address, so an MR the shim did not make is passed to
+ *   rdma-core untouched, without a lock or a read of it.
  * - Staleness is the cache's job: its monitor (ummunotify, else userfaultfd) sees munmap and
  *   friends, including glibc's internal munmap that no LD_PRELOAD hook can see. Without a
  *   working monitor the shim warns once on stderr and passes everything through.
@@ -94,13 +95,6 @@ struct shim_pd {
 	struct shim_pd *next;
 };
 
-/* What the program holds: `mr` first, so a struct ibv_mr * is a struct shim_mr *. */
-struct shim_mr {
-	struct ibv_mr mr;
-	struct regcache_mr *handle;	/* cached registration, or NULL ... */
-	struct ibv_mr *real;		/* ... a pass-through one (after ibv_rereg_mr) */
-};
-
 static struct {
 	pthread_once_t once;		/* environment */
 	pthread_once_t verbs_once;	/* the real libibverbs functions */
@@ -127,8 +121,9 @@ static struct {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
-static struct shim_set wrappers = SHIM_SET_INIT;
 static __thread int depth;
+/* The last PD this thread registered in (pd_cache's fast path). */
+static __thread struct shim_pd *last_pd;
 
 /* One line on stderr, "regcache_shim: ..." (also the bridges', see shim.h). */
 void shim_warn(const char *fmt, ...)
@@ -463,12 +458,22 @@ static struct regcache_cache *pd_cache(struct ibv_pd *pd)
 	char msg[256];
 	int rc;
 
+	/* Most calls are for the PD of the previous one: no lock. Nodes are never freed, and
+	 * ibv_dealloc_pd sets `cache` to NULL (relaxed on both sides: NULL publishes nothing; a
+	 * registration racing the deallocation of its own PD is the program's error either way). */
+	sp = last_pd;
+	if (sp && sp->pd == pd) {
+		c = __atomic_load_n(&sp->cache, __ATOMIC_RELAXED);
+		if (c)
+			return c;
+	}
 	pthread_mutex_lock(&shim.lock);
 	for (sp = shim.pds; sp; sp = sp->next)
 		if (sp->pd == pd)
 			break;
 	if (sp) {
 		c = sp->cache;
+		last_pd = sp;
 		goto out;
 	}
 	if (!shim.enabled)
@@ -497,6 +502,7 @@ static struct regcache_cache *pd_cache(struct ibv_pd *pd)
 	sp->cache = c;
 	sp->next = shim.pds;
 	shim.pds = sp;
+	last_pd = sp;
 	/* regcache_destroy() (ibv_dealloc_pd) takes it out again, its counters kept. */
 	if (shim.metrics && regcache_metrics_add(shim.metrics, c)) {
 		regcache_last_error(msg, sizeof(msg));
@@ -581,28 +587,24 @@ static struct ibv_mr *shim_reg(struct ibv_pd *pd, void *addr, size_t length, uin
 	c = pd_cache(pd);
 	if (!c)
 		return passthrough_counted(pd, addr, length, iova, access, ucx);
-	w = calloc(1, sizeof(*w));
+	w = shim_pool_get();
 	if (!w) {
-		errno = ENOMEM;
-		return NULL;
+		/* No room for another wrapper: this one goes uncached. */
+		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	}
 	depth++;
 	rc = wrap(w, c, pd, addr, length, access);
 	depth--;
 	if (rc == -EINVAL || rc == -ECHILD || rc == -E2BIG) {
 		/* Not for the cache (e.g. a fork() child): let rdma-core decide. */
-		free(w);
+		shim_pool_claim(w);
+		shim_pool_put(w);
 		return passthrough_counted(pd, addr, length, iova, access, ucx);
 	}
 	if (rc) {
-		free(w);
+		shim_pool_claim(w);
+		shim_pool_put(w);
 		errno = -rc;
-		return NULL;
-	}
-	if (shim_set_add(&wrappers, w)) {
-		regcache_release(w->handle);
-		free(w);
-		errno = ENOMEM;
 		return NULL;
 	}
 	__atomic_fetch_add(&shim.wrapped, 1, __ATOMIC_RELAXED);
@@ -643,10 +645,13 @@ SHIM_EXPORT int ibv_dereg_mr(struct ibv_mr *mr)
 	int rc = 0;
 
 	init_verbs();
-	if (!mr || !shim_set_remove(&wrappers, w)) {
+	switch (mr ? shim_pool_claim(w) : -1) {
+	case -1:	/* not the shim's */
 		if (!shim.dereg)
 			return ENOSYS;
 		return shim.dereg(mr);
+	case 0:		/* a wrapper already deregistered (or being deregistered) */
+		return EINVAL;
 	}
 	if (w->handle)
 		regcache_release(w->handle);
@@ -655,10 +660,10 @@ SHIM_EXPORT int ibv_dereg_mr(struct ibv_mr *mr)
 	if (rc) {
 		/* Keep the wrapper so that the program may try again. */
 		w->handle = NULL;
-		shim_set_add(&wrappers, w);
+		shim_pool_unclaim(w);
 		return rc;
 	}
-	free(w);
+	shim_pool_put(w);
 	return 0;
 }
 
@@ -679,8 +684,12 @@ SHIM_EXPORT int ibv_rereg_mr(struct ibv_mr *mr, int flags, struct ibv_pd *pd, vo
 	int rc = -1;
 
 	init_verbs();
-	if (!mr || !shim_set_contains(&wrappers, w))
+	switch (mr ? shim_pool_state(w) : -1) {
+	case -1:	/* not the shim's */
 		return shim.rereg ? shim.rereg(mr, flags, pd, addr, length, access) : ENOSYS;
+	case 0:		/* a deregistered wrapper */
+		return IBV_REREG_MR_ERR_INPUT;
+	}
 	if (flags & ~IBV_REREG_MR_FLAGS_SUPPORTED)
 		return IBV_REREG_MR_ERR_INPUT;
 	if (!flags)
@@ -741,7 +750,8 @@ SHIM_EXPORT int ibv_dealloc_pd(struct ibv_pd *pd)
 		add_stats(&shim.totals, sp->cache);
 		/* Registrations still held by the program keep sp (leaked on purpose). */
 		regcache_destroy(sp->cache);
-		sp->cache = NULL;
+		/* Atomic: pd_cache's fast path reads it without the lock. */
+		__atomic_store_n(&sp->cache, NULL, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&shim.lock);
 	if (!shim.dealloc_pd)

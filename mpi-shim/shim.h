@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <infiniband/verbs.h>
+
 #include "regcache.h"
 
 /* Counters of the whole process: every PD's cache plus the shim's own. */
@@ -26,24 +28,21 @@ struct shim_counts {
 
 void shim_counts_add(struct shim_counts *t, const struct regcache_stats *s);
 
-/*
- * A set of pointers (open addressing, linear probing, tombstones), locked by its own mutex:
- * which struct ibv_mr * the shim made.
- */
-struct shim_set {
-	pthread_mutex_t lock;
-	void **slots;
-	size_t cap;	/* power of two, or 0 */
-	size_t used;	/* live + tombstones */
-	size_t live;
+/* What the program holds: `mr` first, so a struct ibv_mr * is a struct shim_mr *. */
+struct shim_mr {
+	struct ibv_mr mr;
+	struct regcache_mr *handle;	/* cached registration, or NULL ... */
+	struct ibv_mr *real;		/* ... a pass-through one (after ibv_rereg_mr) */
 };
 
-#define SHIM_SET_INIT { .lock = PTHREAD_MUTEX_INITIALIZER }
-
-int shim_set_add(struct shim_set *s, void *p);		/* 0 or -ENOMEM */
-int shim_set_remove(struct shim_set *s, void *p);	/* 1 if it was there */
-int shim_set_contains(struct shim_set *s, void *p);
-size_t shim_set_size(struct shim_set *s);
+/* The wrappers, in a range the shim reserves (shim_pool.c). */
+struct shim_mr *shim_pool_get(void);		/* zeroed and live, or NULL (no memory) */
+int shim_pool_claim(const void *p);	/* -1: not a wrapper; 0: not live; 1: claimed */
+int shim_pool_state(const void *p);	/* -1: not a wrapper; 0: not live; 1: live */
+void shim_pool_unclaim(struct shim_mr *w);	/* claimed -> live again */
+void shim_pool_put(struct shim_mr *w);		/* claimed -> free */
+size_t shim_pool_live(void);
+size_t shim_pool_carved(void);	/* slots ever handed out (tests) */
 
 /* Provided by shim.c for the bridges (ucx_bridge.c, ofi_attach.c). */
 /* One line on stderr, "regcache_shim: ...". */
