@@ -83,10 +83,23 @@ static void give_back_all(void *unused)
 	tls_n = 0;
 }
 
+static void lock_for_fork(void)
+{
+	pthread_mutex_lock(&pool.lock);
+}
+
+static void unlock_after_fork(void)
+{
+	pthread_mutex_unlock(&pool.lock);
+}
+
+/* Once a process: the key, and fork handlers so that a child never starts with pool.lock
+ * held by a thread it does not have (its first wrapper would wait forever). */
 static void make_key(void)
 {
 	if (pthread_key_create(&pool.key, give_back_all))
 		pool.key = (pthread_key_t)-1;
+	pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
 }
 
 /* Makes sure this thread's list goes back when it exits (once a thread). */

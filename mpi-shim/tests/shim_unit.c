@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "shim.h"
 
@@ -170,6 +172,27 @@ int main(void)
 		if (shim_pool_state(a) != 1)
 			bad++;
 	check(i == 1000 && bad == 0 && shim_pool_live() == 1000, "1000 more wrappers, all live");
+	/* A fork() child takes and gives back wrappers (the pool's lock is not left held). */
+	{
+		pid_t pid = fork();
+		int status = -1;
+
+		if (pid == 0) {
+			for (i = 0; i < 3 * HANDOFF; i++) {
+				a = shim_pool_get();
+				if (!a || shim_pool_claim(a) != 1)
+					_exit(1);
+				handed[i % HANDOFF] = a;
+			}
+			for (i = 0; i < HANDOFF; i++)
+				shim_pool_put(handed[i]);
+			_exit(0);
+		}
+		if (pid > 0)
+			waitpid(pid, &status, 0);
+		check(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "a fork() child takes 30000 wrappers and gives 10000 back");
+	}
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }
