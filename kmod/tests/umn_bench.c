@@ -276,25 +276,77 @@ static void fill(int fd, char *base, long n, uint64_t *t)
 	}
 }
 
-/* Median of munmap() of a freshly mapped, populated, watched page. */
-static double munmap_watched(int fd, int iters, uint64_t *t)
+/* munmap() of a freshly mapped, populated page watched by @fd (cookie 1). */
+static uint64_t munmap_watched_one(int fd)
+{
+	char *p = map_pages(1, 1);
+	uint64_t t0, t;
+
+	if (umn_reg(fd, p, PAGE, 1))
+		FAIL("register");
+	t0 = now_ns();
+	munmap(p, PAGE);
+	t = now_ns() - t0;
+	if (umn_unreg(fd, 1))
+		FAIL("unregister");
+	drain(fd);
+	return t;
+}
+
+/*
+ * A process of its own (its own mm and fd, no other range) that times one
+ * munmap_watched_one() per byte written to *@to and answers on *@from;
+ * it exits when *@to is closed.
+ */
+static void spawn_alone(int *to, int *from)
+{
+	int a[2], b[2];
+	pid_t pid;
+
+	if (pipe(a) || pipe(b))
+		FAIL("pipe");
+	pid = fork();
+	if (pid < 0)
+		FAIL("fork");
+	if (!pid) {
+		int fd = umn_open();
+		uint64_t t;
+		char c;
+
+		close(a[1]);
+		close(b[0]);
+		while (read(a[0], &c, 1) == 1) {
+			t = munmap_watched_one(fd);
+			if (write(b[1], &t, sizeof(t)) != sizeof(t))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(a[0]);
+	close(b[1]);
+	*to = a[1];
+	*from = b[0];
+}
+
+/*
+ * Medians of munmap of a watched page in the other process (alone) and in
+ * this one (@fd), interleaved: *@alone and the return value.
+ */
+static double munmap_interleaved(int to, int from, int fd, int iters,
+				 uint64_t *ta, uint64_t *tb, double *alone)
 {
 	int i;
 
 	for (i = 0; i < iters; i++) {
-		char *p = map_pages(1, 1);
-		uint64_t t0;
+		char c = 1;
 
-		if (umn_reg(fd, p, PAGE, 1))
-			FAIL("register");
-		t0 = now_ns();
-		munmap(p, PAGE);
-		t[i] = now_ns() - t0;
-		if (umn_unreg(fd, 1))
-			FAIL("unregister");
-		drain(fd);
+		if (write(to, &c, 1) != 1 ||
+		    read(from, &ta[i], sizeof(ta[i])) != sizeof(ta[i]))
+			FAIL("helper process");
+		tb[i] = munmap_watched_one(fd);
 	}
-	return median(t, iters);
+	*alone = median(ta, iters);
+	return median(tb, iters);
 }
 
 /*
@@ -308,9 +360,10 @@ TEST_TIMEOUT(scale, 1800)
 	long old[3] = { read_long_file(MAX_REGIONS),
 			read_long_file(MAX_USER_REGIONS),
 			read_long_file(MAX_MM_REGIONS) };
-	int iters = 500, fd, small;
+	int iters = 500, fd, to, from;
 	uint64_t *t, *tm = calloc(iters, sizeof(uint64_t));
-	double reg_k, reg_n, unreg_n, unreg_k, mu1, mun, mu1b;
+	uint64_t *ta = calloc(iters, sizeof(uint64_t));
+	double reg_k, reg_n, unreg_n, unreg_k, a0, w0, a1, w1;
 	double fill_ns, unreg_all_ns, close_ns;
 	struct mem_snap m0, m1, m2;
 	char *base;
@@ -322,7 +375,7 @@ TEST_TIMEOUT(scale, 1800)
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	base = mmap(NULL, 2 * n * PAGE, PROT_NONE,
 		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (t == MAP_FAILED || base == MAP_FAILED || !tm)
+	if (t == MAP_FAILED || base == MAP_FAILED || !tm || !ta)
 		FAIL("mmap");
 	for (i = 0; i < 3; i++)
 		if (old[i] <= 0)
@@ -338,11 +391,15 @@ TEST_TIMEOUT(scale, 1800)
 	       slab_attr("objs_per_slab"), slab_attr("order"),
 	       slab_attr("aliases"));
 
-	/* munmap of a watched page, the fd's only range */
-	small = umn_open();
-	mu1 = munmap_watched(small, iters, tm);
-
+	/*
+	 * munmap of a watched page in another process whose fd has no other
+	 * range, interleaved with the same in this one: with one range here
+	 * too (control), then among 10^6.
+	 */
+	spawn_alone(&to, &from);
 	fd = umn_open();
+	w0 = munmap_interleaved(to, from, fd, iters, ta, tm, &a0);
+
 	mem_snap(&m0);
 	t0 = now_ns();
 	fill(fd, base, n, t);
@@ -350,7 +407,9 @@ TEST_TIMEOUT(scale, 1800)
 	reg_k = median(t + k, k);	/* 10^3 .. 2*10^3 present */
 	reg_n = median(t + n - k, k);	/* the last 10^3 */
 	mem_snap(&m1);
-	mun = munmap_watched(fd, iters, tm);
+	w1 = munmap_interleaved(to, from, fd, iters, ta, tm, &a1);
+	close(to);
+	close(from);
 
 	/* UNREGISTER of every range, in order: each finds 10^6 .. 1 */
 	t0 = now_ns();
@@ -374,8 +433,6 @@ TEST_TIMEOUT(scale, 1800)
 	t0 = now_ns();
 	close(fd);
 	close_ns = (double)(now_ns() - t0) / n;
-	mu1b = munmap_watched(small, iters, tm);
-	close(small);
 
 	set_limit(MAX_REGIONS, old[0]);
 	set_limit(MAX_USER_REGIONS, old[1]);
@@ -387,12 +444,14 @@ TEST_TIMEOUT(scale, 1800)
 	printf("%-46s %12.0f %8.2f\n", "REGISTER, 10^6 present (median)", reg_n,
 	       reg_n / reg_k);
 	printf("%-46s %12.0f\n", "REGISTER, mean over the whole fill", fill_ns);
-	printf("%-46s %12.0f %8.2f\n", "munmap watched page, fd's only range",
-	       mu1, 1.0);
-	printf("%-46s %12.0f %8.2f\n", "munmap watched page among 10^6", mun,
-	       mun / mu1);
-	printf("%-46s %12.0f %8.2f\n", "munmap watched page, only range, after",
-	       mu1b, mu1b / mu1);
+	printf("%-46s %12.0f %8.2f\n",
+	       "munmap watched page, other process, 1 range", a0, 1.0);
+	printf("%-46s %12.0f %8.2f\n",
+	       "  interleaved: this process, 1 range", w0, w0 / a0);
+	printf("%-46s %12.0f %8.2f\n",
+	       "munmap watched page, other process, 1 range", a1, 1.0);
+	printf("%-46s %12.0f %8.2f\n",
+	       "  interleaved: this process, among 10^6", w1, w1 / a1);
 	printf("%-46s %12.0f %8.2f\n", "UNREGISTER, 10^6 present (median)",
 	       unreg_n, 1.0);
 	printf("%-46s %12.0f %8.2f\n", "UNREGISTER, 10^3 present (median)",
