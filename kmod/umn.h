@@ -14,6 +14,7 @@
 #include <linux/mutex.h>
 #include <linux/list.h>
 #include <linux/rbtree.h>
+#include <linux/interval_tree.h>
 #include <linux/wait.h>
 #include <linux/fs.h>
 #include <linux/mmu_notifier.h>
@@ -42,10 +43,18 @@ enum {
 /**
  * struct umn_file - state of one open /dev/ummunotify
  * @mm: the opener's address space (mmgrab'ed, never mmget'ed)
- * @lock: spinlock, protects @queue, @need_last, @reading and the queue
- *	state of every region; taken by the notifier callback
+ * @mni: one interval notifier over the whole of @mm, inserted by the
+ *	first REGISTER (umn_notifier.c)
+ * @mni_live: @mni is inserted (under @mutex; removed at release only)
+ * @lock: spinlock, protects @ranges, @walkers, @queue, @need_last,
+ *	@reading and the queue state of every region; taken by the notifier
+ *	callback
  * @mutex: serializes register, unregister and read; protects @cookies and
  *	@nregions
+ * @ranges: every registered region, by address (changed under @mutex and
+ *	@lock, searched by the callback under @lock)
+ * @walkers: callbacks paused in the middle of @ranges (under @lock)
+ * @walk_wait: REGISTER and UNREGISTER waiting for @walkers to drop to 0
  * @cookies: every registered region, by cookie
  * @nregions: number of entries in @cookies
  * @queue: regions with a pending INVAL record
@@ -64,8 +73,13 @@ enum {
  */
 struct umn_file {
 	struct mm_struct	*mm;
+	struct mmu_interval_notifier	mni;
+	bool			mni_live;
 	spinlock_t		lock;	/* queue, counter; see umn_region.c */
 	struct mutex		mutex;	/* cookies, readers; see umn_region.c */
+	struct rb_root_cached	ranges;
+	unsigned int		walkers;
+	wait_queue_head_t	walk_wait;
 	struct rb_root		cookies;
 	unsigned int		nregions;
 	struct list_head	queue;
@@ -91,44 +105,57 @@ enum umn_reval_state {
 
 /**
  * struct umn_region - one registered range
- * @mni: the kernel's interval-tree node for this range
- * @uf: owning file
- * @start: first byte
- * @end: one past the last byte
- * @cookie: user cookie
+ * @it: entry in umn_file::ranges: @it.start is the first byte, @it.last
+ *	the last one (changed under umn_file::mutex and umn_file::lock)
  * @node: entry in umn_file::cookies (under umn_file::mutex)
  * @qentry: entry in umn_file::queue (under umn_file::lock)
- * @queued: @qentry is on the queue (under umn_file::lock)
- * @hint: one invalidation since queued: [@hint_start, @hint_end) valid
- * @hint_start: start of the invalidated part, clipped to the range
- * @hint_end: end of the invalidated part, clipped to the range
- * @hits: invalidations that hit the range (wraps; compared for equality)
- * @peek_hits: @hits when read() last copied the record out
+ * @cookie: user cookie
  * @hit_counter: generation counter after the last reported hit (under
  *	umn_file::lock), for ARM with UMMUNOTIFY_ARM_SINCE
+ * @digest: keyed digest of the frames at ARM (under umn_file::mutex)
+ * @hint_first: first unit of the invalidated part (see umn_hint_shift())
+ * @hint_last: last unit of the invalidated part
+ * @hit_seq: low 16 bits of the notifier sequence of the last reported hit
+ *	(under umn_file::lock; see umn_notifier_may_run())
+ * @queued: @qentry is on the queue (under umn_file::lock)
+ * @hint: one invalidation since queued: @hint_first..@hint_last valid
+ * @rehit: hit again since read() last copied the record out
  * @reval: enum umn_reval_state (under umn_file::mutex)
  * @writable: every page was writable at ARM (under umn_file::mutex)
- * @digest: keyed digest of the frames at ARM (under umn_file::mutex)
+ *
+ * The fields under different locks are separate bytes, never bitfields
+ * sharing a word.  At most 128 bytes (UMN_REGION_MAX_SIZE): one slab
+ * object is the whole kernel memory of a range (issue 13).
  */
 struct umn_region {
-	struct mmu_interval_notifier	mni;
-	struct umn_file			*uf;
-	u64				start;
-	u64				end;
-	u64				cookie;
+	struct interval_tree_node	it;
 	struct rb_node			node;
 	struct list_head		qentry;
+	u64				cookie;
+	u64				hit_counter;
+	u64				digest;
+	u32				hint_first;
+	u32				hint_last;
+	u16				hit_seq;
 	bool				queued;
 	bool				hint;
-	u64				hint_start;
-	u64				hint_end;
-	unsigned int			hits;
-	unsigned int			peek_hits;
-	u64				hit_counter;
+	bool				rehit;
 	u8				reval;
 	bool				writable;
-	u64				digest;
 };
+
+#define UMN_REGION_MAX_SIZE	128
+
+static inline u64 umn_region_start(const struct umn_region *r)
+{
+	return r->it.start;
+}
+
+/* One past the last byte. */
+static inline u64 umn_region_end(const struct umn_region *r)
+{
+	return (u64)r->it.last + 1;
+}
 
 /* umn_acct.c */
 enum {
@@ -152,14 +179,28 @@ int umn_region_register(struct umn_file *uf,
 			const struct ummunotify_register_ioctl *req);
 int umn_region_unregister(struct umn_file *uf, u64 cookie);
 void umn_region_remove_all(struct umn_file *uf);
-bool umn_region_queue_hit(struct umn_region *region, u64 start, u64 end);
+bool umn_region_queue_hit(struct umn_file *uf, struct umn_region *region,
+			  u64 start, u64 end);
+void umn_region_tree_lock(struct umn_file *uf);
 struct umn_region *umn_region_find(struct umn_file *uf, u64 cookie);
 bool umn_region_readable(struct umn_file *uf);
 ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count);
 
 /* umn_notifier.c */
-int umn_notifier_insert(struct umn_region *region);
-void umn_notifier_remove(struct umn_region *region);
+int umn_notifier_start(struct umn_file *uf);
+void umn_notifier_settle(struct umn_file *uf);
+bool umn_notifier_may_run(struct umn_file *uf, u16 hit_seq);
+void umn_notifier_stop(struct umn_file *uf);
+
+/* A notifier over one range for the length of an ARM or CHECK walk. */
+struct umn_walk_notifier {
+	struct mmu_interval_notifier	mni;
+	struct umn_file			*uf;
+};
+
+int umn_walk_notifier_insert(struct umn_walk_notifier *w, struct umn_file *uf,
+			     unsigned long start, unsigned long length);
+void umn_walk_notifier_remove(struct umn_walk_notifier *w);
 
 /* umn_reval.c */
 long umn_reval_ioctl(struct umn_file *uf, unsigned int cmd,

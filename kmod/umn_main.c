@@ -99,6 +99,8 @@ static int umn_open(struct inode *inode, struct file *file)
 	spin_lock_init(&uf->lock);
 	mutex_init(&uf->mutex);
 	uf->cookies = RB_ROOT;
+	uf->ranges = RB_ROOT_CACHED;
+	init_waitqueue_head(&uf->walk_wait);
 	INIT_LIST_HEAD(&uf->queue);
 	init_waitqueue_head(&uf->wait);
 	get_random_bytes(&uf->reval_key, sizeof(uf->reval_key));

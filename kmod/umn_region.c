@@ -9,35 +9,41 @@
  *   fails with ERESTARTSYS on a signal (EINTR for a handler without
  *   SA_RESTART): read() holds it across copy_to_user(), which may wait for
  *   a page fault as long as user space wants (userfaultfd).  It protects
- *   the cookie tree, the region count and the setting of UMN_USED by
- *   REGISTER/UNREGISTER (features never change once a range exists).
- *   Only holders of the mutex take entries off the queue or free regions,
- *   so a region seen under it stays valid and queued while it is held.
- *   It is taken before mmap_lock (mmu_interval_notifier_insert() may take
- *   mmap_lock, copy_to_user() may fault) and never under it: the mmap
- *   handler does not take it.  It may be held across
- *   mmu_interval_read_begin() (REGISTER, ARM, CHECK, read()) and
- *   mmu_interval_notifier_remove(), which sleep until running
- *   invalidations end: the invalidation path never takes the mutex.
+ *   the cookie tree, the region count, the fd's notifier (inserted under
+ *   it) and the setting of UMN_USED by REGISTER/UNREGISTER (features never
+ *   change once a range exists).  Only holders of the mutex take entries
+ *   off the queue, add or remove ranges or free regions, so a region seen
+ *   under it stays valid and queued while it is held.  It is taken before
+ *   mmap_lock (mmu_interval_notifier_insert() may take mmap_lock,
+ *   copy_to_user() may fault) and never under it: the mmap handler does
+ *   not take it.  It may be held across mmu_interval_read_begin()
+ *   (REGISTER, ARM, CHECK, read()) and mmu_interval_notifier_remove()
+ *   (ARM, CHECK), which sleep until running invalidations end: the
+ *   invalidation path never takes the mutex.
  *
- * - umn_file::lock is a spinlock.  It protects the queue, need_last,
- *   reading, the queue state of every region (queued, hint, hint_start,
- *   hint_end, hits, peek_hits, hit_counter) and the generation counter.
- *   The notifier callback takes it and may run where sleeping is not
- *   allowed: nothing sleeps under it.  It nests inside the mutex, never
- *   the other way round.
+ * - umn_file::lock is a spinlock.  It protects the range tree (ranges,
+ *   searched by the callback; changed by holders of the mutex that also
+ *   take the lock), walkers, the queue, need_last, reading, the queue
+ *   state of every region (queued, hint, hint_first, hint_last, rehit,
+ *   hit_counter) and the generation counter.  The notifier callback takes
+ *   it and may run where sleeping is not allowed: nothing sleeps under it.
+ *   It nests inside the mutex, never the other way round.  A callback may
+ *   drop it in the middle of the range tree (umn_notifier.c): it counts
+ *   itself in walkers first, and the range tree is changed only when
+ *   walkers is 0 (umn_region_tree_lock()).
  *
- * - A region is linked into the kernel's interval tree (umn_notifier.c)
- *   for exactly as long as it is in the cookie tree.  It is freed only after
- *   mmu_interval_notifier_remove() has returned, which guarantees that no
- *   callback still uses it.  The file is freed only after all its regions.
+ * - A region is in the range tree for exactly as long as it is in the
+ *   cookie tree.  Once out of the range tree (under the lock) no callback
+ *   can reach it, and it is freed.  The fd's notifier is removed at
+ *   release, before the regions are freed, and the file is freed after.
  *
  * - The revalidation state of a region (reval, writable, digest) is read
  *   and written under umn_file::mutex only; ARM and CHECK (umn_reval.c)
  *   hold the mutex across mmu_interval_read_begin() and mmap_read_lock().
  *
  * The queue holds at most one entry per region (the list node is embedded
- * in the region), so memory is proportional to regions, never to events.
+ * in the region), so memory is proportional to regions, never to events:
+ * one slab object of at most UMN_REGION_MAX_SIZE bytes per range.
  */
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -54,6 +60,7 @@ static atomic_long_t umn_live = ATOMIC_LONG_INIT(0);
 
 int umn_region_cache_init(void)
 {
+	BUILD_BUG_ON(sizeof(struct umn_region) > UMN_REGION_MAX_SIZE);
 	umn_region_cache = kmem_cache_create("ummunotify_region",
 					     sizeof(struct umn_region), 0,
 					     SLAB_ACCOUNT, NULL);
@@ -158,9 +165,8 @@ int umn_region_register(struct umn_file *uf,
 	region = kmem_cache_zalloc(umn_region_cache, GFP_KERNEL_ACCOUNT);
 	if (!region)
 		return -ENOMEM;
-	region->uf = uf;
-	region->start = req->start;
-	region->end = req->end;
+	region->it.start = req->start;
+	region->it.last = req->end - 1;
 	region->cookie = req->user_cookie;
 	INIT_LIST_HEAD(&region->qentry);
 
@@ -171,21 +177,21 @@ int umn_region_register(struct umn_file *uf,
 	ret = umn_region_charge(uf);
 	if (ret)
 		goto out;
-	if (!umn_cookie_insert(uf, region)) {
+	ret = umn_notifier_start(uf);
+	if (!ret && !umn_cookie_insert(uf, region))
 		ret = -EINVAL;
-	} else {
-		ret = umn_notifier_insert(region);
-		if (ret)
-			rb_erase(&region->node, &uf->cookies);
-	}
 	if (ret) {
 		umn_region_uncharge(uf);
 		goto out;
 	}
+	umn_region_tree_lock(uf);
+	interval_tree_insert(&region->it, &uf->ranges);
+	spin_unlock(&uf->lock);
 	uf->nregions++;
 	atomic_long_inc(&umn_live);
 	/* Under the mutex: EXCHANGE_FEATURES sees it. */
 	set_bit(UMN_USED, &uf->flags);
+	umn_notifier_settle(uf);
 out:
 	mutex_unlock(&uf->mutex);
 
@@ -195,25 +201,45 @@ out:
 }
 
 /*
- * Caller holds uf->mutex, or is the last user of uf.  Returns whether the
- * region had a record queued (now dropped).
+ * Takes uf->lock once no notifier callback is paused in the middle of the
+ * range tree, so that the tree may be changed.  Caller holds uf->mutex
+ * (nothing else changes the tree meanwhile).  A paused callback only waits
+ * for the CPU: the wait is short and cannot deadlock.
+ */
+void umn_region_tree_lock(struct umn_file *uf)
+{
+	spin_lock(&uf->lock);
+	while (uf->walkers) {
+		spin_unlock(&uf->lock);
+		wait_event(uf->walk_wait, !READ_ONCE(uf->walkers));
+		spin_lock(&uf->lock);
+	}
+}
+
+static void umn_region_free(struct umn_file *uf, struct umn_region *region)
+{
+	umn_region_uncharge(uf);
+	atomic_long_dec(&umn_live);
+	kmem_cache_free(umn_region_cache, region);
+}
+
+/*
+ * Caller holds uf->mutex.  Returns whether the region had a record queued
+ * (now dropped).
  */
 static bool umn_region_destroy(struct umn_file *uf, struct umn_region *region)
 {
 	bool queued;
 
-	/* After this, no callback runs or will run for the region. */
-	umn_notifier_remove(region);
-
-	spin_lock(&uf->lock);
+	/* After this, no callback can reach the region. */
+	umn_region_tree_lock(uf);
+	interval_tree_remove(&region->it, &uf->ranges);
 	queued = region->queued;
 	if (queued)
 		list_del(&region->qentry);
 	spin_unlock(&uf->lock);
 
-	umn_region_uncharge(uf);
-	atomic_long_dec(&umn_live);
-	kmem_cache_free(umn_region_cache, region);
+	umn_region_free(uf, region);
 	return queued;
 }
 
@@ -252,15 +278,61 @@ int umn_region_unregister(struct umn_file *uf, u64 cookie)
 	return ret;
 }
 
-/* Called from release(): nobody else can reach uf any more. */
+/*
+ * Called from release(): nobody else can reach uf any more, and once the
+ * fd's notifier is removed no callback can either.
+ */
 void umn_region_remove_all(struct umn_file *uf)
 {
 	struct umn_region *region, *next;
 
+	umn_notifier_stop(uf);
 	rbtree_postorder_for_each_entry_safe(region, next, &uf->cookies, node)
-		umn_region_destroy(uf, region);
+		umn_region_free(uf, region);
 	uf->cookies = RB_ROOT;
+	uf->ranges = RB_ROOT_CACHED;
+	INIT_LIST_HEAD(&uf->queue);
 	uf->nregions = 0;
+}
+
+/*
+ * Hints are kept in units of 2^shift bytes from the page of the start:
+ * pages, unless the range spans more than 2^32 pages (16 TiB), where the
+ * unit grows so that any offset fits in 32 bits.  An invalidation is page
+ * aligned, so for ranges up to 16 TiB the hint is exact; beyond, it is
+ * widened to whole units (still clipped to the range).
+ */
+static unsigned int umn_hint_shift(const struct umn_region *r)
+{
+	unsigned int bits = fls64(r->it.last - (r->it.start & PAGE_MASK));
+
+	return bits > PAGE_SHIFT + 32 ? bits - 32 : PAGE_SHIFT;
+}
+
+static void umn_hint_set(struct umn_region *r, u64 start, u64 end)
+{
+	unsigned int shift = umn_hint_shift(r);
+	u64 base = r->it.start & PAGE_MASK;
+
+	r->hint_first = (max_t(u64, start, r->it.start) - base) >> shift;
+	r->hint_last = (min_t(u64, end - 1, r->it.last) - base) >> shift;
+}
+
+static u64 umn_hint_start(const struct umn_region *r)
+{
+	u64 base = r->it.start & PAGE_MASK;
+
+	return max_t(u64, base + ((u64)r->hint_first << umn_hint_shift(r)),
+		     umn_region_start(r));
+}
+
+static u64 umn_hint_end(const struct umn_region *r)
+{
+	u64 base = r->it.start & PAGE_MASK;
+
+	return min_t(u64,
+		     base + (((u64)r->hint_last + 1) << umn_hint_shift(r)),
+		     umn_region_end(r));
 }
 
 /*
@@ -281,26 +353,25 @@ void umn_region_remove_all(struct umn_file *uf)
  * invalidation hits (issue 12: thousands of overlapping ranges made
  * thousands of wake-ups and signals).
  */
-bool umn_region_queue_hit(struct umn_region *region, u64 start, u64 end)
+bool umn_region_queue_hit(struct umn_file *uf, struct umn_region *region,
+			  u64 start, u64 end)
 {
-	struct umn_file *uf = region->uf;
 	bool wake = list_empty(&uf->queue) || uf->reading;
 
 	lockdep_assert_held(&uf->lock);
 
 	uf->reading = false;
 
-	region->hits++;
 	/* The counter is bumped right after, under the same lock. */
 	region->hit_counter = umn_counter_read(uf) + 1;
 	if (region->queued) {
 		region->hint = false;
+		region->rehit = true;
 		return wake;
 	}
 	region->queued = true;
 	region->hint = true;
-	region->hint_start = max(start, region->start);
-	region->hint_end = min(end, region->end);
+	umn_hint_set(region, start, end);
 	list_add_tail(&region->qentry, &uf->queue);
 	return wake;
 }
@@ -322,37 +393,39 @@ static void umn_event_fill(struct ummunotify_event *ev,
 	ev->user_cookie_counter = r->cookie;
 	if (r->hint) {
 		ev->flags = UMMUNOTIFY_EVENT_FLAG_HINT;
-		ev->hint_start = r->hint_start;
-		ev->hint_end = r->hint_end;
+		ev->hint_start = umn_hint_start(r);
+		ev->hint_end = umn_hint_end(r);
 	} else {
 		ev->flags = 0;
-		ev->hint_start = r->start;
-		ev->hint_end = r->end;
+		ev->hint_start = umn_region_start(r);
+		ev->hint_end = umn_region_end(r);
 	}
 }
 
 /*
  * Build up to @max records from the head of the queue without taking
- * anything off it; @regs[i] is the region of record i.  Caller holds
- * uf->mutex.  Returns the number of INVAL records; *@last tells whether a
- * LAST record was appended.
+ * anything off it.  Caller holds uf->mutex.  Returns the number of INVAL
+ * records; *@last tells whether a LAST record was appended, *@settle
+ * whether an invalidation that hit one of the ranges may still run.
  */
 static size_t umn_queue_peek(struct umn_file *uf, struct ummunotify_event *evs,
-			     struct umn_region **regs, size_t max, bool *last)
+			     size_t max, bool *last, bool *settle)
 {
 	struct umn_region *r;
 	bool more = false;
 	size_t n = 0;
 
 	*last = false;
+	*settle = false;
 	spin_lock(&uf->lock);
 	list_for_each_entry(r, &uf->queue, qentry) {
 		if (n == max) {
 			more = true;
 			break;
 		}
-		r->peek_hits = r->hits;
-		regs[n] = r;
+		r->rehit = false;
+		if (!*settle && umn_notifier_may_run(uf, r->hit_seq))
+			*settle = true;
 		umn_event_fill(&evs[n++], r);
 	}
 	uf->reading = true;
@@ -381,7 +454,7 @@ static void umn_queue_commit(struct umn_file *uf, size_t n, bool last)
 	list_for_each_entry_safe(r, tmp, &uf->queue, qentry) {
 		if (i++ == n)
 			break;
-		if (r->hits != r->peek_hits)
+		if (r->rehit)
 			continue;
 		list_del_init(&r->qentry);
 		r->queued = false;
@@ -408,16 +481,16 @@ static void umn_queue_abort(struct umn_file *uf)
  * it read the record could pin the old pages, which the invalidation then
  * drops, and no further record would come.  So a record is handed out
  * only once every invalidation of its range that was running when it was
- * read has ended: mmu_interval_read_begin() sleeps until then (it returns
- * at once when none is running).  Caller holds uf->mutex (the regions stay
- * registered), not uf->lock; invalidations never take the mutex.
+ * read has ended: if one may still run (@settle, from umn_queue_peek()),
+ * mmu_interval_read_begin() on the fd's notifier sleeps until then (it
+ * returns at once when none is running).  Caller holds uf->mutex (the
+ * regions stay registered, so the notifier is live), not uf->lock;
+ * invalidations never take the mutex.
  */
-static void umn_queue_wait_settled(struct umn_region **regs, size_t n)
+static void umn_queue_wait_settled(struct umn_file *uf, bool settle)
 {
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		mmu_interval_read_begin(&regs[i]->mni);
+	if (settle)
+		umn_notifier_settle(uf);
 }
 
 /*
@@ -427,26 +500,24 @@ static void umn_queue_wait_settled(struct umn_region **regs, size_t n)
 ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count)
 {
 	struct ummunotify_event *evs;
-	struct umn_region **regs;
 	size_t max, n, bytes;
-	bool last;
+	bool last, settle;
 	ssize_t ret;
 
 	max = min_t(size_t, count, PAGE_SIZE) / sizeof(*evs);
 	if (!max)
 		return -EINVAL;
 
-	evs = kmalloc_array(max, sizeof(*evs) + sizeof(*regs), GFP_KERNEL);
+	evs = kmalloc_array(max, sizeof(*evs), GFP_KERNEL);
 	if (!evs)
 		return -ENOMEM;
-	regs = (struct umn_region **)(evs + max);
 
 	if (mutex_lock_interruptible(&uf->mutex)) {
 		kfree(evs);
 		return -ERESTARTSYS;
 	}
-	n = umn_queue_peek(uf, evs, regs, max, &last);
-	umn_queue_wait_settled(regs, n);
+	n = umn_queue_peek(uf, evs, max, &last, &settle);
+	umn_queue_wait_settled(uf, settle);
 	bytes = (n + last) * sizeof(*evs);
 	if (!bytes) {
 		umn_queue_abort(uf);

@@ -14,7 +14,12 @@
  * digest and two flags whatever its size; a walk uses a fixed buffer of
  * UMN_REVAL_CHUNK entries on the stack.
  *
- * Every walk runs under the range's notifier sequence: the sequence is
+ * Every walk runs under the sequence of a notifier: first the fd's own,
+ * which covers the whole address space; if any invalidation of the mm
+ * started during that walk, the next walks run under a notifier over the
+ * range alone, inserted for the rest of the ARM or CHECK
+ * (umn_walk_notifier_insert()), so that invalidations elsewhere do not
+ * make them start again and again.  The sequence is
  * taken with mmu_interval_read_begin(), hmm_range_fault() gives up with
  * EBUSY as soon as an invalidation of the range starts, and the result is
  * kept only if mmu_interval_read_retry(), checked under umn_file::lock
@@ -26,10 +31,12 @@
  * - umn_file::mutex is held for the whole of ARM and CHECK: it keeps the
  *   region registered (UNREGISTER takes it) and protects its revalidation
  *   state (reval, writable, digest).
- * - Under the mutex: mmu_interval_read_begin() (may sleep until a running
- *   invalidation ends; invalidations never take the mutex), then
+ * - Under the mutex: mmu_interval_notifier_insert() of the walk's notifier
+ *   (may take mmap_lock), mmu_interval_read_begin() (may sleep until a
+ *   running invalidation ends; invalidations never take the mutex), then
  *   mmap_read_lock() of the caller's own mm, then hmm_range_fault() (takes
- *   page table locks).  mmu_interval_read_begin() is never called with
+ *   page table locks), at the end mmu_interval_notifier_remove() (may
+ *   sleep like mmu_interval_read_begin()).  Neither is called with
  *   mmap_lock held (an invalidation may hold it for write while we wait).
  * - umn_file::lock is taken alone, after mmap_lock is dropped, to check
  *   the sequence and read hit_counter.
@@ -105,17 +112,20 @@ static bool umn_page_writable(unsigned long hmm_pfn, bool vm_write)
 	return PageAnon(page) && PageAnonExclusive(page);
 }
 
-/* Caller holds mmap_lock of region->uf->mm (read). */
-static enum umn_walk_result umn_walk(struct umn_region *region,
+/*
+ * The pages of [@start, @end) (page aligned).  Caller holds mmap_lock of
+ * uf->mm (read); @mni covers the range.
+ */
+static enum umn_walk_result umn_walk(struct umn_file *uf,
+				     struct mmu_interval_notifier *mni,
+				     unsigned long start, unsigned long end,
 				     unsigned long seq,
 				     struct umn_snapshot *snap)
 {
-	const siphash_key_t *key = &region->uf->reval_key;
-	unsigned long start = region->start & PAGE_MASK;
-	unsigned long end = PAGE_ALIGN(region->end);
+	const siphash_key_t *key = &uf->reval_key;
 	unsigned long pfns[UMN_REVAL_CHUNK];
 	struct hmm_range range = {
-		.notifier = &region->mni,
+		.notifier = mni,
 		.notifier_seq = seq,
 		.hmm_pfns = pfns,
 		/* default_flags = pfn_flags_mask = 0: never fault */
@@ -125,7 +135,7 @@ static enum umn_walk_result umn_walk(struct umn_region *region,
 	int ret;
 	u64 h;
 
-	if (!umn_range_anonymous(region->uf->mm, start, end, &vm_write))
+	if (!umn_range_anonymous(uf->mm, start, end, &vm_write))
 		return UMN_WALK_DOUBT;
 
 	h = siphash_2u64(start, end, key);
@@ -164,45 +174,68 @@ static enum umn_walk_result umn_walk(struct umn_region *region,
 }
 
 /*
- * A snapshot of the range under its notifier sequence.  Caller holds
- * uf->mutex and not mmap_lock; current->mm == uf->mm.
+ * One walk under the sequence of @mni (covering the range): raced if an
+ * invalidation @mni sees started meanwhile.  Caller holds uf->mutex and
+ * not mmap_lock.
  */
-static bool umn_snapshot_take(struct umn_region *region,
-			      struct umn_snapshot *snap)
+static enum umn_walk_result umn_walk_once(struct umn_file *uf,
+					  struct mmu_interval_notifier *mni,
+					  unsigned long start,
+					  unsigned long end,
+					  struct umn_snapshot *snap)
 {
-	struct umn_file *uf = region->uf;
 	enum umn_walk_result res;
 	unsigned long seq;
-	int tries;
-	bool raced;
 
-	for (tries = 0; tries < UMN_REVAL_TRIES; tries++) {
-		seq = mmu_interval_read_begin(&region->mni);
-		mmap_read_lock(uf->mm);
-		res = umn_walk(region, seq, snap);
-		mmap_read_unlock(uf->mm);
-		if (res == UMN_WALK_DOUBT)
-			return false;
-		if (res == UMN_WALK_RACED)
-			continue;
+	seq = mmu_interval_read_begin(mni);
+	mmap_read_lock(uf->mm);
+	res = umn_walk(uf, mni, start, end, seq, snap);
+	mmap_read_unlock(uf->mm);
+	if (res == UMN_WALK_OK) {
 		spin_lock(&uf->lock);
-		raced = mmu_interval_read_retry(&region->mni, seq);
+		if (mmu_interval_read_retry(mni, seq))
+			res = UMN_WALK_RACED;
 		spin_unlock(&uf->lock);
-		if (!raced)
-			return true;
 	}
-	return false;
+	return res;
+}
+
+/*
+ * A snapshot of the range.  Caller holds uf->mutex and not mmap_lock;
+ * current->mm == uf->mm.
+ */
+static bool umn_snapshot_take(struct umn_file *uf, struct umn_region *region,
+			      struct umn_snapshot *snap)
+{
+	unsigned long start = umn_region_start(region) & PAGE_MASK;
+	unsigned long end = PAGE_ALIGN(umn_region_end(region));
+	struct umn_walk_notifier w;
+	enum umn_walk_result res;
+	int tries;
+
+	/* Usually nothing in the mm is invalidated during a walk. */
+	res = umn_walk_once(uf, &uf->mni, start, end, snap);
+	if (res != UMN_WALK_RACED)
+		return res == UMN_WALK_OK;
+	if (umn_walk_notifier_insert(&w, uf, start, end - start))
+		return false;
+	for (tries = 1; tries < UMN_REVAL_TRIES; tries++) {
+		res = umn_walk_once(uf, &w.mni, start, end, snap);
+		if (res != UMN_WALK_RACED)
+			break;
+	}
+	umn_walk_notifier_remove(&w);
+	return res == UMN_WALK_OK;
 }
 
 /* ARM: returns UMMUNOTIFY_REVAL_UNCHANGED (armed) or _CHANGED. */
-static u32 umn_reval_arm(struct umn_region *region,
+static u32 umn_reval_arm(struct umn_file *uf, struct umn_region *region,
 			 const struct ummunotify_revalidate_ioctl *req)
 {
-	struct umn_file *uf = region->uf;
 	struct umn_snapshot snap;
 	bool ok;
 
-	ok = umn_snapshot_take(region, &snap);
+	ok = umn_snapshot_take(uf, region, &snap);
 	if (ok && (req->flags & UMMUNOTIFY_ARM_SINCE)) {
 		/* Hit after the caller read @counter: what did it pin? */
 		spin_lock(&uf->lock);
@@ -219,7 +252,7 @@ static u32 umn_reval_arm(struct umn_region *region,
 	return UMMUNOTIFY_REVAL_UNCHANGED;
 }
 
-static u32 umn_reval_check(struct umn_region *region)
+static u32 umn_reval_check(struct umn_file *uf, struct umn_region *region)
 {
 	struct umn_snapshot snap;
 
@@ -227,7 +260,7 @@ static u32 umn_reval_check(struct umn_region *region)
 		return UMMUNOTIFY_REVAL_NOT_ARMED;
 	if (region->reval != UMN_REVAL_ARMED)
 		return UMMUNOTIFY_REVAL_CHANGED;
-	if (!umn_snapshot_take(region, &snap))
+	if (!umn_snapshot_take(uf, region, &snap))
 		return UMMUNOTIFY_REVAL_CHANGED;
 	if (snap.digest != region->digest)
 		return UMMUNOTIFY_REVAL_CHANGED;
@@ -260,9 +293,9 @@ long umn_reval_ioctl(struct umn_file *uf, unsigned int cmd,
 	if (!region)
 		ret = -EINVAL;
 	else if (cmd == UMMUNOTIFY_ARM_REGION)
-		req.result = umn_reval_arm(region, &req);
+		req.result = umn_reval_arm(uf, region, &req);
 	else
-		req.result = umn_reval_check(region);
+		req.result = umn_reval_check(uf, region);
 	mutex_unlock(&uf->mutex);
 
 	if (!ret && put_user(req.result, &arg->result))

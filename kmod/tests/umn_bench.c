@@ -4,7 +4,11 @@
  *  - munmap of a watched page vs an unwatched one, FILTER off and on, with
  *    1 and 10,000 ranges on the fd (kernel-side cost of the notifier);
  *  - mprotect of a watched page, FILTER off and on;
- *  - REGISTER and UNREGISTER with 1, 1,000 and 100,000 ranges registered.
+ *  - REGISTER and UNREGISTER with 1, 1,000 and 100,000 ranges registered;
+ *  - scale (test "scale", issue 13): one fd with 10^6 ranges
+ *    (UMN_BENCH_SCALE): REGISTER at 10^3 vs 10^6 present, munmap of a
+ *    watched page among 10^6 vs among 1, UNREGISTER of all, close, and the
+ *    kernel memory per range (the slab cache and SUnreclaim).
  * Prints medians in ns and ratios.  UMN_BENCH_ITERS sets the repetitions.
  */
 #define _GNU_SOURCE
@@ -204,6 +208,271 @@ static void bench_register(int iters)
 	for (s = 0; s < 3; s++)
 		printf("%-22ld %14.0f %8.2f %14.0f %8.2f\n", sizes[s], reg[s],
 		       reg[s] / reg[0], unreg[s], unreg[s] / unreg[0]);
+}
+
+static long meminfo_kb(const char *key)
+{
+	char line[256];
+	size_t len = strlen(key);
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, len) && line[len] == ':') {
+			v = atol(line + len + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+#define SLAB_DIR "/sys/kernel/slab/ummunotify_region"
+
+static long slab_attr(const char *name)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), SLAB_DIR "/%s", name);
+	return read_long_file(path);
+}
+
+struct mem_snap {
+	long sunreclaim_kb, slab_kb, memfree_kb, objects, slabs;
+};
+
+static void mem_snap(struct mem_snap *m)
+{
+	sync();
+	write_str_file("/proc/sys/vm/drop_caches", "3");
+	m->sunreclaim_kb = meminfo_kb("SUnreclaim");
+	m->slab_kb = meminfo_kb("Slab");
+	m->memfree_kb = meminfo_kb("MemFree");
+	m->objects = slab_attr("objects");
+	m->slabs = slab_attr("slabs");
+}
+
+static void set_limit(const char *path, long v)
+{
+	char s[32];
+
+	snprintf(s, sizeof(s), "%ld", v);
+	if (write_str_file(path, s))
+		FAIL("write %s: %s", path, strerror(errno));
+}
+
+/* n ranges, one page each, every other page of @base; times each call. */
+static void fill(int fd, char *base, long n, uint64_t *t)
+{
+	long i;
+
+	for (i = 0; i < n; i++) {
+		uint64_t t0 = now_ns();
+
+		if (umn_reg(fd, base + 2 * i * PAGE, PAGE, 1000 + i))
+			FAIL("register %ld: %s", i, strerror(errno));
+		t[i] = now_ns() - t0;
+	}
+}
+
+/* munmap() of a freshly mapped, populated page watched by @fd (cookie 1). */
+static uint64_t munmap_watched_one(int fd)
+{
+	char *p = map_pages(1, 1);
+	uint64_t t0, t;
+
+	if (umn_reg(fd, p, PAGE, 1))
+		FAIL("register");
+	t0 = now_ns();
+	munmap(p, PAGE);
+	t = now_ns() - t0;
+	if (umn_unreg(fd, 1))
+		FAIL("unregister");
+	drain(fd);
+	return t;
+}
+
+/*
+ * A process of its own (its own mm and fd, no other range) that times one
+ * munmap_watched_one() per byte written to *@to and answers on *@from;
+ * it exits when *@to is closed.
+ */
+static void spawn_alone(int *to, int *from)
+{
+	int a[2], b[2];
+	pid_t pid;
+
+	if (pipe(a) || pipe(b))
+		FAIL("pipe");
+	pid = fork();
+	if (pid < 0)
+		FAIL("fork");
+	if (!pid) {
+		int fd = umn_open();
+		uint64_t t;
+		char c;
+
+		close(a[1]);
+		close(b[0]);
+		while (read(a[0], &c, 1) == 1) {
+			t = munmap_watched_one(fd);
+			if (write(b[1], &t, sizeof(t)) != sizeof(t))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(a[0]);
+	close(b[1]);
+	*to = a[1];
+	*from = b[0];
+}
+
+/*
+ * Medians of munmap of a watched page in the other process (alone) and in
+ * this one (@fd), interleaved: *@alone and the return value.
+ */
+static double munmap_interleaved(int to, int from, int fd, int iters,
+				 uint64_t *ta, uint64_t *tb, double *alone)
+{
+	int i;
+
+	for (i = 0; i < iters; i++) {
+		char c = 1;
+
+		if (write(to, &c, 1) != 1 ||
+		    read(from, &ta[i], sizeof(ta[i])) != sizeof(ta[i]))
+			FAIL("helper process");
+		tb[i] = munmap_watched_one(fd);
+	}
+	*alone = median(ta, iters);
+	return median(tb, iters);
+}
+
+/*
+ * One fd, n = 10^6 ranges.  The limits are raised for the run and put
+ * back (a fresh module load resets them anyway).
+ */
+TEST_TIMEOUT(scale, 1800)
+{
+	const char *e = getenv("UMN_BENCH_SCALE");
+	long n = e ? atol(e) : 1000000, i, k = 1000;
+	long old[3] = { read_long_file(MAX_REGIONS),
+			read_long_file(MAX_USER_REGIONS),
+			read_long_file(MAX_MM_REGIONS) };
+	int iters = 500, fd, to, from;
+	uint64_t *t, *tm = calloc(iters, sizeof(uint64_t));
+	uint64_t *ta = calloc(iters, sizeof(uint64_t));
+	double reg_k, reg_n, unreg_n, unreg_k, a0, w0, a1, w1;
+	double fill_ns, unreg_all_ns, close_ns;
+	struct mem_snap m0, m1, m2;
+	char *base;
+	uint64_t t0;
+
+	if (n < 2 * k)
+		FAIL("UMN_BENCH_SCALE %ld: at least %ld", n, 2 * k);
+	t = mmap(NULL, n * sizeof(*t), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	base = mmap(NULL, 2 * n * PAGE, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (t == MAP_FAILED || base == MAP_FAILED || !tm || !ta)
+		FAIL("mmap");
+	for (i = 0; i < 3; i++)
+		if (old[i] <= 0)
+			FAIL("limits not readable");
+	set_limit(MAX_REGIONS, 2 * n);
+	set_limit(MAX_USER_REGIONS, 2 * n);
+	set_limit(MAX_MM_REGIONS, 2 * n);
+
+	printf("scale: %ld ranges on one fd (one page each, every other page)\n",
+	       n);
+	printf("slab cache %s: object_size %ld slab_size %ld objs_per_slab %ld order %ld aliases %ld\n",
+	       SLAB_DIR, slab_attr("object_size"), slab_attr("slab_size"),
+	       slab_attr("objs_per_slab"), slab_attr("order"),
+	       slab_attr("aliases"));
+
+	/*
+	 * munmap of a watched page in another process whose fd has no other
+	 * range, interleaved with the same in this one: with one range here
+	 * too (control), then among 10^6.
+	 */
+	spawn_alone(&to, &from);
+	fd = umn_open();
+	w0 = munmap_interleaved(to, from, fd, iters, ta, tm, &a0);
+
+	mem_snap(&m0);
+	t0 = now_ns();
+	fill(fd, base, n, t);
+	fill_ns = (double)(now_ns() - t0) / n;
+	reg_k = median(t + k, k);	/* 10^3 .. 2*10^3 present */
+	reg_n = median(t + n - k, k);	/* the last 10^3 */
+	mem_snap(&m1);
+	w1 = munmap_interleaved(to, from, fd, iters, ta, tm, &a1);
+	close(to);
+	close(from);
+
+	/* UNREGISTER of every range, in order: each finds 10^6 .. 1 */
+	t0 = now_ns();
+	for (i = 0; i < n; i++) {
+		uint64_t t1 = now_ns();
+
+		if (umn_unreg(fd, 1000 + i))
+			FAIL("unregister %ld: %s", i, strerror(errno));
+		t[i] = now_ns() - t1;
+	}
+	unreg_all_ns = (double)(now_ns() - t0) / n;
+	unreg_n = median(t, k);
+	unreg_k = median(t + n - 2 * k, k);
+	mem_snap(&m2);
+	if (m2.sunreclaim_kb - m0.sunreclaim_kb > (m1.sunreclaim_kb - m0.sunreclaim_kb) / 10)
+		printf("  # note: SUnreclaim did not come back after UNREGISTER (%ld kB above)\n",
+		       m2.sunreclaim_kb - m0.sunreclaim_kb);
+
+	/* close() with 10^6 ranges */
+	fill(fd, base, n, t);
+	t0 = now_ns();
+	close(fd);
+	close_ns = (double)(now_ns() - t0) / n;
+
+	set_limit(MAX_REGIONS, old[0]);
+	set_limit(MAX_USER_REGIONS, old[1]);
+	set_limit(MAX_MM_REGIONS, old[2]);
+
+	printf("\n%-46s %12s %8s\n", "scale case", "ns", "ratio");
+	printf("%-46s %12.0f %8.2f\n", "REGISTER, 10^3 present (median)", reg_k,
+	       1.0);
+	printf("%-46s %12.0f %8.2f\n", "REGISTER, 10^6 present (median)", reg_n,
+	       reg_n / reg_k);
+	printf("%-46s %12.0f\n", "REGISTER, mean over the whole fill", fill_ns);
+	printf("%-46s %12.0f %8.2f\n",
+	       "munmap watched page, other process, 1 range", a0, 1.0);
+	printf("%-46s %12.0f %8.2f\n",
+	       "  interleaved: this process, 1 range", w0, w0 / a0);
+	printf("%-46s %12.0f %8.2f\n",
+	       "munmap watched page, other process, 1 range", a1, 1.0);
+	printf("%-46s %12.0f %8.2f\n",
+	       "  interleaved: this process, among 10^6", w1, w1 / a1);
+	printf("%-46s %12.0f %8.2f\n", "UNREGISTER, 10^6 present (median)",
+	       unreg_n, 1.0);
+	printf("%-46s %12.0f %8.2f\n", "UNREGISTER, 10^3 present (median)",
+	       unreg_k, unreg_k / unreg_n);
+	printf("%-46s %12.0f\n", "UNREGISTER all, mean per range", unreg_all_ns);
+	printf("%-46s %12.0f\n", "close() with 10^6 ranges, per range", close_ns);
+
+	printf("\nkernel memory for %ld ranges (after - before the fill)\n", n);
+	printf("  slab objects %+ld, slabs %+ld (x PAGE_SIZE << order = %.1f B per range)\n",
+	       m1.objects - m0.objects, m1.slabs - m0.slabs,
+	       (double)(m1.slabs - m0.slabs) * (PAGE << slab_attr("order")) / n);
+	printf("  SUnreclaim %+ld kB = %.1f B per range\n",
+	       m1.sunreclaim_kb - m0.sunreclaim_kb,
+	       (m1.sunreclaim_kb - m0.sunreclaim_kb) * 1024.0 / n);
+	printf("  Slab %+ld kB = %.1f B per range\n", m1.slab_kb - m0.slab_kb,
+	       (m1.slab_kb - m0.slab_kb) * 1024.0 / n);
+	printf("  MemFree %+ld kB = %.1f B per range (all kernel memory, incl. vmalloc)\n",
+	       m1.memfree_kb - m0.memfree_kb,
+	       (m0.memfree_kb - m1.memfree_kb) * 1024.0 / n);
+	printf("  after UNREGISTER of all: SUnreclaim %+ld kB from before the fill\n",
+	       m2.sunreclaim_kb - m0.sunreclaim_kb);
 }
 
 TEST_TIMEOUT(bench, 1200)

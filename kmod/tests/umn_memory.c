@@ -463,3 +463,104 @@ TEST_TIMEOUT(munmap_with_most_overlapping_ranges_allowed_is_bounded, 900)
 	for (i = 0; i < nfd; i++)
 		close(fd[i]);
 }
+
+/* ---- bytes per range (issue 13) --------------------------------------- */
+
+#define SLAB_DIR "/sys/kernel/slab/ummunotify_region"
+
+static long slab_attr(const char *name)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), SLAB_DIR "/%s", name);
+	return read_long_file(path);
+}
+
+/*
+ * A range is one object of the module's slab cache, at most 128 bytes,
+ * and nothing else: 100,000 ranges add at most 128 bytes each (+ 16 of
+ * slack for the rest of the kernel) to the unreclaimable slab.
+ */
+TEST_TIMEOUT(kernel_memory_per_range_at_most_128_bytes, 600)
+{
+	long n = 100000, i, objs0, objs1, before, after;
+	int fd = umn_open();
+	char *p = mmap(NULL, 2 * n * PAGE, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	ASSERT_TRUE(p != MAP_FAILED);
+	printf("  # object_size %ld slab_size %ld objs_per_slab %ld\n",
+	       slab_attr("object_size"), slab_attr("slab_size"),
+	       slab_attr("objs_per_slab"));
+	ASSERT_TRUE(slab_attr("object_size") > 0);
+	ASSERT_TRUE(slab_attr("slab_size") <= 128);
+	ASSERT_TRUE(slab_attr("objs_per_slab") * 128 >= 4096);
+
+	objs0 = slab_attr("objects");
+	before = unreclaimable_slab_kb();
+	for (i = 0; i < n; i++)
+		if (umn_reg(fd, p + 2 * i * PAGE, PAGE, i))
+			FAIL("register %ld: %s", i, strerror(errno));
+	after = unreclaimable_slab_kb();
+	objs1 = slab_attr("objects");
+	printf("  # %ld ranges: objects %+ld, SUnreclaim %+ld kB (%.1f B per range)\n",
+	       n, objs1 - objs0, after - before,
+	       (after - before) * 1024.0 / n);
+	/* The ranges are objects of this cache (the count is approximate)... */
+	ASSERT_TRUE(objs1 - objs0 >= n * 9 / 10);
+	/* ...and nothing else of any size is allocated per range. */
+	ASSERT_TRUE((after - before) * 1024 <= n * (128 + 16));
+	ASSERT_EQ(close(fd), 0);
+	munmap(p, 2 * n * PAGE);
+}
+
+/*
+ * Hints are kept as 32-bit offsets in pages from the start of the range:
+ * exact up to 16 TiB; a longer range widens them to whole units of 2^k
+ * pages, never narrows them.
+ */
+TEST(hint_of_range_over_16_tib_covers_the_invalidation)
+{
+	struct ummunotify_event ev[4];
+	int fd = umn_open();
+	char *p = map_pages(1, 1);
+	uint64_t start = 0x10000, end = ((uint64_t)1 << 47) - 0x10000;
+	uint64_t q = (uint64_t)(uintptr_t)p;
+	struct ummunotify_register_ioctl r = {
+		.start = start, .end = end, .user_cookie = 7,
+	};
+
+	ASSERT_TRUE(q > start && q + PAGE < end);
+	/* NUMA hinting may change protections anywhere: not reported. */
+	ASSERT_EQ(umn_features(fd, UMMUNOTIFY_FEATURE_FILTER, NULL), 0);
+	ASSERT_EQ(ioctl(fd, UMMUNOTIFY_REGISTER_REGION, &r), 0);
+	/* 1 TiB around the page: exact. */
+	ASSERT_EQ(umn_reg(fd, (void *)(uintptr_t)(q - (1ULL << 39)),
+			  1ULL << 40, 8), 0);
+	ASSERT_EQ(munmap(p, PAGE), 0);
+	ASSERT_EQ(umn_read(fd, ev, 4), 3);
+	ASSERT_EQ(ev[0].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[1].type, UMMUNOTIFY_EVENT_TYPE_INVAL);
+	ASSERT_EQ(ev[2].type, UMMUNOTIFY_EVENT_TYPE_LAST);
+	if (ev[0].user_cookie_counter != 7) {
+		struct ummunotify_event t = ev[0];
+
+		ev[0] = ev[1];
+		ev[1] = t;
+	}
+	ASSERT_EQ(ev[0].user_cookie_counter, 7);
+	ASSERT_EQ(ev[0].flags, UMMUNOTIFY_EVENT_FLAG_HINT);
+	printf("  # 128 TiB range: hint [%#llx, %#llx) for [%#llx, %#llx)\n",
+	       (unsigned long long)ev[0].hint_start,
+	       (unsigned long long)ev[0].hint_end, (unsigned long long)q,
+	       (unsigned long long)(q + PAGE));
+	ASSERT_TRUE(ev[0].hint_start <= q && ev[0].hint_end >= q + PAGE);
+	ASSERT_TRUE(ev[0].hint_start >= start && ev[0].hint_end <= end);
+	/* units of 2^(47 - 32) bytes at most */
+	ASSERT_TRUE(ev[0].hint_end - ev[0].hint_start <= 2 * (1ULL << 15));
+	ASSERT_EQ(ev[1].user_cookie_counter, 8);
+	ASSERT_EQ(ev[1].flags, UMMUNOTIFY_EVENT_FLAG_HINT);
+	ASSERT_EQ(ev[1].hint_start, q);
+	ASSERT_EQ(ev[1].hint_end, q + PAGE);
+	close(fd);
+}

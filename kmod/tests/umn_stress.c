@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "harness.h"
@@ -347,4 +348,84 @@ TEST_TIMEOUT(register_during_other_invalidations_watches_at_once, 300)
 		pthread_join(h[i], NULL);
 	ASSERT_EQ(atomic_load(&failed), 0);
 	ASSERT_EQ(lost, 0);
+}
+
+/* ---- the range tree changes while callbacks walk it (issue 13) -------- */
+
+static char *walk_page;
+
+/* Both threads on CPU 0: the walk is asked to let the other one run. */
+static void on_cpu0(void)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void *walk_hammer(void *arg)
+{
+	on_cpu0();
+	while (!atomic_load(&stop)) {
+		walk_page[0] = 1;
+		if (madvise(walk_page, PAGE, MADV_DONTNEED))
+			atomic_store(&failed, 1);
+	}
+	return NULL;
+}
+
+/*
+ * 20,000 ranges over one page that a thread invalidates again and again:
+ * each callback walks them all and, when the CPU is wanted (here by the
+ * main thread on the same CPU), lets others run in the middle of the walk.
+ * Meanwhile REGISTER and UNREGISTER add and remove ranges in the tree being
+ * walked.  Afterwards one invalidation moves the counter once per range,
+ * exactly (a multiple if the page also migrated).
+ */
+TEST_TIMEOUT(ranges_change_while_invalidations_walk_them, 300)
+{
+	long n = 20000, i, d;
+	uint64_t t0 = now_ns(), c0;
+	struct ummunotify_event ev[128];
+	pthread_t h;
+
+	ufd = umn_open();
+	/* NUMA hinting may change protections: not reported. */
+	ASSERT_EQ(umn_features(ufd, UMMUNOTIFY_FEATURE_FILTER, NULL), 0);
+	counter = umn_counter(ufd);
+	walk_page = map_pages(1, 1);
+	for (i = 0; i < n; i++)
+		ASSERT_EQ(umn_reg(ufd, walk_page, PAGE, i), 0);
+	atomic_store(&stop, 0);
+	atomic_store(&failed, 0);
+	on_cpu0();
+	c0 = *counter;
+	ASSERT_EQ(pthread_create(&h, NULL, walk_hammer, NULL), 0);
+	/*
+	 * Until 50 walks (REGISTER waits until no invalidation of the mm
+	 * runs, as it did with a notifier per range: one batch at a time).
+	 */
+	for (i = 0; *counter - c0 < 50 * (uint64_t)n &&
+	     now_ns() - t0 < 30000000000ULL; i++) {
+		ASSERT_EQ(umn_reg(ufd, walk_page, PAGE, n + i), 0);
+		ASSERT_EQ(umn_unreg(ufd, i), 0);
+		umn_read(ufd, ev, 128);
+	}
+	atomic_store(&stop, 1);
+	pthread_join(h, NULL);
+	printf("  # %ld ranges replaced in %llu ms, counter moved %llu\n", i,
+	       (unsigned long long)(now_ns() - t0) / 1000000,
+	       (unsigned long long)(*counter - c0));
+	ASSERT_EQ(atomic_load(&failed), 0);
+	ASSERT_TRUE(*counter - c0 >= 10 * (uint64_t)n);
+	ASSERT_TRUE(i >= 10);
+	while (umn_read(ufd, ev, 128) > 0)
+		;
+	walk_page[0] = 1;
+	c0 = *counter;
+	ASSERT_EQ(madvise(walk_page, PAGE, MADV_DONTNEED), 0);
+	d = *counter - c0;
+	ASSERT_TRUE(d >= n && d % n == 0);
+	ASSERT_EQ(close(ufd), 0);
 }
