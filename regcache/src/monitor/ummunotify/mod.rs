@@ -258,12 +258,23 @@ impl Monitor for UmmunotifyMonitor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
+            let mut at_last = false;
             for ev in &buf[..n] {
                 if ev.kind == abi::EVENT_TYPE_LAST {
                     last = Some(ev.user_cookie_counter);
+                    at_last = true;
                 } else if let Some(inv) = decode(ev) {
                     out.push(inv);
                 }
+            }
+            // A LAST ends the queue as the module saw it (it is appended only when no record
+            // was left behind, umn_queue_peek): every hit counted up to its counter value is
+            // in this read or an earlier one, so the generation returned below is complete
+            // without a second read() that would only answer EAGAIN (one system call per
+            // drain, issue 13: 100% churn). A hit after it moved the counter past that value,
+            // so the next lookup finds the counter ahead of `drained` and drains again.
+            if at_last {
+                break;
             }
         }
         // LAST carries the counter at the moment the queue emptied; without one (nothing was
