@@ -210,6 +210,15 @@ impl Monitor for UmmunotifyMonitor {
         self.revalidate_supported()
     }
 
+    fn watch_survives_unmap(&self) -> bool {
+        // A region is an mmu_interval_notifier on the address range: it stays in the mm's
+        // tree across munmap/mmap until UNREGISTER, and a region hit after its record was
+        // read is queued again (umn_region_queue_hit). Its REVALIDATE state (the digest of
+        // the last ARM) is what the cache must not trust for a later registration
+        // (cache/park.rs).
+        true
+    }
+
     fn revalidate_arm_since(&self, cookie: u64, since: u64) -> Result<Revalidation> {
         UmmunotifyMonitor::arm_since(self, cookie, since)
     }
