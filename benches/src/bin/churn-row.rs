@@ -13,9 +13,12 @@
 //!
 //! ```sh
 //! churn-row [--monitor auto|ummunotify|uffd] [--sizes 4,64,1024] [--transfers 400]
-//!           [--block 16] [--mode both|cached|always]
+//!           [--block 16] [--mode both|cached|always|late|all]
 //! ```
-//! `--mode cached` / `always` run one mode only (for `strace -c -f`: system calls per transfer).
+//! `--mode cached` / `always` run one mode only (for `strace -c -f`: system calls per transfer);
+//! `--mode all` adds `late`: registering every transfer but deregistering the previous
+//! registration after its buffer was unmapped (the kernel work of the cache's order, without
+//! the cache), printed on a line of its own.
 
 use regcache::monitor::select::{self, Choice};
 use regcache::registrar::uring::{SoftNic, MAX_SLOTS};
@@ -32,6 +35,10 @@ const ACCESS: Access = Access::LOCAL_WRITE
 enum Mode {
     Cached,
     Always,
+    /// Registers every transfer, but deregisters the previous transfer's registration only
+    /// after its buffer was unmapped, inside the next registration path: the cache's order of
+    /// kernel work without the cache (what the kernel charges for a late deregistration).
+    Late,
 }
 
 #[derive(Default)]
@@ -77,6 +84,8 @@ fn main() {
                     "both" => vec![Mode::Cached, Mode::Always],
                     "cached" => vec![Mode::Cached],
                     "always" => vec![Mode::Always],
+                    "late" => vec![Mode::Late],
+                    "all" => vec![Mode::Cached, Mode::Always, Mode::Late],
                     _ => usage("--mode"),
                 }
             }
@@ -119,12 +128,13 @@ fn main() {
         let buf = mem::map(len, None).expect("mmap");
         fill(buf, len, 0x5A);
         let s0 = cache.stats();
-        let mut s = [Samples::default(), Samples::default()];
+        let mut s = [Samples::default(), Samples::default(), Samples::default()];
+        let mut late: Option<regcache::Registration> = None;
         let mut pattern = vec![0u8; len];
         let mut n = 0u64;
         while s
             .iter()
-            .zip([Mode::Cached, Mode::Always])
+            .zip([Mode::Cached, Mode::Always, Mode::Late])
             .any(|(x, m)| modes.contains(&m) && x.both.len() < transfers)
         {
             for &m in &modes {
@@ -132,18 +142,24 @@ fn main() {
                 // munmap would otherwise run the monitor's callback for the cached entry).
                 // So each cached block starts with a miss under a fresh watch: 1 in `block`.
                 cache.flush();
+                if let Some(r) = late.take() {
+                    nic.deregister(&r, buf, len);
+                }
                 for _ in 0..block {
                     n += 1;
                     pattern.iter_mut().enumerate().for_each(|(i, b)| {
                         *b = (n as usize).wrapping_mul(31).wrapping_add(i) as u8;
                     });
                     let x = &mut s[m as usize];
-                    one(&cache, &nic, m, buf, len, &pattern, x);
+                    one(&cache, &nic, m, buf, len, &pattern, x, &mut late);
                 }
             }
         }
+        if let Some(r) = late.take() {
+            nic.deregister(&r, buf, len);
+        }
         mem::unmap(buf, len);
-        let [c, a] = &mut s;
+        let [c, a, l] = &mut s;
         let (bc, ba) = (median(&mut c.both), median(&mut a.both));
         bad += c.corrupted + a.corrupted;
         println!(
@@ -166,6 +182,18 @@ fn main() {
             median(&mut a.get),
             median(&mut a.put),
         );
+        if !l.both.is_empty() {
+            let bl = median(&mut l.both);
+            println!(
+                "{:>8} late deregistration: {:.2} µs (reg {:.2}, churn {:.2}); cached / late {:.2}x, late / always {:.2}x",
+                "",
+                bl,
+                median(&mut l.reg),
+                median(&mut l.churn),
+                median(&mut c.both) / bl,
+                bl / median(&mut a.both)
+            );
+        }
         let s1 = cache.stats();
         if s1.registrations > s0.registrations {
             // Means over the size (the cache's own clocks, so outliers weigh in): the
@@ -198,6 +226,7 @@ fn main() {
 
 /// One transfer: churn the buffer, fill it, obtain a registration, DMA through it, check,
 /// release.
+#[allow(clippy::too_many_arguments)]
 fn one(
     cache: &Cache,
     nic: &SoftNic,
@@ -206,6 +235,7 @@ fn one(
     len: usize,
     pattern: &[u8],
     x: &mut Samples,
+    late: &mut Option<regcache::Registration>,
 ) {
     let t = Instant::now();
     mem::unmap(buf, len);
@@ -231,6 +261,16 @@ fn one(
             let t1 = Instant::now();
             nic.deregister(&r, buf, len);
             (r0, t1.elapsed())
+        }
+        Mode::Late => {
+            if let Some(old) = late.take() {
+                nic.deregister(&old, buf, len);
+            }
+            let r = nic.register(buf, len, ACCESS).expect("register");
+            let r0 = t.elapsed();
+            ok = dma(nic, &r, buf, pattern);
+            *late = Some(r);
+            (r0, Duration::ZERO)
         }
     };
     let reg = get + put;
@@ -259,7 +299,7 @@ fn fill(addr: usize, len: usize, v: u8) {
 fn usage(what: &str) -> ! {
     eprintln!(
         "churn-row: bad argument {what}\nusage: churn-row [--monitor M] [--sizes KIB,..] \
-         [--transfers N] [--block B] [--mode both|cached|always]"
+         [--transfers N] [--block B] [--mode both|cached|always|late|all]"
     );
     std::process::exit(2)
 }
