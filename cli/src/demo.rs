@@ -28,6 +28,9 @@ pub struct Args {
     /// Buffers per message size, used round robin.
     #[arg(long, default_value_t = 4)]
     buffers: usize,
+    /// Message sizes in KiB (comma separated; default 4,16,64,256,1024,4096).
+    #[arg(long, value_delimiter = ',', value_name = "KIB")]
+    sizes: Vec<usize>,
     /// Negative control: turn invalidation off and report the corruption it causes.
     #[arg(long)]
     no_invalidation: bool,
@@ -57,7 +60,7 @@ struct Pass {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode> {
-    if a.buffers == 0 || a.iterations == 0 || a.churn_every == 0 {
+    if a.buffers == 0 || a.iterations == 0 || a.churn_every == 0 || a.sizes.contains(&0) {
         return Err(regcache::Error::InvalidArgument(
             "iterations, buffers, churn-every must be > 0",
         ));
@@ -140,10 +143,15 @@ fn run_on(a: &Args, cache: &Cache, nic: &Arc<SoftNic>, metrics: &DemoMetrics) ->
     if !cache.is_caching() {
         println!("note: no working monitor, so nothing is cached (every transfer registers)");
     }
-    let progress = Progress::new("demo", SIZES.len() as u64 * a.iterations * 2);
+    let sizes: Vec<usize> = if a.sizes.is_empty() {
+        SIZES.to_vec()
+    } else {
+        a.sizes.iter().map(|k| k << 10).collect()
+    };
+    let progress = Progress::new("demo", sizes.len() as u64 * a.iterations * 2);
     let mut done = 0;
     let mut rows = Vec::new();
-    for (i, &size) in SIZES.iter().enumerate() {
+    for (i, &size) in sizes.iter().enumerate() {
         let before = cache.stats();
         let cached = pass(
             a,
@@ -225,6 +233,9 @@ fn run_on(a: &Args, cache: &Cache, nic: &Arc<SoftNic>, metrics: &DemoMetrics) ->
             ),
         );
     }
+    if a.churn_every == 1 && !a.no_invalidation {
+        churn_row(&rows, a.buffers);
+    }
     println!(
         "cache: hits {} misses {} hit rate {:.1}%, re-registrations {}, invalidated entries {}, \
          false positives {} (of {} drains), evictions {}, one-use registrations {}",
@@ -257,6 +268,38 @@ fn run_on(a: &Args, cache: &Cache, nic: &Arc<SoftNic>, metrics: &DemoMetrics) ->
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The "100% churn" row of issue 13 (`--churn-every 1`; with `--buffers 1` every transfer's
+/// buffer was just unmapped and mapped again): per transfer, the registration path plus the
+/// unmap+remap (a watched munmap costs more, and a cached registration keeps the old pages
+/// pinned until its invalidation is drained), cached pass / baseline pass.
+fn churn_row(rows: &[(usize, Pass, Pass, u64)], buffers: usize) {
+    println!(
+        "100% churn row{}: per transfer, registration path + unmap/remap (µs), cached / registering every transfer",
+        if buffers == 1 {
+            ""
+        } else {
+            " (only with --buffers 1 is every transfer's own buffer churned)"
+        }
+    );
+    println!(
+        "{:>8} {:>12} {:>12} {:>8} {:>14}",
+        "size", "cached µs", "always µs", "ratio", "reg-only ratio"
+    );
+    for (size, c, b, _) in rows {
+        let per = |p: &Pass| (p.reg_path + p.churn).as_secs_f64() * 1e6 / p.transfers.max(1) as f64;
+        let reg = |p: &Pass| p.reg_path.as_secs_f64() / p.transfers.max(1) as f64;
+        let (pc, pb) = (per(c), per(b));
+        println!(
+            "{:>8} {:>12.2} {:>12.2} {:>7.2}x {:>13.2}x",
+            human(*size),
+            pc,
+            pb,
+            pc / pb.max(1e-12),
+            reg(c) / reg(b).max(1e-12)
+        );
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -31,6 +31,18 @@ pub(crate) const RETIRED: u64 = 1 << 63;
 /// reach it.
 const ONE_USE: u64 = 1 << 63;
 
+/// Bit 62 of `id`: a cached entry registered under a watch kept from the entry it replaced
+/// (park.rs), which was never ARMed for this registration. Its cookie is `id & !UNARMED`;
+/// revalidation compares cookies with `id` itself, so it never CHECKs such an entry (the
+/// module's digest is the previous registration's).
+pub(crate) const UNARMED: u64 = 1 << 62;
+
+/// The monitor cookie of the cached entry `id` (its watch's; `id` without `UNARMED`).
+#[inline]
+pub(crate) fn cookie_of(id: u64) -> u64 {
+    id & !UNARMED
+}
+
 /// What must outlive the entry's index record (40 bytes, a 48-byte allocation): the range,
 /// rights and keys are in the record while the entry is cached (index.rs, where hits read
 /// them), then with the retired list (life.rs), and copied into every handle (issue 13:
@@ -51,7 +63,8 @@ pub(crate) struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 40);
 
 impl Entry {
-    /// A cacheable entry with no users yet, watched by the monitor.
+    /// A cacheable entry with no users yet, watched by the monitor (with `UNARMED` in `id`:
+    /// under a kept watch, never revalidated).
     pub fn cached(id: u64, token: u64) -> Self {
         debug_assert!(id & ONE_USE == 0);
         Entry {
@@ -75,6 +88,12 @@ impl Entry {
     /// Whether a monitor watches this entry (false for one-use registrations).
     pub fn watched(&self) -> bool {
         self.id & ONE_USE == 0
+    }
+
+    /// The cookie of this entry's watch (a cached entry's).
+    #[inline]
+    pub fn cookie(&self) -> u64 {
+        cookie_of(self.id)
     }
 
     /// Takes a counted reference. Caller holds the index read (or write) lock and found the

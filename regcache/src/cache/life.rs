@@ -41,6 +41,7 @@
 use super::entry::{Entry, Spares};
 use super::held;
 use super::index::Unindexed;
+use super::park::Parked;
 use super::stats::MissLocked;
 use super::Cache;
 use crate::registrar::Registration;
@@ -127,11 +128,15 @@ impl Cache {
     /// (it is out of the index), so it skips the list: unwatched, deregistered and freed here,
     /// without a map insert and remove per entry (issue 13, drain cost). Should a callout
     /// unwind, the ones not yet done are listed then (`ListRest`).
+    ///
+    /// With `park`, the watches of the unreferenced ones are parked there instead of unwatched
+    /// (park.rs: the caller passes only entries whose watch may be kept).
     pub(super) fn retire(
         &self,
         lock: &MissLocked,
         spares: &mut Spares,
         batch: &mut Vec<Unindexed>,
+        mut park: Option<&mut Parked>,
     ) {
         if batch.is_empty() {
             return;
@@ -156,7 +161,7 @@ impl Cache {
                 }
                 let u = batch.swap_remove(i);
                 let id = u.entry.id;
-                callouts.push((id, u.reg.range));
+                callouts.push((id, u.entry.cookie(), u.reg.range));
                 retired.recheck.push(id);
                 retired.entries.insert(id, u);
             }
@@ -170,7 +175,11 @@ impl Cache {
             bytes: 0,
         };
         while let Some(u) = rest.batch.last() {
-            self.monitor.unwatch(u.reg.range, u.entry.id);
+            match park.as_deref_mut() {
+                // Reaped below, so no one else will ever unwatch this cookie (park.rs).
+                Some(p) => self.park(p, u.reg.range, u.entry.cookie()),
+                None => self.monitor.unwatch(u.reg.range, u.entry.cookie()),
+            }
             if let Some(u) = rest.batch.pop() {
                 // As `deregister`, counted by `rest` (in a fork child the registrations are
                 // the parent's: never undone).
@@ -190,8 +199,8 @@ impl Cache {
         // The others are the retired list's: only their ids and ranges are used (a releaser
         // may reap one at any time).
         let mut still_retired = Vec::new();
-        for (id, range) in callouts {
-            self.monitor.unwatch(range, id);
+        for (id, cookie, range) in callouts {
+            self.monitor.unwatch(range, cookie);
             if !self.reap(id) {
                 still_retired.push(id);
             }
@@ -331,7 +340,7 @@ impl Cache {
     pub(super) fn evict(&self, u: Unindexed, lock: &MissLocked, spares: &mut Spares) -> u64 {
         self.stats.evicted(lock);
         let range = u.reg.range;
-        self.monitor.unwatch(range, u.entry.id);
+        self.monitor.unwatch(range, u.entry.cookie());
         // No longer watched: a registration handed out for a range inside it (one a merge
         // displaced, still held) is watched by nothing now; a cache kept coherent through the
         // hook (the UCX bridge) must drop it (`Config::on_invalidate`).

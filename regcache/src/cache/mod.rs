@@ -26,6 +26,7 @@ mod fork;
 mod held;
 mod index;
 mod life;
+mod park;
 mod recent;
 mod reval;
 mod slot;
@@ -158,6 +159,10 @@ struct MissState {
     /// outside `drain`).
     drain_starts: Vec<usize>,
     drain_removed: Vec<Unindexed>,
+    /// `drain`'s list of the removed entries whose watch may be parked (park.rs).
+    drain_park: Vec<Unindexed>,
+    /// Watches kept from churned entries for the next registration of the same range.
+    parked: park::Parked,
 }
 
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
@@ -531,15 +536,27 @@ impl Cache {
         let candidates = &candidates[..if hull.0 != aligned { 2 } else { 1 }];
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
+            // A watch parked for exactly this range (park.rs) is taken over: no watch call,
+            // and no ARM (the id carries UNARMED, so this entry is never CHECKed).
+            let kept = self.take_parked(st, target);
             // Relaxed: only miss-lock holders touch it (see the field), and the lock orders them.
-            let id = self.next_id.load(Ordering::Relaxed);
-            self.next_id.store(id + 1, Ordering::Relaxed);
+            let id = kept.unwrap_or_else(|| {
+                let id = self.next_id.load(Ordering::Relaxed);
+                self.next_id.store(id + 1, Ordering::Relaxed);
+                id
+            });
+            let cookie = entry::cookie_of(id);
             // Before the mark and the watch: what the registrar does to the VMA (rdma-core's
-            // MADV_DONTFORK) is then not a change of this registration.
+            // MADV_DONTFORK) is then not a change of this registration. (Under a kept watch
+            // it is reported: one retry with a fresh watch, below.)
             let prepared = Prepared::new(&*self.registrar, target);
             // Before the watch (reval.rs): the counter value ARM compares hits with.
-            let mark = self.reval_mark();
-            if let Err(e) = self.monitor.watch(target, id) {
+            let mark = if kept.is_some() {
+                None
+            } else {
+                self.reval_mark()
+            };
+            if let Err(e) = kept.map_or_else(|| self.monitor.watch(target, id), |_| Ok(())) {
                 drop(prepared);
                 if !last {
                     continue;
@@ -556,7 +573,7 @@ impl Cache {
                     reg
                 }
                 Err(e) => {
-                    self.monitor.unwatch(target, id);
+                    self.monitor.unwatch(target, cookie);
                     drop(prepared);
                     if last || e.is_resource_exhaustion() {
                         return Err(e);
@@ -564,12 +581,13 @@ impl Cache {
                     continue;
                 }
             };
-            self.reval_arm(id, mark);
+            self.reval_arm(cookie, mark);
             // Anything that changed the pages after watch() is reported now; if it touched the
             // new registration, it may already be stale (unless CHECK says its pages are the
             // ones pinned, reval.rs): undo it.
             if !self.cfg.danger_ignore_invalidations && self.drain(st, Some((id, target))) {
-                self.monitor.unwatch(target, id);
+                // Not parked again: the retry watches afresh.
+                self.monitor.unwatch(target, cookie);
                 self.deregister(Some(&st.locked), &reg, target);
                 return Ok(None);
             }
@@ -679,7 +697,7 @@ impl Cache {
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(&st.locked, &mut st.spares, &mut displaced);
+        self.retire(&st.locked, &mut st.spares, &mut displaced, None);
         for v in victims.drain(..) {
             self.evict(v, &st.locked, &mut st.spares);
         }
@@ -801,8 +819,9 @@ impl Cache {
         }
     }
 
-    /// Applies pending invalidations if the counter moved. With `pending = (cookie, range)` of a
-    /// registration not yet in the index, returns whether an invalidation touched it.
+    /// Applies pending invalidations if the counter moved. With `pending = (id, range)` of a
+    /// registration not yet in the index (the id of its entry-to-be: the cookie, with UNARMED
+    /// under a kept watch), returns whether an invalidation touched it.
     fn drain(&self, st: &mut MissState, pending: Option<(u64, Range)>) -> bool {
         // Nothing to do when settled and the counter has not moved (`fresh` checks both).
         if self.fresh() {
@@ -834,20 +853,23 @@ impl Cache {
         // Scratch vectors kept between drains: no allocation per event or per drain.
         let mut victims = std::mem::take(&mut st.drain_starts);
         let mut removed = std::mem::take(&mut st.drain_removed);
+        let mut parkable = std::mem::take(&mut st.drain_park);
         victims.clear();
         removed.clear();
+        parkable.clear();
         {
             let mut idx = self.index.write();
             for inv in &events {
                 match *inv {
                     Invalidation::Cookie { cookie, .. } if kept.contains(&cookie) => {}
                     Invalidation::Cookie { cookie, hint } => {
-                        pending_hit |= pending.is_some_and(|(id, _)| id == cookie);
+                        pending_hit |=
+                            pending.is_some_and(|(id, _)| entry::cookie_of(id) == cookie);
                         let from = victims.len();
                         idx.overlapping_into(hint, &mut victims);
                         let mut keep = from;
                         for j in from..victims.len() {
-                            if idx.get(victims[j]).is_some_and(|e| e.id == cookie) {
+                            if idx.get(victims[j]).is_some_and(|e| e.cookie() == cookie) {
                                 victims[keep] = victims[j];
                                 keep += 1;
                             }
@@ -864,13 +886,26 @@ impl Cache {
                     }
                 }
             }
-            // An entry named by two events is removed once (the second finds nothing).
-            removed.extend(victims.drain(..).filter_map(|s| idx.remove(s)));
+            // An entry named by two events is removed once (the second finds nothing). One
+            // not hit since it was cached (a one-use life: churn) may leave its watch parked
+            // (park.rs); the used bit is a hint (the eviction walk clears it too), which only
+            // decides where a watch goes, never whether an entry is trusted.
+            let parks = self.parks_watches();
+            for s in victims.drain(..) {
+                let unhit = parks && idx.indexed(s).is_some_and(|r| !r.take_used());
+                if let Some(u) = idx.remove(s) {
+                    if unhit {
+                        parkable.push(u);
+                    } else {
+                        removed.push(u);
+                    }
+                }
+            }
         }
         st.drain_starts = victims;
         // One per kept entry, or one for a drain that found nothing it had to act on.
         let false_positives = match kept.len() {
-            0 if removed.is_empty() && !pending_hit => 1,
+            0 if removed.is_empty() && parkable.is_empty() && !pending_hit => 1,
             n => n as u64,
         };
         self.stats
@@ -878,14 +913,22 @@ impl Cache {
             .fetch_add(false_positives, Ordering::Relaxed);
         self.stats
             .invalidated
-            .fetch_add(removed.len() as u64, Ordering::Relaxed);
-        for u in &removed {
+            .fetch_add((removed.len() + parkable.len()) as u64, Ordering::Relaxed);
+        for u in removed.iter().chain(&parkable) {
             self.remember_invalidated(st, u.reg.range);
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`).
-        self.retire(&st.locked, &mut st.spares, &mut removed);
+        self.retire(&st.locked, &mut st.spares, &mut removed, None);
+        let MissState {
+            locked,
+            spares,
+            parked,
+            ..
+        } = &mut *st;
+        self.retire(locked, spares, &mut parkable, Some(parked));
         st.drain_removed = removed;
+        st.drain_park = parkable;
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in &events {
                 (hook.0)(match *inv {
@@ -1003,7 +1046,7 @@ impl Cache {
             self.remember_invalidated(&mut st, u.reg.range);
         }
         let MissState { locked, spares, .. } = &mut *st;
-        self.retire(locked, spares, &mut removed);
+        self.retire(locked, spares, &mut removed, None);
         Ok(n)
     }
 
@@ -1024,7 +1067,9 @@ impl Cache {
         };
         let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
         let MissState { locked, spares, .. } = &mut *st;
-        self.retire(locked, spares, &mut all);
+        self.retire(locked, spares, &mut all, None);
+        // Their entries were reaped when they were parked: nothing to tell the hook.
+        self.unpark_all(&mut st);
         // No longer watched: a cache kept coherent through the hook must drop them too.
         if let Some(hook) = &self.cfg.on_invalidate {
             for r in ranges {

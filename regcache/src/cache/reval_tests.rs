@@ -33,7 +33,11 @@ struct FakeMon {
     check_error: AtomicBool,
     /// Answer like a module without REVALIDATE.
     no_reval: AtomicBool,
+    /// Say watches do not survive an unmap (like userfaultfd): nothing is parked.
+    no_keep: AtomicBool,
     checks: AtomicU64,
+    watches: AtomicU64,
+    unwatches: AtomicU64,
 }
 
 impl FakeMon {
@@ -55,6 +59,13 @@ impl FakeMon {
         self.counter.store(after, Ordering::Release);
     }
 
+    /// A change of `cookie`'s range after which its frames are `frames` (the allocator may
+    /// hand back frames seen before).
+    fn hit_to(&self, cookie: u64, frames: u64) {
+        self.k.lock().frames.insert(cookie, frames);
+        self.hit(cookie, false);
+    }
+
     fn cookie_at(&self, start: usize) -> u64 {
         let k = self.k.lock();
         *k.watched.iter().find(|(_, r)| r.start == start).unwrap().0
@@ -74,6 +85,9 @@ impl Monitor for Arc<FakeMon> {
     }
     fn revalidates(&self) -> bool {
         !self.no_reval.load(Ordering::Relaxed)
+    }
+    fn watch_survives_unmap(&self) -> bool {
+        !self.no_keep.load(Ordering::Relaxed)
     }
     fn revalidate_arm_since(&self, cookie: u64, since: u64) -> Result<Revalidation> {
         if self.arm_error.load(Ordering::Relaxed) {
@@ -110,6 +124,7 @@ impl Monitor for Arc<FakeMon> {
         })
     }
     fn watch(&self, range: Range, cookie: u64) -> std::result::Result<(), WatchError> {
+        self.watches.fetch_add(1, Ordering::Relaxed);
         {
             let mut k = self.k.lock();
             k.watched.insert(cookie, range);
@@ -121,6 +136,7 @@ impl Monitor for Arc<FakeMon> {
         Ok(())
     }
     fn unwatch(&self, _range: Range, cookie: u64) {
+        self.unwatches.fetch_add(1, Ordering::Relaxed);
         let mut k = self.k.lock();
         k.watched.remove(&cookie);
         k.armed.remove(&cookie);
@@ -394,4 +410,145 @@ fn danger_revalidate_unchanged_keeps_a_changed_entry() {
     let key = s.c.get(A, P, RW).unwrap().lkey();
     s.m.hit(s.m.cookie_at(A), true);
     assert_eq!(s.c.get(A, P, RW).unwrap().lkey(), key, "stale, on purpose");
+}
+
+// Kept watches (park.rs, issue 13: 100% churn).
+
+fn watch_calls(s: &Setup) -> (u64, u64) {
+    (
+        s.m.watches.load(Ordering::Relaxed),
+        s.m.unwatches.load(Ordering::Relaxed),
+    )
+}
+
+/// Every transfer's buffer was unmapped and mapped again: one watch for all of them, one ARM
+/// (the first registration's), one CHECK (its event), and every change still retires.
+#[test]
+fn churn_keeps_one_watch_and_never_trusts_a_changed_range() {
+    let s = setup(Config::default());
+    let mut keys = Vec::new();
+    for _ in 0..10 {
+        let h = s.c.get(A, P, RW).unwrap();
+        assert!(h.is_cached());
+        keys.push(h.lkey());
+        drop(h);
+        s.m.hit(s.m.cookie_at(A), true);
+    }
+    keys.dedup();
+    assert_eq!(keys.len(), 10, "a new registration after every change");
+    assert_eq!(watch_calls(&s), (1, 0));
+    assert_eq!(
+        s.m.checks.load(Ordering::Relaxed),
+        1,
+        "only the ARMed entry"
+    );
+    let st = s.c.stats();
+    assert_eq!((st.misses, st.invalidated, st.false_positives), (10, 9, 0));
+    assert_eq!((st.registrations, st.deregistrations), (10, 9));
+    assert_eq!(s.forwarded.lock().len(), 9);
+    s.c.flush();
+    assert_eq!(watch_calls(&s), (1, 1), "flush unwatches the parked watch");
+}
+
+/// The negative control of the above: a kept watch still holds the digest ARMed for the
+/// previous registration's frames. When those frames come back at the address (the allocator
+/// reuses freed pages), a CHECK of the new entry against that digest says "unchanged" although
+/// it pinned other frames: the entry would be kept stale. `UNARMED` (entry.rs) is what prevents
+/// it; with cookies compared instead of ids (`CHECK_KEPT`, test only) the test sees the stale key.
+#[test]
+fn kept_watch_checked_against_the_old_digest_corrupts() {
+    for wrong in [false, true] {
+        super::CHECK_KEPT.with(|c| c.set(wrong));
+        let s = setup(Config::default());
+        drop(s.c.get(A, P, RW).unwrap()); // frames 0, ARMed
+        let cookie = s.m.cookie_at(A);
+        s.m.hit(cookie, true); // frames 1
+        let k2 = s.c.get(A, P, RW).unwrap().lkey(); // under the kept watch: pins frames 1
+        assert_eq!(watch_calls(&s).0, 1);
+        s.m.hit_to(cookie, 0); // changed again, and the frames 0 are back
+        let k3 = s.c.get(A, P, RW).unwrap().lkey();
+        super::CHECK_KEPT.with(|c| c.set(false));
+        if wrong {
+            assert_eq!(k3, k2, "negative control: the stale registration was kept");
+        } else {
+            assert_ne!(k3, k2, "a changed range is registered again");
+            assert_eq!(s.c.stats().false_positives, 0);
+        }
+    }
+}
+
+/// A held entry's watch is unwatched by its retirement (life.rs), never parked: the new entry
+/// watches afresh, and the old one's release does not take its watch away.
+#[test]
+fn held_entry_watch_is_not_kept() {
+    let s = setup(Config::default());
+    let h = s.c.get(A, P, RW).unwrap();
+    s.m.hit(s.m.cookie_at(A), true);
+    let h2 = s.c.get(A, P, RW).unwrap();
+    assert_ne!(h2.lkey(), h.lkey());
+    assert_eq!(watch_calls(&s), (2, 1));
+    drop(h);
+    drop(h2);
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    s.m.hit(s.m.cookie_at(A), true);
+    assert_ne!(s.c.get(A, P, RW).unwrap().lkey(), key);
+}
+
+/// An entry hit before its change is a reused buffer, not churn: its successor gets a fresh,
+/// ARMed watch, so neighbour noise is still a false positive for it.
+#[test]
+fn hit_entry_gets_a_fresh_armed_watch() {
+    let s = setup(Config::default());
+    drop(s.c.get(A, P, RW).unwrap());
+    drop(s.c.get(A, P, RW).unwrap()); // a hit
+    s.m.hit(s.m.cookie_at(A), true);
+    let key = s.c.get(A, P, RW).unwrap().lkey();
+    assert_eq!(watch_calls(&s), (2, 1));
+    s.m.hit(s.m.cookie_at(A), false);
+    assert_eq!(s.c.get(A, P, RW).unwrap().lkey(), key, "kept: noise");
+    assert_eq!(s.c.stats().false_positives, 1);
+}
+
+/// A change while the registration under a kept watch is being pinned is seen by the drain
+/// after it (the watch is the same): undone, retried with a fresh watch.
+#[test]
+fn change_while_pinning_under_a_kept_watch_is_retried() {
+    let s = setup(Config::default());
+    drop(s.c.get(A, P, RW).unwrap());
+    s.m.hit(s.m.cookie_at(A), true);
+    s.r.change_pins.store(1, Ordering::Relaxed);
+    let h = s.c.get(A, P, RW).unwrap();
+    assert!(h.is_cached());
+    let st = s.c.stats();
+    assert_eq!((st.registrations, st.deregistrations), (3, 2));
+    assert_eq!(
+        watch_calls(&s),
+        (2, 1),
+        "the kept watch was dropped for the retry"
+    );
+}
+
+/// A monitor whose watches go with the mapping (userfaultfd) parks nothing; at most 8 watches
+/// are parked, the oldest beyond that is unwatched; a different range does not take one.
+#[test]
+fn parking_limits() {
+    let s = setup(Config::default());
+    s.m.no_keep.store(true, Ordering::Relaxed);
+    drop(s.c.get(A, P, RW).unwrap());
+    s.m.hit(s.m.cookie_at(A), true);
+    drop(s.c.get(A, P, RW).unwrap());
+    assert_eq!(watch_calls(&s), (2, 1));
+
+    let s = setup(Config::default());
+    for i in 0..9 {
+        drop(s.c.get(A + i * 16 * P, P, RW).unwrap());
+    }
+    for i in 0..9 {
+        s.m.hit(s.m.cookie_at(A + i * 16 * P), true);
+    }
+    drop(s.c.get(A, 2 * P, RW).unwrap()); // not the parked range [A, A+P)
+    assert_eq!(watch_calls(&s), (10, 1), "9 parked, the oldest unwatched");
+    drop(s.c.get(A + 16 * P, P, RW).unwrap());
+    assert_eq!(watch_calls(&s), (10, 1), "taken over");
+    drop(s);
 }

@@ -112,6 +112,17 @@ pub trait Monitor: Send + Sync {
     /// false positive, never a false negative).
     fn unwatch(&self, range: Range, cookie: u64);
 
+    /// Whether a watch stays in force, reporting every later change of its range, after the
+    /// memory under it was unmapped and its events were drained: a watch of an address range,
+    /// not of a mapping. ummunotify says yes (its mmu_interval_notifier stays in the mm's tree
+    /// until UNREGISTER, and a region hit again after its record was read is queued again);
+    /// userfaultfd says no (its registration goes with the VMA). When true, the cache may keep
+    /// the watch of an invalidated entry for the next registration of exactly the same range
+    /// instead of unwatching and watching again (issue 13, 100% churn: `cache/park.rs`).
+    fn watch_survives_unmap(&self) -> bool {
+        false
+    }
+
     /// Whether this monitor can tell whether a reported range's pages really changed
     /// (`revalidate_arm_since` / `revalidate_check` work): ummunotify with REVALIDATE. The
     /// default, and userfaultfd and `none`, say no.

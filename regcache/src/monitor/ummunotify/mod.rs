@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::range::{page_size, Range};
 use std::ffi::CString;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
@@ -169,14 +170,22 @@ impl UmmunotifyMonitor {
         self.revalidate(abi::CHECK_REGION, cookie, 0, 0)
     }
 
-    fn read_events(&self, buf: &mut [abi::Event]) -> io::Result<usize> {
+    /// One read(): the records the module wrote at the start of `buf` (not zeroed first: a
+    /// drain reads one or two records into a page-sized buffer, issue 13).
+    fn read_events<'b>(
+        &self,
+        buf: &'b mut [MaybeUninit<abi::Event>],
+    ) -> io::Result<&'b [abi::Event]> {
         let bytes = std::mem::size_of_val(buf);
-        // SAFETY: buf is a valid, writable slice of plain-old-data records of `bytes` bytes.
+        // SAFETY: buf is valid, writable memory of `bytes` bytes for the call.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), bytes) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(n as usize / std::mem::size_of::<abi::Event>())
+        let records = (n as usize / std::mem::size_of::<abi::Event>()).min(buf.len());
+        // SAFETY: the kernel wrote `n` bytes from the start of buf, so its first `records`
+        // records are initialised, and any bit pattern is a valid Event (plain integers).
+        Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<abi::Event>(), records) })
     }
 }
 
@@ -208,6 +217,15 @@ impl Monitor for UmmunotifyMonitor {
 
     fn revalidates(&self) -> bool {
         self.revalidate_supported()
+    }
+
+    fn watch_survives_unmap(&self) -> bool {
+        // A region is an mmu_interval_notifier on the address range: it stays in the mm's
+        // tree across munmap/mmap until UNREGISTER, and a region hit after its record was
+        // read is queued again (umn_region_queue_hit). Its REVALIDATE state (the digest of
+        // the last ARM) is what the cache must not trust for a later registration
+        // (cache/park.rs).
+        true
     }
 
     fn revalidate_arm_since(&self, cookie: u64, since: u64) -> Result<Revalidation> {
@@ -249,21 +267,32 @@ impl Monitor for UmmunotifyMonitor {
         // lock; every event counted up to `before` is then in the queue we are about to read.
         let before = self.counter().load(std::sync::atomic::Ordering::Acquire);
         let mut last = None;
-        let mut buf = [abi::Event::default(); EVENTS_PER_READ];
+        let mut buf = [const { MaybeUninit::<abi::Event>::uninit() }; EVENTS_PER_READ];
         loop {
-            let n = match self.read_events(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
+            let records = match self.read_events(&mut buf) {
+                Ok([]) => break,
+                Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
-            for ev in &buf[..n] {
+            let mut at_last = false;
+            for ev in records {
                 if ev.kind == abi::EVENT_TYPE_LAST {
                     last = Some(ev.user_cookie_counter);
+                    at_last = true;
                 } else if let Some(inv) = decode(ev) {
                     out.push(inv);
                 }
+            }
+            // A LAST ends the queue as the module saw it (it is appended only when no record
+            // was left behind, umn_queue_peek): every hit counted up to its counter value is
+            // in this read or an earlier one, so the generation returned below is complete
+            // without a second read() that would only answer EAGAIN (one system call per
+            // drain, issue 13: 100% churn). A hit after it moved the counter past that value,
+            // so the next lookup finds the counter ahead of `drained` and drains again.
+            if at_last {
+                break;
             }
         }
         // LAST carries the counter at the moment the queue emptied; without one (nothing was
