@@ -6,7 +6,8 @@
 //! - `miss/{regcache-evict,regcache-invalidate,ucx-evict}`: get of a fresh address each time;
 //! - `drain/regcache/N`: N Range invalidations fired, then the one get that drains them;
 //! - `drain/ucx/N`: UCX's invalidation of N regions (N ucm_vm_munmap events, then a get);
-//! - `scale/{regcache,ucx}/N`: the hit loop over N = 10^5 and 10^6 regions;
+//! - `scale/{regcache,ucx}/N`: the hit loop over N = 10^5 and 10^6 regions; `scale/memfloor/N`
+//!   the memory accesses such a hit cannot avoid at that N, alone (`FloorTable`);
 //! - `uffd/{scripted-hit,uffd-hit,probe,getppid}`: the hit over 1,000 real regions with a
 //!   monitor that needs no probe and with userfaultfd; the settle probe alone; a null syscall;
 //! - `threads/{regcache,ucx}-{1t,2t}/N`: the hit loop run by 1 or 2 threads at once; the time
@@ -342,6 +343,18 @@ fn scale(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let t0 = Instant::now();
                     ucx::hit_loop(&rc, &w, pos, iters);
+                    pos = pos.wrapping_add(iters as usize);
+                    t0.elapsed()
+                })
+            });
+        }
+        {
+            let t = FloorTable::new(n);
+            let mut pos = 0usize;
+            g.bench_with_input(BenchmarkId::new("memfloor", n), &n, |b, _| {
+                b.iter_custom(|iters| {
+                    let t0 = Instant::now();
+                    black_box(floor_loop(&t, &w, pos, iters as usize));
                     pos = pos.wrapping_add(iters as usize);
                     t0.elapsed()
                 })

@@ -135,7 +135,17 @@ fn main() {
         m("scale/regcache/100000".into()),
         m("scale/regcache/1000000".into()),
     );
-    println!("\nregcache 10^6 / 10^5: {}", fmt_ratio(s6, s5, "x"));
+    let (f5, f6) = (
+        m("scale/memfloor/100000".into()),
+        m("scale/memfloor/1000000".into()),
+    );
+    println!(
+        "\nregcache 10^6 / 10^5: {}; the memory floor (`scale/memfloor`: {} / {}) 10^6 / 10^5: {}",
+        fmt_ratio(s6, s5, "x"),
+        fmt_ns(f5),
+        fmt_ns(f6),
+        fmt_ratio(f6, f5, "x")
+    );
 
     println!("\nHit with the userfaultfd monitor, 1,000 real regions (median time per op):\n");
     println!("| benchmark | median | / scripted hit (goal ≤ 2.00) |");

@@ -66,7 +66,7 @@ fn main() {
         "memfloor" => {
             let t = FloorTable::new(n);
             (t0, c0) = (Instant::now(), thread_cpu_ns());
-            std::hint::black_box(floor_loop(&t, &w, iters));
+            std::hint::black_box(floor_loop(&t, &w, 0, iters));
         }
         _ => panic!("{usage} (ucx needs a build with UCX headers)"),
     }
@@ -110,40 +110,4 @@ fn two_threads(which: &str, n: usize, iters: u64) {
     };
     let ns = elapsed.as_nanos() as f64 / iters as f64;
     println!("{which}-2t N={n}: {ns:.1} ns/op per thread");
-}
-
-/// A table of the index's size for `n` entries: hashbrown keeps at most 7/8 of a power of two
-/// full, with one control byte and one 32-byte bucket per slot, each array touched (faulted in).
-struct FloorTable {
-    ctrl: Vec<u8>,
-    records: Vec<[u64; 4]>,
-    mask: usize,
-    lock: std::sync::atomic::AtomicU64,
-}
-
-impl FloorTable {
-    fn new(n: usize) -> Self {
-        let slots = (n * 8 / 7 + 1).next_power_of_two();
-        FloorTable {
-            ctrl: (0..slots).map(|i| (i % 3) as u8).collect(),
-            records: (0..slots).map(|i| [i as u64; 4]).collect(),
-            mask: slots - 1,
-            lock: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-}
-
-#[inline(never)]
-fn floor_loop(t: &FloorTable, w: &Workload, iters: usize) -> u64 {
-    use std::sync::atomic::Ordering;
-    let mut sum = 0u64;
-    for pos in 0..iters {
-        // SeqCst and Release: the same instructions as the read lock's entry and exit.
-        t.lock.fetch_add(1, Ordering::SeqCst);
-        let h = ((w.addr(pos) as u64 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7) as usize;
-        let c = t.ctrl[h & t.mask] as usize;
-        sum = sum.wrapping_add(t.records[(h + c) & t.mask][0]);
-        t.lock.store(0, Ordering::Release);
-    }
-    sum
 }
