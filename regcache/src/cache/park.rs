@@ -8,8 +8,8 @@
 //! call: in the guest 4.3x the registration path of registering every transfer.
 //!
 //! When the monitor's watches survive an unmap (`Monitor::watch_survives_unmap`: ummunotify,
-//! whose region is an interval notifier on the address range, queued again by every hit after
-//! its record was read), a drain that retires an entry nothing references and that was never
+//! whose region is a range of the address space in the fd's interval tree, kept across unmaps
+//! and queued again by every hit after its record was read), a drain that retires an entry nothing references and that was never
 //! hit since it was cached (a one-use life: the churn pattern) parks its `(range, cookie)`
 //! here instead of unwatching it. A miss whose target is exactly a parked range takes the
 //! watch over: the new entry's id is the cookie with `UNARMED` (entry.rs). At most `MAX`
