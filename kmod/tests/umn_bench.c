@@ -210,34 +210,6 @@ static void bench_register(int iters)
 		       reg[s] / reg[0], unreg[s], unreg[s] / unreg[0]);
 }
 
-static long meminfo_kb(const char *key)
-{
-	char line[256];
-	size_t len = strlen(key);
-	long v = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, len) && line[len] == ':') {
-			v = atol(line + len + 1);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
-#define SLAB_DIR "/sys/kernel/slab/ummunotify_region"
-
-static long slab_attr(const char *name)
-{
-	char path[256];
-
-	snprintf(path, sizeof(path), SLAB_DIR "/%s", name);
-	return read_long_file(path);
-}
-
 struct mem_snap {
 	long sunreclaim_kb, slab_kb, memfree_kb, objects, slabs;
 };
@@ -246,11 +218,11 @@ static void mem_snap(struct mem_snap *m)
 {
 	sync();
 	write_str_file("/proc/sys/vm/drop_caches", "3");
-	m->sunreclaim_kb = meminfo_kb("SUnreclaim");
-	m->slab_kb = meminfo_kb("Slab");
-	m->memfree_kb = meminfo_kb("MemFree");
-	m->objects = slab_attr("objects");
-	m->slabs = slab_attr("slabs");
+	m->sunreclaim_kb = umn_meminfo_kb("SUnreclaim");
+	m->slab_kb = umn_meminfo_kb("Slab");
+	m->memfree_kb = umn_meminfo_kb("MemFree");
+	m->objects = umn_slab_attr("objects");
+	m->slabs = umn_slab_attr("slabs");
 }
 
 static void set_limit(const char *path, long v)
@@ -387,9 +359,9 @@ TEST_TIMEOUT(scale, 1800)
 	printf("scale: %ld ranges on one fd (one page each, every other page)\n",
 	       n);
 	printf("slab cache %s: object_size %ld slab_size %ld objs_per_slab %ld order %ld aliases %ld\n",
-	       SLAB_DIR, slab_attr("object_size"), slab_attr("slab_size"),
-	       slab_attr("objs_per_slab"), slab_attr("order"),
-	       slab_attr("aliases"));
+	       UMN_SLAB_DIR, umn_slab_attr("object_size"), umn_slab_attr("slab_size"),
+	       umn_slab_attr("objs_per_slab"), umn_slab_attr("order"),
+	       umn_slab_attr("aliases"));
 
 	/*
 	 * munmap of a watched page in another process whose fd has no other
@@ -462,7 +434,7 @@ TEST_TIMEOUT(scale, 1800)
 	printf("\nkernel memory for %ld ranges (after - before the fill)\n", n);
 	printf("  slab objects %+ld, slabs %+ld (x PAGE_SIZE << order = %.1f B per range)\n",
 	       m1.objects - m0.objects, m1.slabs - m0.slabs,
-	       (double)(m1.slabs - m0.slabs) * (PAGE << slab_attr("order")) / n);
+	       (double)(m1.slabs - m0.slabs) * (PAGE << umn_slab_attr("order")) / n);
 	printf("  SUnreclaim %+ld kB = %.1f B per range\n",
 	       m1.sunreclaim_kb - m0.sunreclaim_kb,
 	       (m1.sunreclaim_kb - m0.sunreclaim_kb) * 1024.0 / n);

@@ -13,29 +13,11 @@
 #include "harness.h"
 #include "umn_util.h"
 
-static long meminfo_kb(const char *key)
-{
-	char line[256];
-	size_t len = strlen(key);
-	long v = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, len) && line[len] == ':') {
-			v = atol(line + len + 1);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 static long unreclaimable_slab_kb(void)
 {
 	sync();
 	write_str_file("/proc/sys/vm/drop_caches", "3");
-	return meminfo_kb("SUnreclaim");
+	return umn_meminfo_kb("SUnreclaim");
 }
 
 static void wait_live(long want)
@@ -466,16 +448,6 @@ TEST_TIMEOUT(munmap_with_most_overlapping_ranges_allowed_is_bounded, 900)
 
 /* ---- bytes per range (issue 13) --------------------------------------- */
 
-#define SLAB_DIR "/sys/kernel/slab/ummunotify_region"
-
-static long slab_attr(const char *name)
-{
-	char path[256];
-
-	snprintf(path, sizeof(path), SLAB_DIR "/%s", name);
-	return read_long_file(path);
-}
-
 /*
  * A range is one object of the module's slab cache, at most 128 bytes,
  * and nothing else: 100,000 ranges add at most 128 bytes each (+ 16 of
@@ -490,19 +462,19 @@ TEST_TIMEOUT(kernel_memory_per_range_at_most_128_bytes, 600)
 
 	ASSERT_TRUE(p != MAP_FAILED);
 	printf("  # object_size %ld slab_size %ld objs_per_slab %ld\n",
-	       slab_attr("object_size"), slab_attr("slab_size"),
-	       slab_attr("objs_per_slab"));
-	ASSERT_TRUE(slab_attr("object_size") > 0);
-	ASSERT_TRUE(slab_attr("slab_size") <= 128);
-	ASSERT_TRUE(slab_attr("objs_per_slab") * 128 >= 4096);
+	       umn_slab_attr("object_size"), umn_slab_attr("slab_size"),
+	       umn_slab_attr("objs_per_slab"));
+	ASSERT_TRUE(umn_slab_attr("object_size") > 0);
+	ASSERT_TRUE(umn_slab_attr("slab_size") <= 128);
+	ASSERT_TRUE(umn_slab_attr("objs_per_slab") * 128 >= 4096);
 
-	objs0 = slab_attr("objects");
+	objs0 = umn_slab_attr("objects");
 	before = unreclaimable_slab_kb();
 	for (i = 0; i < n; i++)
 		if (umn_reg(fd, p + 2 * i * PAGE, PAGE, i))
 			FAIL("register %ld: %s", i, strerror(errno));
 	after = unreclaimable_slab_kb();
-	objs1 = slab_attr("objects");
+	objs1 = umn_slab_attr("objects");
 	printf("  # %ld ranges: objects %+ld, SUnreclaim %+ld kB (%.1f B per range)\n",
 	       n, objs1 - objs0, after - before,
 	       (after - before) * 1024.0 / n);

@@ -116,6 +116,36 @@ static inline long read_long_file(const char *path)
 	return v;
 }
 
+/* A /proc/meminfo field in kB ("SUnreclaim", ...), or -1. */
+static inline long umn_meminfo_kb(const char *key)
+{
+	char line[256];
+	size_t len = strlen(key);
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, len) && line[len] == ':') {
+			v = atol(line + len + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+#define UMN_SLAB_DIR "/sys/kernel/slab/ummunotify_region"
+
+/* An attribute of the module's slab cache ("object_size", ...), or -1. */
+static inline long umn_slab_attr(const char *name)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), UMN_SLAB_DIR "/%s", name);
+	return read_long_file(path);
+}
+
 static inline int write_str_file(const char *path, const char *s)
 {
 	FILE *f = fopen(path, "w");
