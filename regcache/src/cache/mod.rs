@@ -48,7 +48,6 @@ use stats::{Hot, MissLocked, Stats};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Limits and switches of a cache.
 #[derive(Clone, Debug)]
@@ -762,13 +761,13 @@ impl Cache {
         r: Range,
         access: Access,
     ) -> Result<Registration> {
-        let t0 = Instant::now();
+        let t0 = stats::now_ns();
         let res = self.registrar.register(r.start, r.len(), access);
         let s = &self.stats;
         // Relaxed (all): statistics, see stats.rs.
         match &res {
             Ok(_) => {
-                let ns = t0.elapsed().as_nanos() as u64;
+                let ns = stats::now_ns().saturating_sub(t0);
                 s.registered(lock, ns, r.len() as u64);
             }
             Err(e) => {
@@ -829,7 +828,7 @@ impl Cache {
         }
         self.stats.drains.fetch_add(1, Ordering::Relaxed);
         // Drain latency (stats.rs): one clock read here, one at the end if an event came.
-        let t0 = Instant::now();
+        let t0 = stats::now_ns();
         let mut events = std::mem::take(&mut st.scratch);
         events.clear();
         let generation = match self.monitor.drain(&mut events) {
@@ -948,7 +947,7 @@ impl Cache {
             self.drained.store(generation, Ordering::Release);
         }
         if !events.is_empty() {
-            self.stats.record_drain(t0.elapsed().as_nanos() as u64);
+            self.stats.record_drain(stats::now_ns().saturating_sub(t0));
         }
         st.scratch = events;
         pending_hit

@@ -1031,7 +1031,7 @@ fn fork_child_takes_no_lock_a_parent_thread_held() {
         pid
     });
     assert!(pid > 0);
-    let t = Instant::now();
+    let t = std::time::Instant::now();
     let mut status = 0;
     loop {
         // SAFETY: waits for our own child.
