@@ -216,6 +216,13 @@ impl Collector for CacheCollector {
         )?;
         counter(
             e,
+            "regcache_kept_watches",
+            "Misses that took over the kept watch of a churned entry of exactly their range \
+             instead of watching anew (ummunotify: an unwatch and a watch saved each)",
+            s.kept_watches,
+        )?;
+        counter(
+            e,
             "regcache_false_positives",
             "Reports that changed no page of a cached registration: each entry the monitor \
              reported whose pages the kernel confirmed unchanged (ummunotify REVALIDATE; kept \

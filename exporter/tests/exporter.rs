@@ -126,6 +126,7 @@ fn exposition_content() {
         "regcache_lookups_total counter",
         "regcache_uncacheable_requests_total counter",
         "regcache_reregistrations_total counter",
+        "regcache_kept_watches_total counter",
         "regcache_false_positives_total counter",
         "regcache_invalidated_entries_total counter",
         "regcache_drains_total counter",

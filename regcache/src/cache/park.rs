@@ -100,7 +100,12 @@ impl Cache {
         if st.parked.is_empty() {
             return None;
         }
-        st.parked.take(target).map(|cookie| cookie | UNARMED)
+        let cookie = st.parked.take(target)?;
+        // Relaxed: a statistic (stats.rs).
+        self.stats
+            .kept_watches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(cookie | UNARMED)
     }
 
     /// Parks the watch `(r, cookie)` of an entry just reaped (see the module comment for which).

@@ -445,6 +445,10 @@ fn churn_keeps_one_watch_and_never_trusts_a_changed_range() {
     let st = s.c.stats();
     assert_eq!((st.misses, st.invalidated, st.false_positives), (10, 9, 0));
     assert_eq!((st.registrations, st.deregistrations), (10, 9));
+    assert_eq!(
+        st.kept_watches, 9,
+        "every miss after the first took the kept watch"
+    );
     assert_eq!(s.forwarded.lock().len(), 9);
     s.c.flush();
     assert_eq!(watch_calls(&s), (1, 1), "flush unwatches the parked watch");
@@ -487,6 +491,7 @@ fn held_entry_watch_is_not_kept() {
     let h2 = s.c.get(A, P, RW).unwrap();
     assert_ne!(h2.lkey(), h.lkey());
     assert_eq!(watch_calls(&s), (2, 1));
+    assert_eq!(s.c.stats().kept_watches, 0);
     drop(h);
     drop(h2);
     let key = s.c.get(A, P, RW).unwrap().lkey();

@@ -77,6 +77,7 @@ pub(crate) struct Stats {
     hot: Box<[CachePadded<HotShard>]>,
     locked: CachePadded<LockedStats>,
     pub reregistrations: AtomicU64,
+    pub kept_watches: AtomicU64,
     pub invalidated: AtomicU64,
     pub false_positives: AtomicU64,
     pub drains: AtomicU64,
@@ -285,6 +286,7 @@ impl Stats {
             misses: l.misses.load(Relaxed),
             uncacheable: sum(|s| &s.uncacheable),
             reregistrations: self.reregistrations.load(Relaxed),
+            kept_watches: self.kept_watches.load(Relaxed),
             invalidated: self.invalidated.load(Relaxed),
             false_positives: self.false_positives.load(Relaxed),
             drains: self.drains.load(Relaxed),
@@ -318,6 +320,9 @@ pub struct StatsSnapshot {
     pub uncacheable: u64,
     /// Misses for a range that was cached before and invalidated: the cost of unmap/remap churn.
     pub reregistrations: u64,
+    /// Misses that took over the kept watch of a churned entry of exactly their range instead
+    /// of watching anew (cache/park.rs: an unwatch and a watch saved each; ummunotify only).
+    pub kept_watches: u64,
     /// Entries removed because the monitor (or `invalidate`) reported their pages changed.
     pub invalidated: u64,
     /// Reports that changed no page of a cached registration: each reported entry whose pages
@@ -367,6 +372,7 @@ impl StatsSnapshot {
             misses,
             uncacheable,
             reregistrations,
+            kept_watches,
             invalidated,
             false_positives,
             drains,
@@ -386,6 +392,7 @@ impl StatsSnapshot {
         self.misses += misses;
         self.uncacheable += uncacheable;
         self.reregistrations += reregistrations;
+        self.kept_watches += kept_watches;
         self.invalidated += invalidated;
         self.false_positives += false_positives;
         self.drains += drains;
