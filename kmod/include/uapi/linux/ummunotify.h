@@ -103,6 +103,76 @@ enum {
 #define UMMUNOTIFY_CHECK_REGION		_IOWR(UMMUNOTIFY_MAGIC, 5, \
 					      struct ummunotify_revalidate_ioctl)
 
+/*
+ * UMMUNOTIFY_FEATURE_RING: records without read().  The module also offers
+ * a second page, struct ummunotify_ring, mapped shared and read-write at
+ * offset UMMUNOTIFY_RING_PGOFF pages.  A hit of a range is published there
+ * (cookie and hit part) instead of being queued for read(), while the ring
+ * has room; otherwise it is queued for read() as without the bit.  So a
+ * client learns what was invalidated with loads and one store, and calls
+ * read() only when @queued says so:
+ *
+ *   1. c = load-acquire(counter)            (the counter page, as in 2010)
+ *   2. h = load-acquire(ring->head); copy records ring->tail .. h - 1
+ *      (index modulo UMMUNOTIFY_RING_SLOTS); store-release(ring->tail, h)
+ *   3. if load-acquire(ring->queued): read() up to a LAST record, as in 2010
+ *   4. if records were taken in 2 and load-acquire(ring->running) is not 0:
+ *      ioctl(UMMUNOTIFY_SETTLE) before pinning any of their ranges again
+ *
+ * Then every hit counted up to c was taken in 2 or 3.  A record is
+ * published when the invalidation starts, before the pages go; @running
+ * counts the invalidations of the address space in progress (incremented
+ * before any of their records is published, decremented after they end),
+ * so 0 in step 4 means the pages of every record taken are gone, and
+ * pinning again finds the new ones.  SETTLE waits until every invalidation
+ * of the address space running when it was called has ended (read() waits
+ * so by itself).  The kernel only reads @tail: any value a client writes
+ * there at worst makes the ring look full (records go to read()).
+ */
+#define UMMUNOTIFY_FEATURE_RING		(1U << 2)
+
+#define UMMUNOTIFY_RING_PGOFF		1
+#define UMMUNOTIFY_RING_SLOTS		128
+
+/**
+ * struct ummunotify_ring_record - one hit published in the ring
+ * @user_cookie: the range's cookie
+ * @hint_start: start of the invalidated part of the range
+ * @hint_end: end of the invalidated part of the range (exclusive)
+ */
+struct ummunotify_ring_record {
+	__u64	user_cookie;
+	__u64	hint_start;
+	__u64	hint_end;
+};
+
+/**
+ * struct ummunotify_ring - the page at UMMUNOTIFY_RING_PGOFF (RING only)
+ * @head: kernel: records published since open (wraps)
+ * @running: kernel: invalidations of the address space in progress
+ * @queued: kernel: not 0 while read() has records or a LAST to return
+ * @slots: kernel: UMMUNOTIFY_RING_SLOTS
+ * @tail: user: records taken (wraps); the kernel publishes while
+ *	@head - @tail < @slots
+ * @record: the records, @head modulo @slots
+ *
+ * @head and @tail are in separate cache lines: one is written by the
+ * kernel, the other by the client.
+ */
+struct ummunotify_ring {
+	__u32	head;
+	__u32	running;
+	__u32	queued;
+	__u32	slots;
+	__u8	reserved0[48];
+	__u32	tail;
+	__u8	reserved1[60];
+	struct ummunotify_ring_record	record[UMMUNOTIFY_RING_SLOTS];
+};
+
+/* RING only (else ENOTTY): see UMMUNOTIFY_FEATURE_RING. */
+#define UMMUNOTIFY_SETTLE		_IO(UMMUNOTIFY_MAGIC, 6)
+
 enum {
 	UMMUNOTIFY_EVENT_TYPE_INVAL	= 0,
 	UMMUNOTIFY_EVENT_TYPE_LAST	= 1,
