@@ -172,6 +172,106 @@ static void bench_munmap(int iters)
 			close(fd[m]);
 }
 
+/*
+ * UMMUNOTIFY_FEATURE_RING (issue 13): a RING fd adds a classic notifier to
+ * every invalidation of its process.  Chunks of 100 munmaps in three kinds
+ * of fork child, in turns: no fd at all; a FILTER fd; a FILTER|RING fd
+ * (each with one range elsewhere, so that the notifiers exist).  In the
+ * two with an fd, an unwatched page and a watched one alternate; the
+ * watched one's record is drained by read() or taken from the ring.
+ */
+enum { R_NONE, R_PLAIN_UN, R_PLAIN_W, R_RING_UN, R_RING_W, R_CASES };
+static const char *const ring_case_names[R_CASES] = {
+	"process without ummunotify", "unwatched page, FILTER fd",
+	"watched, FILTER, read()", "unwatched page, FILTER|RING fd",
+	"watched, FILTER|RING, ring",
+};
+
+static void ring_chunk(int kind, uint64_t *un, uint64_t *w, int n)
+{
+	struct ummunotify_ring *r = NULL;
+	int fd = -1, i, k, st;
+	pid_t pid = fork();
+
+	if (pid) {
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			FAIL("ring child");
+		return;
+	}
+	if (kind) {
+		int rfd;
+
+		fd = umn_open();
+		if (umn_features(fd, UMMUNOTIFY_FEATURE_FILTER |
+				 (kind == 2 ? UMMUNOTIFY_FEATURE_RING : 0), NULL))
+			FAIL("features");
+		if (kind == 2) {
+			rfd = ioctl(fd, UMMUNOTIFY_OPEN_RING);
+			r = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+				 MAP_SHARED, rfd, 0);
+			if (rfd < 0 || r == MAP_FAILED)
+				FAIL("ring: %s", strerror(errno));
+		}
+		add_background(fd, 1, 1000);
+	}
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < (kind ? 2 : 1); k++) {
+			int watched = kind && (i + k) % 2;
+			char *p = map_pages(1, 1);
+			uint64_t t0;
+
+			if (watched && umn_reg(fd, p, PAGE, 1))
+				FAIL("register");
+			t0 = now_ns();
+			munmap(p, PAGE);
+			(watched ? w : un)[i] = now_ns() - t0;
+			if (!watched)
+				continue;
+			if (r)
+				__atomic_store_n(&r->tail, r->head,
+						 __ATOMIC_RELEASE);
+			umn_unreg(fd, 1);
+			drain(fd);
+		}
+	}
+	_exit(0);
+}
+
+static void bench_munmap_ring(int iters)
+{
+	uint64_t *t[R_CASES];
+	int m, i, k;
+
+	for (m = 0; m < R_CASES; m++)
+		t[m] = mmap(NULL, iters * sizeof(uint64_t),
+			    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			    -1, 0);
+	for (i = 0; i < iters; i += 100) {
+		int n = iters - i < 100 ? iters - i : 100;
+
+		for (k = 0; k < 3; k++) {
+			int kind = (i / 100 + k) % 3;
+
+			ring_chunk(kind, t[kind ? 2 * kind - 1 : R_NONE] + i,
+				   kind ? t[2 * kind] + i : NULL, n);
+		}
+	}
+	printf("\nmunmap of one populated 4 KiB page, RING (%d iterations, chunks of 100 in turns)\n",
+	       iters);
+	printf("%-32s %12s %8s\n", "case", "median ns", "ratio");
+	{
+		double none = median(t[R_NONE], iters);
+
+		for (m = 0; m < R_CASES; m++) {
+			double v = m == R_NONE ? none : median(t[m], iters);
+
+			printf("%-32s %12.0f %8.2f\n", ring_case_names[m], v,
+			       v / none);
+		}
+	}
+}
+
 static void bench_register(int iters)
 {
 	static const long sizes[] = { 1, 1000, 100000 };
@@ -462,5 +562,6 @@ TEST_TIMEOUT(bench, 1200)
 	fflush(stdout);
 	system("uname -r");
 	bench_munmap(iters);
+	bench_munmap_ring(iters);
 	bench_register(iters);
 }
