@@ -7,6 +7,7 @@
 //! stale entry. Watches are identified by cookie (the cache's entry id), events report cookies.
 
 pub mod abi;
+mod ring;
 
 use super::{Invalidation, Monitor, MonitorKind, WatchError};
 use crate::error::{Error, Result};
@@ -16,7 +17,8 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Default device path.
 pub const DEVICE: &str = "/dev/ummunotify";
@@ -24,12 +26,22 @@ pub const DEVICE: &str = "/dev/ummunotify";
 /// Environment variable: `0` (or `off`, `no`, `false`) opens the device without REVALIDATE.
 pub const REVALIDATE_ENV: &str = "REGCACHE_REVALIDATE";
 
-/// Whether `REGCACHE_REVALIDATE`'s value asks for REVALIDATE (anything but an explicit "off").
-fn revalidate_wanted(v: Option<&str>) -> bool {
+/// Environment variable: `0` (or `off`, `no`, `false`) opens the device without RING (every
+/// hit read with read(), the 2010 path).
+pub const RING_ENV: &str = "REGCACHE_RING";
+
+/// Whether a feature switch's value (`REGCACHE_REVALIDATE`, `REGCACHE_RING`) asks for the
+/// feature: anything but an explicit "off".
+fn feature_wanted(v: Option<&str>) -> bool {
     !matches!(
         v.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
         Some("0" | "off" | "no" | "false")
     )
+}
+
+/// Whether the environment asks for RING (`REGCACHE_RING` unset or not "off").
+pub fn ring_wanted() -> bool {
+    feature_wanted(std::env::var(RING_ENV).ok().as_deref())
 }
 
 /// Records read per read() call: one page's worth, as the 2010 driver returns at most.
@@ -38,81 +50,207 @@ const EVENTS_PER_READ: usize = 128;
 /// What the module says about an armed range (docs/ummunotify-abi.md, REVALIDATE).
 pub use super::Revalidation;
 
+/// System calls made by the drains of one monitor (tests, benchmarks): shared, so a test can
+/// keep it after the monitor went into a cache.
+#[derive(Debug, Default)]
+pub struct DrainCalls {
+    reads: AtomicU64,
+    settles: AtomicU64,
+}
+
+impl DrainCalls {
+    /// read() calls of the device (the EAGAIN ones included).
+    pub fn reads(&self) -> u64 {
+        // Relaxed: a statistic; the tests read it after the drains they count returned.
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// SETTLE ioctls (RING only), EINTR retries included.
+    pub fn settles(&self) -> u64 {
+        // Relaxed: as in reads().
+        self.settles.load(Ordering::Relaxed)
+    }
+}
+
 pub struct UmmunotifyMonitor {
     fd: OwnedFd,
     counter: NonNull<AtomicU64>,
+    /// The ring page (RING granted and mapped).
+    ring: Option<RingPage>,
     features: u32,
+    calls: Arc<DrainCalls>,
+    /// Negative control (tests only): drains leave the ring's records where they are and report
+    /// none of them, so a churned buffer's stale registration is trusted.
+    skip_ring: AtomicBool,
 }
 
-// SAFETY: the fd is usable from any thread, and `counter` points into a MAP_SHARED read-only
-// page that stays mapped for the monitor's life and is only ever read through an AtomicU64.
+// SAFETY: the fd is usable from any thread; `counter` points into a MAP_SHARED read-only page
+// and `ring` into a MAP_SHARED read-write page, both mapped for the monitor's life and accessed
+// only through atomics and volatile reads (ring.rs), with `tail` stored by drains, which the
+// cache serialises (Monitor::drain).
 unsafe impl Send for UmmunotifyMonitor {}
-// SAFETY: as above; every method takes &self and uses only thread-safe syscalls and atomic loads.
+// SAFETY: as above; every method takes &self and uses only thread-safe syscalls, atomics and
+// volatile reads of records the kernel does not write until the drain gives them back.
 unsafe impl Sync for UmmunotifyMonitor {}
 
+/// The ring page mapped from the device, unmapped on drop.
+struct RingPage(ring::RingView);
+
+impl RingPage {
+    /// Maps the ring page of `fd` (RING granted) and checks what it says of itself.
+    fn map(fd: &OwnedFd) -> Result<RingPage> {
+        let page = map_pages(fd, abi::RING_PGOFF, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: a page-aligned shared mapping of one page (>= size_of::<Ring>(), 3200 bytes),
+        // valid for reads and writes until RingPage's drop unmaps it, accessed by the kernel as
+        // the header's protocol says.
+        let ring = RingPage(unsafe { ring::RingView::new(page.cast()) });
+        if ring.0.slots() != abi::RING_SLOTS as u32 {
+            return Err(io::Error::from_raw_os_error(libc::EPROTO).into());
+        }
+        Ok(ring)
+    }
+}
+
+impl Drop for RingPage {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the page mapped in map(); the view dies with `self`.
+        unsafe { libc::munmap(self.0.as_ptr().cast(), page_size()) };
+    }
+}
+
+/// Maps one shared page of the device at page offset `pgoff`.
+fn map_pages(fd: &OwnedFd, pgoff: usize, prot: libc::c_int) -> io::Result<NonNull<libc::c_void>> {
+    // SAFETY: mapping one page of the device, as the ABI offers it; the result is checked
+    // before use and owned (unmapped) by the caller.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page_size(),
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            (pgoff * page_size()) as libc::off_t,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(page).ok_or(io::Error::from_raw_os_error(libc::EFAULT))
+}
+
+/// Opens `path` read-only (`writable`: read-write, which a shared writable mapping of the ring
+/// needs) and negotiates `wanted` features; returns the fd and what the module granted.
+fn open_fd(cpath: &CString, writable: bool, wanted: u32) -> io::Result<(OwnedFd, u32)> {
+    let mode = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    // SAFETY: cpath is a valid NUL-terminated string; open has no other preconditions.
+    let raw = unsafe { libc::open(cpath.as_ptr(), mode | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a freshly opened fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // EXCHANGE_FEATURES must come before any other use of the fd.
+    let mut features = wanted;
+    // SAFETY: the ioctl reads and writes one u32 through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), abi::EXCHANGE_FEATURES as _, &mut features) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((fd, features & wanted))
+}
+
 impl UmmunotifyMonitor {
-    /// Opens the default device and asks for the FILTER and REVALIDATE features (REVALIDATE
-    /// not when `REGCACHE_REVALIDATE=0`: the cache then retires every reported entry, as with
-    /// a module that lacks it).
+    /// Opens the default device and asks for the FILTER, REVALIDATE and RING features
+    /// (REVALIDATE not when `REGCACHE_REVALIDATE=0`: the cache then retires every reported
+    /// entry, as with a module that lacks it; RING not when `REGCACHE_RING=0`: every hit is
+    /// read with read()).
     pub fn open() -> Result<Self> {
         let mut wanted = abi::FEATURE_FILTER;
-        if revalidate_wanted(std::env::var(REVALIDATE_ENV).ok().as_deref()) {
+        if feature_wanted(std::env::var(REVALIDATE_ENV).ok().as_deref()) {
             wanted |= abi::FEATURE_REVALIDATE;
+        }
+        if ring_wanted() {
+            wanted |= abi::FEATURE_RING;
         }
         Self::open_path(DEVICE, wanted)
     }
 
-    /// Opens `path`, negotiates `wanted` features (the kernel grants a subset), maps the counter.
+    /// Opens `path`, negotiates `wanted` features (the kernel grants a subset), maps the counter
+    /// and, if RING was granted, the ring page. RING that cannot be used (the module refuses a
+    /// read-write open, the ring page cannot be mapped writable or looks wrong) is not kept
+    /// half-way: the device is opened again without it (records would otherwise go to a ring
+    /// nobody reads).
     pub fn open_path(path: &str, wanted: u32) -> Result<Self> {
         let cpath = CString::new(path).map_err(|_| Error::InvalidArgument("NUL in device path"))?;
-        // SAFETY: cpath is a valid NUL-terminated string; open has no other preconditions.
-        let raw = unsafe {
-            libc::open(
-                cpath.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error().into());
+        if wanted & abi::FEATURE_RING != 0 {
+            if let Ok(m) = Self::open_with_ring(&cpath, wanted) {
+                return Ok(m);
+            }
         }
-        // SAFETY: `raw` is a freshly opened fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let (fd, features) = open_fd(&cpath, false, wanted & !abi::FEATURE_RING)?;
+        Self::with_fd(fd, features, None)
+    }
 
-        // EXCHANGE_FEATURES must come before any other use of the fd.
-        let mut features = wanted;
-        // SAFETY: the ioctl reads and writes one u32 through the pointer, which is valid.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), abi::EXCHANGE_FEATURES as _, &mut features) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error().into());
+    /// Opens read-write asking for `wanted` (RING among them); fails unless RING was granted
+    /// and its page mapped.
+    fn open_with_ring(cpath: &CString, wanted: u32) -> Result<Self> {
+        let (fd, features) = open_fd(cpath, true, wanted)?;
+        if features & abi::FEATURE_RING == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOTTY).into());
         }
+        let ring = RingPage::map(&fd)?;
+        Self::with_fd(fd, features, Some(ring))
+    }
 
-        // SAFETY: mapping one read-only shared page of the device at offset 0, exactly what the
-        // ABI offers; the result is checked before use.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                page_size(),
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if page == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error().into());
-        }
-        let counter = NonNull::new(page.cast::<AtomicU64>())
-            .ok_or(Error::Io(io::Error::from_raw_os_error(libc::EFAULT)))?;
+    /// The monitor on `fd` (features negotiated): maps the counter page.
+    fn with_fd(fd: OwnedFd, features: u32, ring: Option<RingPage>) -> Result<Self> {
+        let counter = map_pages(&fd, 0, libc::PROT_READ)?.cast::<AtomicU64>();
         Ok(UmmunotifyMonitor {
             fd,
             counter,
-            features: features & wanted,
+            ring,
+            features,
+            calls: Arc::default(),
+            skip_ring: AtomicBool::new(false),
         })
     }
 
     /// The feature bits the module granted.
     pub fn features(&self) -> u32 {
         self.features
+    }
+
+    /// Whether drains take records from the ring page (RING granted and mapped) before read().
+    pub fn ring_active(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// The read() and SETTLE calls of this monitor's drains (counted since open).
+    pub fn calls(&self) -> Arc<DrainCalls> {
+        self.calls.clone()
+    }
+
+    /// read() calls of the device so far.
+    pub fn reads(&self) -> u64 {
+        self.calls.reads()
+    }
+
+    /// SETTLE calls so far.
+    pub fn settles(&self) -> u64 {
+        self.calls.settles()
+    }
+
+    /// NEGATIVE CONTROL, tests only: with `on`, drains leave the ring's records in the ring and
+    /// report none of them (a churned buffer's stale registration is then trusted: the oracle
+    /// must see the corruption).
+    #[doc(hidden)]
+    pub fn danger_skip_ring_records(&self, on: bool) {
+        // Relaxed: set by the test before the drains it affects, on the same thread.
+        self.skip_ring.store(on, Ordering::Relaxed);
     }
 
     /// Whether [`arm`](Self::arm) and [`check`](Self::check) are available (the module granted
@@ -179,6 +317,8 @@ impl UmmunotifyMonitor {
         let bytes = std::mem::size_of_val(buf);
         // SAFETY: buf is valid, writable memory of `bytes` bytes for the call.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), bytes) };
+        // Relaxed: a statistic (DrainCalls).
+        self.calls.reads.fetch_add(1, Ordering::Relaxed);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -264,8 +404,29 @@ impl Monitor for UmmunotifyMonitor {
 
     fn drain(&self, out: &mut Vec<Invalidation>) -> Result<u64> {
         // Acquire: pairs with the kernel's increment, which it makes after queueing under its
-        // lock; every event counted up to `before` is then in the queue we are about to read.
-        let before = self.counter().load(std::sync::atomic::Ordering::Acquire);
+        // lock (or publishing in the ring, RING); every event counted up to `before` is then in
+        // the ring or the queue we are about to read (step 1 of the RING protocol).
+        let before = self.counter().load(Ordering::Acquire);
+        let last = match &self.ring {
+            None => self.read_queue(out)?,
+            // Relaxed: the negative control's switch, set by the test before it drains.
+            Some(RingPage(ring)) => ring.drain(
+                self.skip_ring.load(Ordering::Relaxed),
+                out,
+                |out| self.read_queue(out),
+                || self.settle(),
+            )?,
+        };
+        // LAST carries the counter at the moment the queue emptied; without one (nothing was
+        // queued any more) the value read before draining is complete.
+        Ok(last.map_or(before, |l| l.max(before)))
+    }
+}
+
+impl UmmunotifyMonitor {
+    /// The 2010 read() loop: appends the queued records to `out` up to a LAST record, whose
+    /// counter it returns.
+    fn read_queue(&self, out: &mut Vec<Invalidation>) -> Result<Option<u64>> {
         let mut last = None;
         let mut buf = [const { MaybeUninit::<abi::Event>::uninit() }; EVENTS_PER_READ];
         loop {
@@ -295,9 +456,25 @@ impl Monitor for UmmunotifyMonitor {
                 break;
             }
         }
-        // LAST carries the counter at the moment the queue emptied; without one (nothing was
-        // queued any more) the value read before draining is complete.
-        Ok(last.map_or(before, |l| l.max(before)))
+        Ok(last)
+    }
+
+    /// SETTLE (RING step 4): returns once every invalidation of the address space running now
+    /// has ended, so the pages of the ring records just taken are gone. Retried on EINTR.
+    fn settle(&self) -> Result<()> {
+        loop {
+            // Relaxed: a statistic (DrainCalls).
+            self.calls.settles.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: an ioctl without argument on our own fd.
+            let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), abi::SETTLE as _) };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err.into());
+            }
+        }
     }
 }
 
@@ -305,6 +482,7 @@ impl Drop for UmmunotifyMonitor {
     fn drop(&mut self) {
         // SAFETY: unmapping the page mapped in open_path; no reference to it outlives `self`.
         unsafe { libc::munmap(self.counter.as_ptr().cast(), page_size()) };
+        // The ring page, if any, is unmapped by RingPage's drop.
     }
 }
 
@@ -447,12 +625,12 @@ mod tests {
     }
 
     #[test]
-    fn revalidate_env_switch() {
-        assert!(revalidate_wanted(None));
-        assert!(revalidate_wanted(Some("1")));
-        assert!(revalidate_wanted(Some("")));
+    fn revalidate_and_ring_env_switch() {
+        assert!(feature_wanted(None));
+        assert!(feature_wanted(Some("1")));
+        assert!(feature_wanted(Some("")));
         for off in ["0", "off", " NO ", "false"] {
-            assert!(!revalidate_wanted(Some(off)), "{off}");
+            assert!(!feature_wanted(Some(off)), "{off}");
         }
     }
 
