@@ -634,6 +634,171 @@ mod tests {
         }
     }
 
+    /// The module with RING (and FILTER), or None (skip) where there is no device; under
+    /// `REGCACHE_MONITOR=ummunotify` (the guest) a module that does not give a usable ring is a
+    /// failure.
+    fn ring_device_or_skip() -> Option<UmmunotifyMonitor> {
+        let m = device_or_skip(abi::FEATURE_FILTER | abi::FEATURE_RING)?;
+        assert!(
+            m.ring_active(),
+            "RING not granted or its page not mapped (features {:#x})",
+            m.features()
+        );
+        assert_ne!(m.features() & abi::FEATURE_RING, 0);
+        Some(m)
+    }
+
+    fn unmap(addr: usize, len: usize) {
+        // SAFETY: unmapping pages of a Mapping this test owns; its drop unmaps them again,
+        // which is harmless.
+        assert_eq!(unsafe { libc::munmap(addr as *mut libc::c_void, len) }, 0);
+    }
+
+    fn drain_all(m: &UmmunotifyMonitor) -> (Vec<Invalidation>, u64) {
+        let mut out = Vec::new();
+        let g = m.drain(&mut out).unwrap();
+        (out, g)
+    }
+
+    /// One hit of one watched range, through the ring (or read() without RING): the cookie,
+    /// the unmapped part as hint, and the counter covered by the returned generation.
+    fn unmap_reports_cookie_and_hint(m: &UmmunotifyMonitor) {
+        let map = Mapping::new(4);
+        let r = map.range();
+        m.watch(r, 7).unwrap();
+        let (out, _) = drain_all(m);
+        assert!(out.is_empty(), "{out:?}");
+        let part = Range {
+            start: r.start + 2 * page_size(),
+            end: r.end,
+        };
+        unmap(part.start, part.len());
+        let reads = m.reads();
+        let (out, g) = drain_all(m);
+        assert_eq!(
+            out,
+            [Invalidation::Cookie {
+                cookie: 7,
+                hint: part
+            }]
+        );
+        assert!(g >= m.counter_now(), "generation {g} behind the counter");
+        if m.ring_active() {
+            assert_eq!(m.reads(), reads, "the ring's record cost a read()");
+        } else {
+            assert!(m.reads() > reads);
+        }
+        m.unwatch(r, 7);
+    }
+
+    #[test]
+    fn ring_unmap_comes_through_the_ring_without_read() {
+        if let Some(m) = ring_device_or_skip() {
+            unmap_reports_cookie_and_hint(&m);
+        }
+    }
+
+    #[test]
+    fn ring_off_unmap_comes_through_read() {
+        if let Some(m) = device_or_skip(abi::FEATURE_FILTER) {
+            assert!(!m.ring_active());
+            unmap_reports_cookie_and_hint(&m);
+        }
+    }
+
+    /// 100% churn: every drain finds exactly its buffer's cookie, with no read(), well past
+    /// the ring's 128 slots (the kernel's and our indices wrap).
+    #[test]
+    fn ring_churn_many_rounds_without_read() {
+        let Some(m) = ring_device_or_skip() else {
+            return;
+        };
+        let reads = m.reads();
+        for cookie in 1..=300u64 {
+            let map = Mapping::new(1);
+            let r = map.range();
+            m.watch(r, cookie).unwrap();
+            drop(map);
+            let (out, _) = drain_all(&m);
+            assert_eq!(
+                out,
+                [Invalidation::Cookie { cookie, hint: r }],
+                "round {cookie}"
+            );
+            m.unwatch(r, cookie);
+        }
+        assert_eq!(m.reads(), reads, "a churned drain made a read()");
+    }
+
+    /// More hits in one munmap than the ring has slots: the first ones in the ring, the rest
+    /// queued for read(), every cookie reported once.
+    #[test]
+    fn ring_overflow_goes_to_read() {
+        let Some(m) = ring_device_or_skip() else {
+            return;
+        };
+        let n = abi::RING_SLOTS + 72;
+        let map = Mapping::new(n);
+        let base = map.range().start;
+        let page = |i: usize| Range {
+            start: base + i * page_size(),
+            end: base + (i + 1) * page_size(),
+        };
+        for i in 0..n {
+            m.watch(page(i), i as u64 + 1).unwrap();
+        }
+        let reads = m.reads();
+        drop(map);
+        let (out, g) = drain_all(&m);
+        assert!(g >= m.counter_now());
+        assert!(m.reads() > reads, "ring overflow without read()");
+        let mut got: Vec<(u64, Range)> = out
+            .iter()
+            .map(|i| match *i {
+                Invalidation::Cookie { cookie, hint } => (cookie, hint),
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        got.sort_by_key(|&(c, _)| c);
+        let want: Vec<(u64, Range)> = (0..n).map(|i| (i as u64 + 1, page(i))).collect();
+        assert_eq!(got, want);
+        // The ring is usable again: one more hit comes without read().
+        let again = Mapping::new(1);
+        m.watch(again.range(), 1000).unwrap();
+        let r = again.range();
+        drop(again);
+        let reads = m.reads();
+        let (out, _) = drain_all(&m);
+        assert_eq!(
+            out,
+            [Invalidation::Cookie {
+                cookie: 1000,
+                hint: r
+            }]
+        );
+        assert_eq!(m.reads(), reads);
+    }
+
+    /// `open()` follows REGCACHE_RING: run once with it unset and once with REGCACHE_RING=0
+    /// (vmtest/test-regcache.sh).
+    #[test]
+    fn open_follows_regcache_ring() {
+        let required = std::env::var("REGCACHE_MONITOR").as_deref() == Ok("ummunotify");
+        match UmmunotifyMonitor::open() {
+            Ok(m) => {
+                assert_eq!(
+                    m.ring_active(),
+                    ring_wanted(),
+                    "features {:#x}",
+                    m.features()
+                );
+                unmap_reports_cookie_and_hint(&m);
+            }
+            Err(e) if required => panic!("{DEVICE}: {e}"),
+            Err(e) => eprintln!("skipped: {DEVICE}: {e}"),
+        }
+    }
+
     #[test]
     fn missing_device_is_a_clear_error() {
         match UmmunotifyMonitor::open_path("/dev/does-not-exist-ummunotify", 0) {
