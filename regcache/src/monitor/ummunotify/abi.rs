@@ -58,14 +58,11 @@ pub const REVAL_UNCHANGED: u32 = 0;
 pub const REVAL_CHANGED: u32 = 1;
 pub const REVAL_NOT_ARMED: u32 = 2;
 
-/// Feature bit of this project's module: records published in a shared ring page
-/// ([`Ring`], mapped at [`RING_PGOFF`]) instead of queued for read() while the ring has room, and
-/// [`SETTLE`]. The protocol is the comment above `UMMUNOTIFY_FEATURE_RING` in
+/// Feature bit of this project's module: records published in a shared ring page ([`Ring`],
+/// page 0 of the fd [`OPEN_RING`] returns) instead of queued for read() while the ring has room,
+/// and [`SETTLE`]. The protocol is the comment above `UMMUNOTIFY_FEATURE_RING` in
 /// kmod/include/uapi/linux/ummunotify.h (client: `ring.rs`).
 pub const FEATURE_RING: u32 = 1 << 2;
-
-/// The ring page's offset in the device's mapping, in pages (the counter page is page 0).
-pub const RING_PGOFF: usize = 1;
 /// Records in the ring: `Ring::record`'s length; `Ring::slots` says the same.
 pub const RING_SLOTS: usize = 128;
 
@@ -80,7 +77,7 @@ pub struct RingRecord {
     pub hint_end: u64,
 }
 
-/// `struct ummunotify_ring` (3200 bytes), the page at [`RING_PGOFF`] (RING only). `head`,
+/// `struct ummunotify_ring` (3200 bytes), page 0 of the [`OPEN_RING`] fd (RING only). `head`,
 /// `running`, `queued` and `slots` are written by the kernel, `tail` by the client; the
 /// client accesses all of them through atomics (`ring.rs`), never through these fields directly.
 #[repr(C)]
@@ -146,6 +143,10 @@ pub const CHECK_REGION: u64 = ioc(
 /// `_IO('U', 6)`: RING only (else ENOTTY). Waits until every invalidation of the address space
 /// that was running when it was called has ended.
 pub const SETTLE: u64 = ioc(IOC_NONE, 6, 0);
+/// `_IO('U', 7)`: RING only (else ENOTTY). Returns a new fd (read-write, close-on-exec) whose
+/// page 0 is the ring: the device is opened read-only (2010), and a read-only file cannot be
+/// mapped shared and writable.
+pub const OPEN_RING: u64 = ioc(IOC_NONE, 7, 0);
 
 #[cfg(test)]
 mod tests {
@@ -192,9 +193,9 @@ mod tests {
     #[test]
     fn ring_numbers_and_layout_match_the_module_header() {
         assert_eq!(FEATURE_RING, 4);
-        assert_eq!(RING_PGOFF, 1);
         assert_eq!(RING_SLOTS, 128);
         assert_eq!(SETTLE, 0x5506);
+        assert_eq!(OPEN_RING, 0x5507);
         assert_eq!(size_of::<RingRecord>(), 24);
         assert_eq!(offset_of!(RingRecord, user_cookie), 0);
         assert_eq!(offset_of!(RingRecord, hint_start), 8);

@@ -10,6 +10,7 @@ pub mod abi;
 mod ring;
 
 use super::{Invalidation, Monitor, MonitorKind, WatchError};
+use crate::cache::fork;
 use crate::error::{Error, Result};
 use crate::range::{page_size, Range};
 use std::ffi::CString;
@@ -93,18 +94,36 @@ unsafe impl Send for UmmunotifyMonitor {}
 // volatile reads of records the kernel does not write until the drain gives them back.
 unsafe impl Sync for UmmunotifyMonitor {}
 
-/// The ring page mapped from the device, unmapped on drop.
-struct RingPage(ring::RingView);
+/// The ring page (page 0 of the fd OPEN_RING returned), mapped shared and writable; unmapped
+/// on drop, except in a fork child (the module does not copy the mapping into children, so
+/// the address may hold something of the child's).
+struct RingPage {
+    view: ring::RingView,
+    /// Kept open with the mapping (the mapping would keep the file alive anyway).
+    _fd: OwnedFd,
+    fork_gen: u64,
+}
 
 impl RingPage {
-    /// Maps the ring page of `fd` (RING granted) and checks what it says of itself.
-    fn map(fd: &OwnedFd) -> Result<RingPage> {
-        let page = map_pages(fd, abi::RING_PGOFF, libc::PROT_READ | libc::PROT_WRITE)?;
-        // SAFETY: a page-aligned shared mapping of one page (>= size_of::<Ring>(), 3200 bytes),
-        // valid for reads and writes until RingPage's drop unmaps it, accessed by the kernel as
-        // the header's protocol says.
-        let ring = RingPage(unsafe { ring::RingView::new(page.cast()) });
-        if ring.0.slots() != abi::RING_SLOTS as u32 {
+    /// Opens and maps the ring of `dev` (RING granted) and checks what it says of itself.
+    fn map(dev: &OwnedFd) -> Result<RingPage> {
+        // SAFETY: an ioctl without argument on our own fd.
+        let raw = unsafe { libc::ioctl(dev.as_raw_fd(), abi::OPEN_RING as _) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: the ioctl returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let page = map_pages(&fd, 0, libc::PROT_READ | libc::PROT_WRITE)?;
+        let ring = RingPage {
+            // SAFETY: a page-aligned shared mapping of one page (>= size_of::<Ring>(), 3200
+            // bytes), valid for reads and writes until this RingPage's drop unmaps it, accessed
+            // by the kernel as the header's protocol says.
+            view: unsafe { ring::RingView::new(page.cast()) },
+            _fd: fd,
+            fork_gen: fork::generation(),
+        };
+        if ring.view.slots() != abi::RING_SLOTS as u32 {
             return Err(io::Error::from_raw_os_error(libc::EPROTO).into());
         }
         Ok(ring)
@@ -113,8 +132,12 @@ impl RingPage {
 
 impl Drop for RingPage {
     fn drop(&mut self) {
-        // SAFETY: unmapping the page mapped in map(); the view dies with `self`.
-        unsafe { libc::munmap(self.0.as_ptr().cast(), page_size()) };
+        if fork::current() != self.fork_gen {
+            return;
+        }
+        // SAFETY: unmapping the page mapped in map(), in the process that mapped it; the view
+        // dies with `self`.
+        unsafe { libc::munmap(self.view.as_ptr().cast(), page_size()) };
     }
 }
 
@@ -138,16 +161,16 @@ fn map_pages(fd: &OwnedFd, pgoff: usize, prot: libc::c_int) -> io::Result<NonNul
     NonNull::new(page).ok_or(io::Error::from_raw_os_error(libc::EFAULT))
 }
 
-/// Opens `path` read-only (`writable`: read-write, which a shared writable mapping of the ring
-/// needs) and negotiates `wanted` features; returns the fd and what the module granted.
-fn open_fd(cpath: &CString, writable: bool, wanted: u32) -> io::Result<(OwnedFd, u32)> {
-    let mode = if writable {
-        libc::O_RDWR
-    } else {
-        libc::O_RDONLY
-    };
+/// Opens `path` (read-only, as in 2010) and negotiates `wanted` features; returns the fd and
+/// what the module granted.
+fn open_fd(cpath: &CString, wanted: u32) -> io::Result<(OwnedFd, u32)> {
     // SAFETY: cpath is a valid NUL-terminated string; open has no other preconditions.
-    let raw = unsafe { libc::open(cpath.as_ptr(), mode | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    let raw = unsafe {
+        libc::open(
+            cpath.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -180,10 +203,9 @@ impl UmmunotifyMonitor {
     }
 
     /// Opens `path`, negotiates `wanted` features (the kernel grants a subset), maps the counter
-    /// and, if RING was granted, the ring page. RING that cannot be used (the module refuses a
-    /// read-write open, the ring page cannot be mapped writable or looks wrong) is not kept
-    /// half-way: the device is opened again without it (records would otherwise go to a ring
-    /// nobody reads).
+    /// and, if RING was granted, the ring page. RING that cannot be used (OPEN_RING or the
+    /// mapping fails, the page looks wrong) is not kept half-way: the device is opened again
+    /// without it (records would otherwise go to a ring nobody reads).
     pub fn open_path(path: &str, wanted: u32) -> Result<Self> {
         let cpath = CString::new(path).map_err(|_| Error::InvalidArgument("NUL in device path"))?;
         if wanted & abi::FEATURE_RING != 0 {
@@ -191,14 +213,14 @@ impl UmmunotifyMonitor {
                 return Ok(m);
             }
         }
-        let (fd, features) = open_fd(&cpath, false, wanted & !abi::FEATURE_RING)?;
+        let (fd, features) = open_fd(&cpath, wanted & !abi::FEATURE_RING)?;
         Self::with_fd(fd, features, None)
     }
 
-    /// Opens read-write asking for `wanted` (RING among them); fails unless RING was granted
-    /// and its page mapped.
+    /// Opens asking for `wanted` (RING among them); fails unless RING was granted and its page
+    /// mapped.
     fn open_with_ring(cpath: &CString, wanted: u32) -> Result<Self> {
-        let (fd, features) = open_fd(cpath, true, wanted)?;
+        let (fd, features) = open_fd(cpath, wanted)?;
         if features & abi::FEATURE_RING == 0 {
             return Err(io::Error::from_raw_os_error(libc::ENOTTY).into());
         }
@@ -403,6 +425,16 @@ impl Monitor for UmmunotifyMonitor {
     }
 
     fn drain(&self, out: &mut Vec<Invalidation>) -> Result<u64> {
+        // A fork child has the counter page but not the ring's (the module does not copy it),
+        // and the device answers EIO there anyway. The cache never drains in a child (fork.rs);
+        // this guards direct users.
+        if self
+            .ring
+            .as_ref()
+            .is_some_and(|r| fork::current() != r.fork_gen)
+        {
+            return Err(Error::ForkedChild);
+        }
         // Acquire: pairs with the kernel's increment, which it makes after queueing under its
         // lock (or publishing in the ring, RING); every event counted up to `before` is then in
         // the ring or the queue we are about to read (step 1 of the RING protocol).
@@ -410,7 +442,7 @@ impl Monitor for UmmunotifyMonitor {
         let last = match &self.ring {
             None => self.read_queue(out)?,
             // Relaxed: the negative control's switch, set by the test before it drains.
-            Some(RingPage(ring)) => ring.drain(
+            Some(ring) => ring.view.drain(
                 self.skip_ring.load(Ordering::Relaxed),
                 out,
                 |out| self.read_queue(out),
@@ -777,6 +809,58 @@ mod tests {
             }]
         );
         assert_eq!(m.reads(), reads);
+    }
+
+    /// In a fork child (no ring page there: the module does not copy it) drain refuses, and
+    /// dropping the monitor leaves whatever the child mapped at the ring's address.
+    #[test]
+    fn ring_fork_child_drain_refused_and_drop_unmaps_nothing() {
+        let Some(m) = ring_device_or_skip() else {
+            return;
+        };
+        let at = m.ring.as_ref().unwrap().view.as_ptr() as usize;
+        // SAFETY: the child only makes system calls, touches its own new page and drops the
+        // monitor, then _exit()s; the parent waits for it (tests run one at a time in the guest).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut code = 0;
+            // SAFETY: a new private page at the ring's address, which the child does not have.
+            let p = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    page_size(),
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if p as usize != at {
+                code = 1;
+            }
+            let mut out = Vec::new();
+            if !matches!(m.drain(&mut out), Err(Error::ForkedChild)) {
+                code = 2;
+            }
+            drop(m);
+            // SAFETY: the child's page mapped above; if the drop unmapped it, this faults and
+            // the child dies of SIGSEGV, which the parent sees.
+            unsafe {
+                p.cast::<u8>().write_volatile(7);
+            }
+            // SAFETY: ends the child without running the test harness's exit path.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        // The parent's ring still works.
+        unmap_reports_cookie_and_hint(&m);
     }
 
     /// `open()` follows REGCACHE_RING: run once with it unset and once with REGCACHE_RING=0
