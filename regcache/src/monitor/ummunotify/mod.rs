@@ -811,6 +811,22 @@ mod tests {
         assert_eq!(m.reads(), reads);
     }
 
+    /// SETTLE itself: returns at once with nothing running, counted; ENOTTY without RING.
+    #[test]
+    fn settle_ioctl_in_the_guest() {
+        if let Some(m) = ring_device_or_skip() {
+            let before = m.settles();
+            m.settle().unwrap();
+            assert_eq!(m.settles(), before + 1);
+        }
+        if let Some(m) = device_or_skip(abi::FEATURE_FILTER) {
+            match m.settle() {
+                Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOTTY)),
+                other => panic!("SETTLE without RING: {other:?}"),
+            }
+        }
+    }
+
     /// In a fork child (no ring page there: the module does not copy it) drain refuses, and
     /// dropping the monitor leaves whatever the child mapped at the ring's address.
     #[test]
