@@ -65,7 +65,7 @@ fn ummunotify_cache(revalidate: bool, cfg: Config) -> Option<(Cache, Arc<SoftNic
 /// The seed scenario at 1, 16 and 256 pages: b always gets a fresh registration.
 fn seed_scenario_is_never_corrupted(c: &Cache, nic: &SoftNic) {
     for pages in [1, 16, 256] {
-        let out = scenario::run(&c, &nic, pages).unwrap();
+        let out = scenario::run(c, nic, pages).unwrap();
         assert!(out.same_address, "b was not mapped at a's address");
         assert!(
             !out.corrupted,
