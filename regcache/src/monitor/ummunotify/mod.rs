@@ -5,6 +5,13 @@
 //! unmapping lock, so the counter has moved before munmap() returns and before any other thread
 //! can map something new at that address: there is no window in which a lookup could trust a
 //! stale entry. Watches are identified by cookie (the cache's entry id), events report cookies.
+//!
+//! With the module's RING feature (asked for unless `REGCACHE_RING=0`) a hit is published in a
+//! page shared with the module instead of queued for read() while that ring has room: a drain
+//! takes it with loads and one store (`ring.rs`), and calls read() only when the module says
+//! something is queued, and SETTLE only when a hit it took may still be zapping pages (a record
+//! is published when the invalidation starts; read() waits for its end by itself). Pinning
+//! again after such a drain, or revalidating one of its entries, finds the new pages.
 
 pub mod abi;
 mod ring;
