@@ -25,7 +25,8 @@
 
 /* Features this module implements. */
 #define UMN_FEATURES_SUPPORTED	(UMMUNOTIFY_FEATURE_FILTER | \
-				 UMMUNOTIFY_FEATURE_REVALIDATE)
+				 UMMUNOTIFY_FEATURE_REVALIDATE | \
+				 UMMUNOTIFY_FEATURE_RING)
 
 /* Events that never change the pages behind a range (FILTER). */
 static inline bool umn_event_keeps_pages(enum mmu_notifier_event ev)
@@ -46,6 +47,10 @@ enum {
  * @mni: one interval notifier over the whole of @mm, inserted by the
  *	first REGISTER (umn_notifier.c)
  * @mni_live: @mni is inserted (under @mutex; removed at release only)
+ * @mn: RING only: a classic notifier counting the invalidations in
+ *	progress and publishing hits (umn_ring.c), registered by the first
+ *	REGISTER before @mni
+ * @mn_live: @mn is registered (under @mutex; unregistered at release only)
  * @lock: spinlock, protects @ranges, @walkers, @queue, @need_last,
  *	@reading and the queue state of every region; taken by the notifier
  *	callback
@@ -65,6 +70,9 @@ enum {
  * @flags: UMN_* bits
  * @counter_page: page holding the generation counter
  * @counter: the generation counter (first 8 bytes of @counter_page)
+ * @ring_page: RING only: the page of @ring (set before the fd is used)
+ * @ring: RING only: struct ummunotify_ring, mapped by the client through
+ *	the fd of UMMUNOTIFY_OPEN_RING
  * @wait: readers and pollers
  * @fasync: SIGIO subscribers
  * @reval_key: random per-fd key of the revalidation digests (set at open)
@@ -75,6 +83,8 @@ struct umn_file {
 	struct mm_struct	*mm;
 	struct mmu_interval_notifier	mni;
 	bool			mni_live;
+	struct mmu_notifier	mn;
+	bool			mn_live;
 	spinlock_t		lock;	/* queue, counter; see umn_region.c */
 	struct mutex		mutex;	/* cookies, readers; see umn_region.c */
 	struct rb_root_cached	ranges;
@@ -89,6 +99,8 @@ struct umn_file {
 	unsigned long		flags;
 	struct page		*counter_page;
 	u64			*counter;
+	struct page		*ring_page;
+	struct ummunotify_ring	*ring;
 	wait_queue_head_t	wait;
 	struct fasync_struct	*fasync;
 	siphash_key_t		reval_key;
@@ -188,6 +200,9 @@ ssize_t umn_region_read(struct umn_file *uf, char __user *buf, size_t count);
 
 /* umn_notifier.c */
 int umn_notifier_start(struct umn_file *uf);
+bool umn_notifier_report(struct umn_file *uf,
+			 const struct mmu_notifier_range *range, u16 seq);
+void umn_notifier_wake(struct umn_file *uf);
 void umn_notifier_settle(struct umn_file *uf);
 bool umn_notifier_may_run(struct umn_file *uf, u16 hit_seq);
 void umn_notifier_stop(struct umn_file *uf);
@@ -212,5 +227,16 @@ void umn_counter_free(struct umn_file *uf);
 int umn_counter_mmap(struct umn_file *uf, struct vm_area_struct *vma);
 void umn_counter_bump(struct umn_file *uf);
 u64 umn_counter_read(struct umn_file *uf);
+
+/* umn_ring.c */
+int umn_ring_set(struct umn_file *uf, bool on);
+void umn_ring_free(struct umn_file *uf);
+bool umn_ring_publish(struct umn_file *uf, const struct umn_region *r,
+		      u64 start, u64 end, bool *was_empty);
+bool umn_ring_pending(struct umn_file *uf);
+void umn_ring_sync_queued(struct umn_file *uf);
+int umn_ring_notifier_start(struct umn_file *uf);
+void umn_ring_notifier_stop(struct umn_file *uf);
+long umn_ring_open(struct umn_file *uf, struct file *file);
 
 #endif /* _UMN_H */

@@ -127,6 +127,7 @@ static int umn_release(struct inode *inode, struct file *file)
 	struct umn_file *uf = file->private_data;
 
 	umn_region_remove_all(uf);
+	umn_ring_free(uf);
 	umn_counter_free(uf);
 	umn_acct_put(uf->user_acct);
 	/* Before mmdrop(): the mm's address is the counter's key. */
@@ -152,9 +153,27 @@ static long umn_exchange_features(struct umn_file *uf, u32 __user *arg)
 	else if (put_user(wanted & UMN_FEATURES_SUPPORTED, arg))
 		ret = -EFAULT;
 	else
+		ret = umn_ring_set(uf, wanted & UMMUNOTIFY_FEATURE_RING);
+	if (!ret)
 		WRITE_ONCE(uf->features, wanted & UMN_FEATURES_SUPPORTED);
 	mutex_unlock(&uf->mutex);
 	return ret;
+}
+
+/*
+ * RING: wait until every invalidation of the mm running now has ended, as
+ * read() does before handing out a record (umn_ring.c).
+ */
+static long umn_settle(struct umn_file *uf)
+{
+	if (!(READ_ONCE(uf->features) & UMMUNOTIFY_FEATURE_RING))
+		return -ENOTTY;
+	if (mutex_lock_interruptible(&uf->mutex))
+		return -ERESTARTSYS;
+	if (uf->mni_live)
+		umn_notifier_settle(uf);
+	mutex_unlock(&uf->mutex);
+	return 0;
 }
 
 static long umn_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -181,6 +200,10 @@ static long umn_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case UMMUNOTIFY_ARM_REGION:
 	case UMMUNOTIFY_CHECK_REGION:
 		return umn_reval_ioctl(uf, cmd, uarg);
+	case UMMUNOTIFY_SETTLE:
+		return umn_settle(uf);
+	case UMMUNOTIFY_OPEN_RING:
+		return umn_ring_open(uf, file);
 	default:
 		return -ENOTTY;
 	}
@@ -216,7 +239,9 @@ static __poll_t umn_poll(struct file *file, struct poll_table_struct *wait)
 	if (!umn_same_mm(uf))
 		return EPOLLERR;
 	poll_wait(file, &uf->wait, wait);
-	return umn_region_readable(uf) ? EPOLLIN | EPOLLRDNORM : 0;
+	/* RING: records in the ring are readable too (by loads). */
+	return umn_region_readable(uf) || umn_ring_pending(uf) ?
+	       EPOLLIN | EPOLLRDNORM : 0;
 }
 
 /*

@@ -68,39 +68,64 @@ static void umn_walk_pause(struct umn_file *uf)
 		wake_up(&uf->walk_wait);
 }
 
-static bool umn_invalidate(struct mmu_interval_notifier *mni,
-			   const struct mmu_notifier_range *range,
-			   unsigned long cur_seq)
+/*
+ * Report the hits of an invalidation: queue (or, in RING mode, publish)
+ * every range it overlaps and bump the counter once per range.  @seq is
+ * the batch's notifier sequence, for umn_notifier_may_run().  Caller holds
+ * uf->lock (dropped and retaken between ranges, see umn_walk_pause()).
+ * Returns whether readers are to be woken (umn_notifier_wake()).
+ */
+bool umn_notifier_report(struct umn_file *uf,
+			 const struct mmu_notifier_range *range, u16 seq)
 {
-	struct umn_file *uf = container_of(mni, struct umn_file, mni);
 	bool blockable = mmu_notifier_range_blockable(range);
 	unsigned long first = range->start, last = range->end - 1;
 	struct interval_tree_node *it;
 	bool wake = false;
 
+	if (range->start >= range->end || !umn_event_reported(uf, range))
+		return false;
+	for (it = interval_tree_iter_first(&uf->ranges, first, last);
+	     it; it = interval_tree_iter_next(it, first, last)) {
+		struct umn_region *r = container_of(it, struct umn_region, it);
+
+		r->hit_seq = seq;
+		if (umn_region_queue_hit(uf, r, range->start, range->end))
+			wake = true;
+		umn_counter_bump(uf);
+		if (blockable && need_resched())
+			umn_walk_pause(uf);
+	}
+	return wake;
+}
+
+void umn_notifier_wake(struct umn_file *uf)
+{
+	wake_up_interruptible(&uf->wait);
+	kill_fasync(&uf->fasync, SIGIO, POLL_IN);
+}
+
+/*
+ * In RING mode the hits are reported by the classic notifier's start
+ * (umn_ring.c), which runs after this callback and counts the
+ * invalidation first; here only the sequence is set.  Except at exit
+ * (RELEASE), which the classic notifier gets as ->release, not as a start.
+ */
+static bool umn_invalidate(struct mmu_interval_notifier *mni,
+			   const struct mmu_notifier_range *range,
+			   unsigned long cur_seq)
+{
+	struct umn_file *uf = container_of(mni, struct umn_file, mni);
+	bool wake = false;
+
 	spin_lock(&uf->lock);
 	mmu_interval_set_seq(mni, cur_seq);
-	if (range->start < range->end && umn_event_reported(uf, range)) {
-		for (it = interval_tree_iter_first(&uf->ranges, first, last);
-		     it; it = interval_tree_iter_next(it, first, last)) {
-			struct umn_region *r =
-				container_of(it, struct umn_region, it);
-
-			r->hit_seq = (u16)cur_seq;
-			if (umn_region_queue_hit(uf, r, range->start,
-						 range->end))
-				wake = true;
-			umn_counter_bump(uf);
-			if (blockable && need_resched())
-				umn_walk_pause(uf);
-		}
-	}
+	if (!uf->ring || range->event == MMU_NOTIFY_RELEASE)
+		wake = umn_notifier_report(uf, range, (u16)cur_seq);
 	spin_unlock(&uf->lock);
 
-	if (wake) {
-		wake_up_interruptible(&uf->wait);
-		kill_fasync(&uf->fasync, SIGIO, POLL_IN);
-	}
+	if (wake)
+		umn_notifier_wake(uf);
 	return true;
 }
 
@@ -109,7 +134,9 @@ static const struct mmu_interval_notifier_ops umn_mni_ops = {
 };
 
 /*
- * The fd's notifier, inserted once.  Caller: current->mm == uf->mm, holds
+ * The fd's notifier (and in RING mode the classic one before it, so that
+ * it counts every invalidation whose hits it publishes), inserted once.
+ * Caller: current->mm == uf->mm, holds
  * uf->mutex, not mmap_lock (the mm's first notifier takes it for write).
  */
 int umn_notifier_start(struct umn_file *uf)
@@ -118,6 +145,9 @@ int umn_notifier_start(struct umn_file *uf)
 
 	if (uf->mni_live)
 		return 0;
+	ret = umn_ring_notifier_start(uf);
+	if (ret)
+		return ret;
 	ret = mmu_interval_notifier_insert(&uf->mni, uf->mm, 0, ULONG_MAX,
 					   &umn_mni_ops);
 	if (!ret)
@@ -164,6 +194,7 @@ void umn_notifier_stop(struct umn_file *uf)
 	if (uf->mni_live)
 		mmu_interval_notifier_remove(&uf->mni);
 	uf->mni_live = false;
+	umn_ring_notifier_stop(uf);
 }
 
 /* The sequence of a walk, set under uf->lock like the fd's. */

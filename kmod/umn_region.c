@@ -269,6 +269,7 @@ int umn_region_unregister(struct umn_file *uf, u64 cookie)
 	if (resync) {
 		spin_lock(&uf->lock);
 		uf->need_last = true;
+		umn_ring_sync_queued(uf);
 		spin_unlock(&uf->lock);
 	}
 	mutex_unlock(&uf->mutex);
@@ -357,13 +358,21 @@ bool umn_region_queue_hit(struct umn_file *uf, struct umn_region *region,
 			  u64 start, u64 end)
 {
 	bool wake = list_empty(&uf->queue) || uf->reading;
+	bool ring_was_empty;
 
 	lockdep_assert_held(&uf->lock);
 
-	uf->reading = false;
-
 	/* The counter is bumped right after, under the same lock. */
 	region->hit_counter = umn_counter_read(uf) + 1;
+	/*
+	 * RING: published if the ring has room, unless a record of the range
+	 * already waits for read() (one record there covers both hits).
+	 */
+	if (uf->ring && !region->queued &&
+	    umn_ring_publish(uf, region, start, end, &ring_was_empty))
+		return ring_was_empty;
+
+	uf->reading = false;
 	if (region->queued) {
 		region->hint = false;
 		region->rehit = true;
@@ -373,6 +382,7 @@ bool umn_region_queue_hit(struct umn_file *uf, struct umn_region *region,
 	region->hint = true;
 	umn_hint_set(region, start, end);
 	list_add_tail(&region->qentry, &uf->queue);
+	umn_ring_sync_queued(uf);
 	return wake;
 }
 
@@ -464,6 +474,7 @@ static void umn_queue_commit(struct umn_file *uf, size_t n, bool last)
 	else if (n)
 		uf->need_last = true;
 	uf->reading = false;
+	umn_ring_sync_queued(uf);
 	spin_unlock(&uf->lock);
 }
 

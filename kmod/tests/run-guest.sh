@@ -4,7 +4,7 @@
 # $VMTEST_OUT/summary.  Usage: run-guest.sh [PROGRAM...]
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=$HERE/build
-PROGS=${*:-"umn-test umn_abi umn_isolation umn_memory umn_stress umn_fuzz umn_reval"}
+PROGS=${*:-"umn-test umn_abi umn_isolation umn_memory umn_stress umn_fuzz umn_reval umn_ring"}
 pass=0
 fail=0
 tmp=$(mktemp)

@@ -622,7 +622,7 @@ TEST(exchange_features_returns_supported_subset)
 	ASSERT_EQ(got, 0);
 	ASSERT_EQ(umn_features(fd, ~0U, &got), 0);
 	ASSERT_EQ(got, UMMUNOTIFY_FEATURE_FILTER |
-		  UMMUNOTIFY_FEATURE_REVALIDATE);
+		  UMMUNOTIFY_FEATURE_REVALIDATE | UMMUNOTIFY_FEATURE_RING);
 	ASSERT_EQ(umn_features(fd, 0x80000000U, &got), 0);
 	ASSERT_EQ(got, 0);
 }

@@ -216,11 +216,17 @@ struct mem_snap {
 
 static void mem_snap(struct mem_snap *m)
 {
+	static const char *const key[] = { "SUnreclaim", "Slab", "MemFree" };
+	long *kb[] = { &m->sunreclaim_kb, &m->slab_kb, &m->memfree_kb };
+	int i, ret;
+
 	sync();
 	write_str_file("/proc/sys/vm/drop_caches", "3");
-	m->sunreclaim_kb = umn_meminfo_kb("SUnreclaim");
-	m->slab_kb = umn_meminfo_kb("Slab");
-	m->memfree_kb = umn_meminfo_kb("MemFree");
+	for (i = 0; i < 3; i++) {
+		ret = read_keyed_long(MEMINFO, key[i], ':', kb[i]);
+		if (ret)
+			FAIL(MEMINFO " %s: %s", key[i], strerror(-ret));
+	}
 	m->objects = umn_slab_attr("objects");
 	m->slabs = umn_slab_attr("slabs");
 }

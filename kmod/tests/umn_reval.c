@@ -180,7 +180,7 @@ TEST(reval_feature_is_granted_alone_and_with_filter)
 	ASSERT_EQ(got, UMMUNOTIFY_FEATURE_REVALIDATE);
 	ASSERT_EQ(umn_features(fd, ~0U, &got), 0);
 	ASSERT_EQ(got, UMMUNOTIFY_FEATURE_FILTER |
-		  UMMUNOTIFY_FEATURE_REVALIDATE);
+		  UMMUNOTIFY_FEATURE_REVALIDATE | UMMUNOTIFY_FEATURE_RING);
 }
 
 TEST(reval_not_negotiated_enotty)

@@ -44,6 +44,62 @@ static _Atomic unsigned long next_cookie;
 static _Atomic int stop, failed;
 static _Atomic long spurious, bad_hint, seen_total;
 static int ufd, filter;
+static struct ummunotify_ring *ring;	/* UMMUNOTIFY_FEATURE_RING */
+
+/* One INVAL (from read() or the ring) for cookie @c, hint [@hs, @he). */
+static void note_inval(uint64_t c, uint64_t hs, uint64_t he)
+{
+	struct slot *s;
+
+	if (c >= CHURN_BASE)
+		return;
+	if (c >= atomic_load(&next_cookie)) {
+		atomic_fetch_add(&spurious, 1);
+		return;
+	}
+	s = &slots[c];
+	if (hs < s->start || he > s->end || hs >= he)
+		atomic_fetch_add(&bad_hint, 1);
+	atomic_fetch_add(&s->seen, 1);
+	atomic_fetch_add(&seen_total, 1);
+}
+
+/*
+ * The fast-path protocol: after the records of a drain that began with
+ * the counter at @c (a LAST carrying @c, or the ring's steps 1-3), every
+ * operation whose counter had reached @c has been delivered.
+ */
+static void check_complete_at(uint64_t c)
+{
+	int w;
+
+	for (w = 0; w < WORKERS; w++) {
+		struct slot *s = atomic_load(&cur[w]);
+		uint64_t a;
+
+		if (!s)
+			continue;
+		a = atomic_load(&s->armed_at);
+		if (a && a <= c && !atomic_load(&s->seen))
+			atomic_fetch_add(&last_violations, 1);
+	}
+}
+
+/* The ring's steps 1 and 2; returns the counter of step 1. */
+static uint64_t take_ring(void)
+{
+	uint64_t c = __atomic_load_n(counter, __ATOMIC_ACQUIRE);
+	uint32_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+	uint32_t tail = ring->tail;
+
+	for (; tail != head; tail++) {
+		struct ummunotify_ring_record *r = &ring->record[tail % 128];
+
+		note_inval(r->user_cookie, r->hint_start, r->hint_end);
+	}
+	__atomic_store_n(&ring->tail, head, __ATOMIC_RELEASE);
+	return c;
+}
 
 static void *reader(void *arg)
 {
@@ -52,8 +108,17 @@ static void *reader(void *arg)
 	int n, i;
 
 	while (!atomic_load(&stop)) {
+		uint64_t ring_c = 0;
+
 		if (poll(&pfd, 1, 100) <= 0)
 			continue;
+		if (ring) {
+			ring_c = take_ring();
+			if (!__atomic_load_n(&ring->queued, __ATOMIC_ACQUIRE)) {
+				check_complete_at(ring_c);
+				continue;
+			}
+		}
 		n = umn_read(ufd, ev, 128);
 		if (n < 0) {
 			fprintf(stderr, "  read: %s\n", strerror(errno));
@@ -62,43 +127,20 @@ static void *reader(void *arg)
 		}
 		for (i = 0; i < n; i++) {
 			uint64_t c = ev[i].user_cookie_counter;
-			struct slot *s;
-			int w;
 
-			if (ev[i].type == UMMUNOTIFY_EVENT_TYPE_LAST) {
-				/*
-				 * Fast-path protocol: a LAST carrying V comes
-				 * after every record queued before the counter
-				 * reached V.
-				 */
-				for (w = 0; w < WORKERS; w++) {
-					uint64_t a;
-
-					s = atomic_load(&cur[w]);
-					if (!s)
-						continue;
-					a = atomic_load(&s->armed_at);
-					if (a && a <= c && !atomic_load(&s->seen))
-						atomic_fetch_add(&last_violations, 1);
-				}
-				continue;
-			}
-			if (ev[i].type != UMMUNOTIFY_EVENT_TYPE_INVAL)
-				continue;
-			if (c >= CHURN_BASE)
-				continue;
-			if (c >= atomic_load(&next_cookie)) {
-				atomic_fetch_add(&spurious, 1);
-				continue;
-			}
-			s = &slots[c];
-			if (ev[i].hint_start < s->start ||
-			    ev[i].hint_end > s->end ||
-			    ev[i].hint_start >= ev[i].hint_end)
-				atomic_fetch_add(&bad_hint, 1);
-			atomic_fetch_add(&s->seen, 1);
-			atomic_fetch_add(&seen_total, 1);
+			/*
+			 * Fast-path protocol: a LAST carrying V comes after
+			 * every record queued before the counter reached V.
+			 */
+			if (ev[i].type == UMMUNOTIFY_EVENT_TYPE_LAST)
+				check_complete_at(c);
+			else if (ev[i].type == UMMUNOTIFY_EVENT_TYPE_INVAL)
+				note_inval(c, ev[i].hint_start, ev[i].hint_end);
 		}
+		/* Records taken from the ring, then read() up to LAST. */
+		if (ring && n > 0 &&
+		    ev[n - 1].type == UMMUNOTIFY_EVENT_TYPE_LAST)
+			check_complete_at(ring_c);
 	}
 	return NULL;
 }
@@ -251,6 +293,16 @@ static void run(int features)
 	filter = features & UMMUNOTIFY_FEATURE_FILTER;
 	ASSERT_EQ(umn_features(ufd, features, NULL), 0);
 	counter = umn_counter(ufd);
+	ring = NULL;
+	if (features & UMMUNOTIFY_FEATURE_RING) {
+		int rfd = ioctl(ufd, UMMUNOTIFY_OPEN_RING);
+
+		ASSERT_TRUE(rfd >= 0);
+		ring = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, rfd,
+			    0);
+		ASSERT_TRUE(ring != MAP_FAILED);
+		close(rfd);
+	}
 	ASSERT_EQ(pthread_create(&r, NULL, reader, NULL), 0);
 	ASSERT_EQ(pthread_create(&ch, NULL, churn, NULL), 0);
 	for (i = 0; i < WORKERS; i++)
@@ -281,6 +333,12 @@ TEST_TIMEOUT(concurrent_unmaps_are_all_reported, 600)
 TEST_TIMEOUT(concurrent_unmaps_are_all_reported_with_filter, 600)
 {
 	run(UMMUNOTIFY_FEATURE_FILTER);
+}
+
+/* The same through the ring (issue 13): records by loads, read() on overflow. */
+TEST_TIMEOUT(concurrent_unmaps_are_all_reported_with_ring, 600)
+{
+	run(UMMUNOTIFY_FEATURE_FILTER | UMMUNOTIFY_FEATURE_RING);
 }
 
 static void *hammer(void *arg)

@@ -116,24 +116,56 @@ static inline long read_long_file(const char *path)
 	return v;
 }
 
-/* A /proc/meminfo field in kB ("SUnreclaim", ...), or -1. */
-static inline long umn_meminfo_kb(const char *key)
+/*
+ * The number on the line "<key><sep>" of a keyed file: /proc/meminfo
+ * ("SUnreclaim:   123 kB", sep ':') or a cgroup's memory.stat ("slab 123",
+ * sep ' ').  0 and *out set, or -errno (*out untouched): the file's (open,
+ * read), -ENODATA if no line has the key, -EINVAL if no number follows it,
+ * -ERANGE if the number does not fit.
+ */
+static inline int read_keyed_long(const char *path, const char *key, char sep,
+				  long *out)
 {
-	char line[256];
+	char line[256], *num, *end;
 	size_t len = strlen(key);
-	long v = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
+	int at_start = 1, ret = -ENODATA, err;
+	FILE *f = fopen(path, "r");
+	long v;
 
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, len) && line[len] == ':') {
-			v = atol(line + len + 1);
-			break;
+	if (!f) {
+		err = errno;
+		return err > 0 ? -err : -EIO;
+	}
+	errno = 0;
+	while (fgets(line, sizeof(line), f)) {
+		/* Only the start of a line (a long one takes several reads). */
+		int match = at_start && !strncmp(line, key, len) &&
+			    line[len] == sep;
+
+		at_start = !!strchr(line, '\n');
+		if (!match)
+			continue;
+		num = line + len + 1;
+		errno = 0;
+		v = strtol(num, &end, 10);
+		if (end == num) {
+			ret = -EINVAL;
+		} else if (errno == ERANGE) {
+			ret = -ERANGE;
+		} else {
+			*out = v;
+			ret = 0;
 		}
+		break;
+	}
+	err = errno;
+	if (ret == -ENODATA && ferror(f))
+		ret = err > 0 ? -err : -EIO;
 	fclose(f);
-	return v;
+	return ret;
 }
+
+#define MEMINFO "/proc/meminfo"
 
 #define UMN_SLAB_DIR "/sys/kernel/slab/ummunotify_region"
 

@@ -43,6 +43,7 @@ use crossbeam_utils::CachePadded;
 use entry::{Entry, EntryPtr, Spares};
 use held::Held;
 use index::{Index, Registered, Unindexed};
+use park::WatchSource;
 use parking_lot::Mutex;
 use stats::{Hot, MissLocked, Stats};
 use std::ptr::NonNull;
@@ -536,26 +537,29 @@ impl Cache {
         for (i, &(target, acc)) in candidates.iter().enumerate() {
             let last = i + 1 == candidates.len();
             // A watch parked for exactly this range (park.rs) is taken over: no watch call,
-            // and no ARM (the id carries UNARMED, so this entry is never CHECKed).
-            let kept = self.take_parked(st, target);
+            // and no ARM (the id carries UNARMED, so this entry is never CHECKed). Decided
+            // once: the id, the mark and the watch below all follow from `source`.
             // Relaxed: only miss-lock holders touch it (see the field), and the lock orders them.
-            let id = kept.unwrap_or_else(|| {
+            let source = self.take_parked(st, target).unwrap_or_else(|| {
                 let id = self.next_id.load(Ordering::Relaxed);
                 self.next_id.store(id + 1, Ordering::Relaxed);
-                id
+                WatchSource::Fresh(id)
             });
-            let cookie = entry::cookie_of(id);
+            let (id, cookie) = (source.id(), source.cookie());
             // Before the mark and the watch: what the registrar does to the VMA (rdma-core's
             // MADV_DONTFORK) is then not a change of this registration. (Under a kept watch
             // it is reported: one retry with a fresh watch, below.)
             let prepared = Prepared::new(&*self.registrar, target);
-            // Before the watch (reval.rs): the counter value ARM compares hits with.
-            let mark = if kept.is_some() {
-                None
-            } else {
-                self.reval_mark()
+            let (mark, watched) = match source {
+                WatchSource::Fresh(id) => {
+                    // Before the watch (reval.rs): the counter value ARM compares hits with.
+                    let mark = self.reval_mark();
+                    (mark, self.monitor.watch(target, id))
+                }
+                // The watch exists; its digest is the old registration's: no mark, no ARM.
+                WatchSource::Kept(_) => (None, Ok(())),
             };
-            if let Err(e) = kept.map_or_else(|| self.monitor.watch(target, id), |_| Ok(())) {
+            if let Err(e) = watched {
                 drop(prepared);
                 if !last {
                     continue;

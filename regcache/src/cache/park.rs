@@ -47,6 +47,35 @@ use super::entry::UNARMED;
 use super::{Cache, MissState};
 use crate::range::Range;
 
+/// The watch a miss registers under, decided once per attempt (`Cache::miss_once`): the new
+/// entry's id, the counter mark for ARM and the watch call all follow from it, so they cannot
+/// disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WatchSource {
+    /// A new watch under the fresh id: marked before the watch, watched, ARMed after pinning.
+    Fresh(u64),
+    /// The watch parked for exactly the target, under its cookie (`take_parked`): no watch
+    /// call and no ARM; the entry's id is the cookie with `UNARMED`, so it is never CHECKed.
+    Kept(u64),
+}
+
+impl WatchSource {
+    /// The new entry's id (with `UNARMED` under a kept watch: entry.rs).
+    pub fn id(self) -> u64 {
+        match self {
+            WatchSource::Fresh(id) => id,
+            WatchSource::Kept(cookie) => cookie | UNARMED,
+        }
+    }
+
+    /// The monitor cookie of the watch (`entry::cookie_of(self.id())`).
+    pub fn cookie(self) -> u64 {
+        match self {
+            WatchSource::Fresh(id) | WatchSource::Kept(id) => id,
+        }
+    }
+}
+
 /// Most watches parked at once (each is a kernel region of the monitor's fd until taken or
 /// unwatched).
 const MAX: usize = 8;
@@ -94,9 +123,9 @@ impl Cache {
         !self.cfg.danger_ignore_invalidations && self.monitor.watch_survives_unmap()
     }
 
-    /// For a miss about to register `target`: the id of its entry under a parked watch of
-    /// exactly that range (its cookie with `UNARMED`), if one is parked.
-    pub(super) fn take_parked(&self, st: &mut MissState, target: Range) -> Option<u64> {
+    /// For a miss about to register `target`: the watch parked for exactly that range, taken
+    /// over, if one is parked.
+    pub(super) fn take_parked(&self, st: &mut MissState, target: Range) -> Option<WatchSource> {
         if st.parked.is_empty() {
             return None;
         }
@@ -105,7 +134,7 @@ impl Cache {
         self.stats
             .kept_watches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(cookie | UNARMED)
+        Some(WatchSource::Kept(cookie))
     }
 
     /// Parks the watch `(r, cookie)` of an entry just reaped (see the module comment for which).

@@ -105,8 +105,10 @@ enum {
 
 /*
  * UMMUNOTIFY_FEATURE_RING: records without read().  The module also offers
- * a second page, struct ummunotify_ring, mapped shared and read-write at
- * offset UMMUNOTIFY_RING_PGOFF pages.  A hit of a range is published there
+ * a second page, struct ummunotify_ring: UMMUNOTIFY_OPEN_RING returns a new
+ * fd (read-write, close-on-exec; the device itself stays read-only, as in
+ * 2010) whose page 0 is the ring, mapped shared and read-write by the
+ * process that opened the device.  A hit of a range is published there
  * (cookie and hit part) instead of being queued for read(), while the ring
  * has room; otherwise it is queued for read() as without the bit.  So a
  * client learns what was invalidated with loads and one store, and calls
@@ -131,7 +133,6 @@ enum {
  */
 #define UMMUNOTIFY_FEATURE_RING		(1U << 2)
 
-#define UMMUNOTIFY_RING_PGOFF		1
 #define UMMUNOTIFY_RING_SLOTS		128
 
 /**
@@ -147,7 +148,7 @@ struct ummunotify_ring_record {
 };
 
 /**
- * struct ummunotify_ring - the page at UMMUNOTIFY_RING_PGOFF (RING only)
+ * struct ummunotify_ring - page 0 of the UMMUNOTIFY_OPEN_RING fd
  * @head: kernel: records published since open (wraps)
  * @running: kernel: invalidations of the address space in progress
  * @queued: kernel: not 0 while read() has records or a LAST to return
@@ -172,6 +173,8 @@ struct ummunotify_ring {
 
 /* RING only (else ENOTTY): see UMMUNOTIFY_FEATURE_RING. */
 #define UMMUNOTIFY_SETTLE		_IO(UMMUNOTIFY_MAGIC, 6)
+/* RING only (else ENOTTY): returns the fd of the ring page. */
+#define UMMUNOTIFY_OPEN_RING		_IO(UMMUNOTIFY_MAGIC, 7)
 
 enum {
 	UMMUNOTIFY_EVENT_TYPE_INVAL	= 0,
