@@ -6,7 +6,9 @@
 # seed; its NOISE lines are the numbers of docs/benchmarks.md), revalidation's negative control
 # (CHECK always "unchanged" must corrupt) and the demo (and its negative control), all with
 # REGCACHE_MONITOR=ummunotify, so a missing or broken module (or one without REVALIDATE) is a
-# failure, never a silent fallback to userfaultfd. Prints "N passed, M failed".
+# failure, never a silent fallback to userfaultfd. The monitor's unit tests and the seed scenario
+# run again with REGCACHE_RING=0 (the 2010 read() path; RING is on by default, issue 13).
+# Prints "N passed, M failed".
 #   vmtest/test-regcache.sh [--kernels "6.1 6.12"] [--numbers]   (--numbers: also the
 #                                                    revalidation on/off comparison)
 set -u
@@ -55,6 +57,10 @@ check() { # name, then run.sh arguments
 }
 for k in $kernels; do
 	check "monitor-unit.$k" --kernel "$k" -- "$unit" monitor::ummunotify --test-threads 1
+	check "monitor-unit-ring-off.$k" --kernel "$k" -e REGCACHE_RING=0 -- \
+		"$unit" monitor::ummunotify --test-threads 1
+	check "oracle-seed-ring-off.$k" --kernel "$k" -e REGCACHE_RING=0 -- \
+		"$oracle" --exact seed_scenario_mmap_use_munmap_mmap_same_address_use
 	check "oracle.$k" --kernel "$k" -- "$oracle" --test-threads 1 \
 		--skip torture_neighbour_noise_revalidation_on_vs_off \
 		--skip torture_revalidate_always_unchanged_mutant_corrupts

@@ -3,7 +3,7 @@
 //! seed (a failure prints the seed to replay).
 
 use regcache::monitor::select::{self, Choice};
-use regcache::monitor::ummunotify::{abi, UmmunotifyMonitor, DEVICE};
+use regcache::monitor::ummunotify::{abi, ring_wanted, DrainCalls, UmmunotifyMonitor, DEVICE};
 use regcache::registrar::uring::SoftNic;
 use regcache::{Cache, Config, MonitorKind};
 use regcache_oracle::{scenario, torture};
@@ -35,9 +35,9 @@ fn cache_with(cfg: Config) -> (Cache, Arc<SoftNic>) {
     (Cache::new(monitor, nic.clone(), cfg), nic)
 }
 
-/// A cache on ummunotify with (`revalidate`) or without REVALIDATE; None (skip) where the
-/// module or the feature is missing, unless REGCACHE_MONITOR=ummunotify (the guest): then a
-/// failure.
+/// A cache on ummunotify with (`revalidate`) or without REVALIDATE (with RING unless
+/// REGCACHE_RING=0); None (skip) where the module or the feature is missing, unless
+/// REGCACHE_MONITOR=ummunotify (the guest): then a failure.
 fn ummunotify_cache(revalidate: bool, cfg: Config) -> Option<(Cache, Arc<SoftNic>)> {
     let required = std::env::var("REGCACHE_MONITOR").as_deref() == Ok("ummunotify");
     let wanted = abi::FEATURE_FILTER
@@ -45,7 +45,8 @@ fn ummunotify_cache(revalidate: bool, cfg: Config) -> Option<(Cache, Arc<SoftNic
             abi::FEATURE_REVALIDATE
         } else {
             0
-        };
+        }
+        | if ring_wanted() { abi::FEATURE_RING } else { 0 };
     let m = match UmmunotifyMonitor::open_path(DEVICE, wanted) {
         Ok(m) if !revalidate || m.revalidate_supported() => m,
         Ok(_) if required => panic!("{DEVICE} does not offer REVALIDATE"),
@@ -61,11 +62,10 @@ fn ummunotify_cache(revalidate: bool, cfg: Config) -> Option<(Cache, Arc<SoftNic
     Some((c, nic))
 }
 
-#[test]
-fn seed_scenario_mmap_use_munmap_mmap_same_address_use() {
-    let (c, nic) = cache(false);
+/// The seed scenario at 1, 16 and 256 pages: b always gets a fresh registration.
+fn seed_scenario_is_never_corrupted(c: &Cache, nic: &SoftNic) {
     for pages in [1, 16, 256] {
-        let out = scenario::run(&c, &nic, pages).unwrap();
+        let out = scenario::run(c, nic, pages).unwrap();
         assert!(out.same_address, "b was not mapped at a's address");
         assert!(
             !out.corrupted,
@@ -77,6 +77,12 @@ fn seed_scenario_mmap_use_munmap_mmap_same_address_use() {
 }
 
 #[test]
+fn seed_scenario_mmap_use_munmap_mmap_same_address_use() {
+    let (c, nic) = cache(false);
+    seed_scenario_is_never_corrupted(&c, &nic);
+}
+
+#[test]
 fn seed_scenario_negative_control_corrupts() {
     let (c, nic) = cache(true);
     let out = scenario::run(&c, &nic, 16).unwrap();
@@ -84,6 +90,64 @@ fn seed_scenario_negative_control_corrupts() {
     assert!(
         out.b_was_a_hit,
         "with invalidation off, b gets a's cached registration"
+    );
+    assert!(
+        out.corrupted,
+        "the oracle must see the stale registration's corruption"
+    );
+}
+
+/// A cache on ummunotify with RING and REVALIDATE (what `open()` asks for by default) and the
+/// monitor's system call counts; with `skip_ring_records` the negative control (drains leave
+/// the ring's records unread). None (skip) without the device; in the guest
+/// (REGCACHE_MONITOR=ummunotify) a module without a usable ring is a failure.
+fn ring_cache(skip_ring_records: bool) -> Option<(Cache, Arc<SoftNic>, Arc<DrainCalls>)> {
+    let wanted = abi::FEATURE_FILTER | abi::FEATURE_REVALIDATE | abi::FEATURE_RING;
+    let m = match UmmunotifyMonitor::open_path(DEVICE, wanted) {
+        Ok(m) => m,
+        Err(e) if std::env::var("REGCACHE_MONITOR").as_deref() == Ok("ummunotify") => {
+            panic!("REGCACHE_MONITOR=ummunotify but {DEVICE}: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {DEVICE}: {e}");
+            return None;
+        }
+    };
+    assert!(
+        m.ring_active(),
+        "RING not usable (features {:#x})",
+        m.features()
+    );
+    m.danger_skip_ring_records(skip_ring_records);
+    let calls = m.calls();
+    let nic = Arc::new(SoftNic::new(16384).expect("io_uring software NIC"));
+    let c = Cache::new(Box::new(m), nic.clone(), Config::default());
+    Some((c, nic, calls))
+}
+
+/// The churned buffer with RING: b (same address as a, new pages, new data) gets a fresh
+/// registration the software NIC writes into b's pages, learnt from the ring without a read().
+#[test]
+fn ring_churn_gives_a_fresh_registration_without_read() {
+    let Some((c, nic, calls)) = ring_cache(false) else {
+        return;
+    };
+    seed_scenario_is_never_corrupted(&c, &nic);
+    assert_eq!(calls.reads(), 0, "the churned drains made read() calls");
+}
+
+/// Its negative control: drains that leave the ring's records unread trust a's registration
+/// for b, and the oracle sees the NIC's write miss b.
+#[test]
+fn ring_negative_control_skipping_ring_records_corrupts() {
+    let Some((c, nic, _)) = ring_cache(true) else {
+        return;
+    };
+    let out = scenario::run(&c, &nic, 16).unwrap();
+    assert!(out.same_address);
+    assert!(
+        out.b_was_a_hit,
+        "with the ring unread, b gets a's registration"
     );
     assert!(
         out.corrupted,

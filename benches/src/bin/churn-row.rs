@@ -19,10 +19,16 @@
 //! `--mode all` adds `late`: registering every transfer but deregistering the previous
 //! registration after its buffer was unmapped (the kernel work of the cache's order, without
 //! the cache), printed on a line of its own.
+//!
+//! With ummunotify the drains take the hits from the module's ring page (RING, the default);
+//! `REGCACHE_RING=0` gives the 2010 read() path, so both can be run in one guest boot. The
+//! header says which, and the last lines how many read() and SETTLE calls the drains made.
 
 use regcache::monitor::select::{self, Choice};
+use regcache::monitor::ummunotify::{DrainCalls, UmmunotifyMonitor};
+use regcache::monitor::Monitor;
 use regcache::registrar::uring::{SoftNic, MAX_SLOTS};
-use regcache::{Access, Cache, Config, Registrar};
+use regcache::{Access, Cache, Config, MonitorKind, Registrar};
 use regcache_oracle::mem::{self, PAGE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,9 +108,25 @@ fn main() {
     for w in &why {
         eprintln!("churn-row: monitor not used: {w}");
     }
+    // ummunotify: opened again as the concrete type (as select::open does, REGCACHE_RING and
+    // REGCACHE_REVALIDATE honoured) to report the ring and count the drains' system calls.
+    let (mon, calls, ring): (Box<dyn Monitor>, Option<Arc<DrainCalls>>, &str) =
+        if mon.kind() == MonitorKind::Ummunotify {
+            drop(mon);
+            let m = UmmunotifyMonitor::open().expect("ummunotify");
+            let ring = if m.ring_active() {
+                " ring=on"
+            } else {
+                " ring=off"
+            };
+            let calls = m.calls();
+            (Box::new(m), Some(calls), ring)
+        } else {
+            (mon, None, "")
+        };
     let cache = Cache::new(mon, nic.clone(), Config::default());
     println!(
-        "churn-row: monitor={} registrar={} transfers={transfers} per mode and size, blocks of {block}, alternating",
+        "churn-row: monitor={}{ring} registrar={} transfers={transfers} per mode and size, blocks of {block}, alternating",
         cache.monitor_kind().name(),
         cache.registrar_name()
     );
@@ -220,6 +242,14 @@ fn main() {
         st.registrations,
         st.uncacheable
     );
+    if let Some(calls) = &calls {
+        println!(
+            "ummunotify drains: read() {} SETTLE {} ({:.3} read() per miss)",
+            calls.reads(),
+            calls.settles(),
+            calls.reads() as f64 / st.misses.max(1) as f64
+        );
+    }
     println!("corrupted transfers: {bad}");
     std::process::exit(i32::from(bad > 0));
 }

@@ -22,7 +22,7 @@
 
 mod brlock;
 mod entry;
-mod fork;
+pub(crate) mod fork;
 mod held;
 mod index;
 mod life;
