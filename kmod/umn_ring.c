@@ -80,7 +80,12 @@ bool umn_ring_publish(struct umn_file *uf, const struct umn_region *r,
 	struct ummunotify_ring *ring = uf->ring;
 	struct ummunotify_ring_record *rec;
 	u32 head = ring->head;
-	u32 used = head - READ_ONCE(ring->tail);
+	/*
+	 * Acquire: pairs with the client's release store of @tail, made
+	 * after it copied the records out; the slots it frees are written
+	 * below only after that.
+	 */
+	u32 used = head - smp_load_acquire(&ring->tail);
 
 	lockdep_assert_held(&uf->lock);
 	/* A tail the client moved ahead of head reads as a full ring. */

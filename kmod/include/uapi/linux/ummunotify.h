@@ -129,7 +129,11 @@ enum {
  * pinning again finds the new ones.  SETTLE waits until every invalidation
  * of the address space running when it was called has ended (read() waits
  * so by itself).  The kernel only reads @tail: any value a client writes
- * there at worst makes the ring look full (records go to read()).
+ * there at worst makes the ring look full (records go to read()).  A
+ * record stays in the ring after its range is unregistered (a queued one
+ * goes with it): at worst a false positive.  poll() reports the fd
+ * readable while the ring has records not taken.  The mapping is not
+ * copied to a fork child.
  */
 #define UMMUNOTIFY_FEATURE_RING		(1U << 2)
 
