@@ -456,9 +456,21 @@ impl Monitor for UmmunotifyMonitor {
                 || self.settle(),
             )?,
         };
-        // LAST carries the counter at the moment the queue emptied; without one (nothing was
-        // queued any more) the value read before draining is complete.
-        Ok(last.map_or(before, |l| l.max(before)))
+        Ok(complete_up_to(before, last, self.ring.is_some()))
+    }
+}
+
+/// The generation a drain is complete up to: `before`, the counter loaded first (every hit
+/// counted up to it was taken), or, without RING, the counter of the LAST record if read()
+/// met one (the queue emptied then: every hit counted up to that value was read). Not with
+/// RING: a hit published in the ring after the ring was taken and before read() returned is
+/// counted below the LAST's value but was not taken; trusting that value would let a lookup
+/// find the counter equal to it and trust the stale entry (a false negative). `before` only
+/// costs a drain more when such a hit came.
+fn complete_up_to(before: u64, last: Option<u64>, ring: bool) -> u64 {
+    match last {
+        Some(l) if !ring => l.max(before),
+        _ => before,
     }
 }
 
@@ -528,6 +540,17 @@ impl Drop for UmmunotifyMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_drain_is_complete_up_to_the_counter_read_first_not_last() {
+        // Without RING, a LAST record's counter covers every hit counted up to it.
+        assert_eq!(complete_up_to(10, Some(12), false), 12);
+        assert_eq!(complete_up_to(10, None, false), 10);
+        // With RING, a hit published in the ring between taking it and read()'s LAST is
+        // counted up to the LAST's value but was not taken: only the first counter is complete.
+        assert_eq!(complete_up_to(10, Some(12), true), 10);
+        assert_eq!(complete_up_to(10, None, true), 10);
+    }
 
     #[test]
     fn decodes_inval_with_hint() {
