@@ -43,6 +43,7 @@ for k in $kernels; do
 	fi
 	expect "$k" module '^OK +ummunotify module: loaded'
 	expect "$k" device '^OK +/dev/ummunotify: opens for this user'
+	expect "$k" ring '^OK +ummunotify RING: offered'
 	expect "$k" uffd '^OK +userfaultfd: usable'
 	expect "$k" rxe0 '^OK +RDMA devices: rxe0: port 1 ACTIVE'
 	expect "$k" rxe1 '^OK +RDMA devices: rxe1: port 1 ACTIVE'

@@ -105,7 +105,13 @@ pub fn checks() -> Vec<Line> {
     let rdma_active = rdma.iter().any(|l| l.status == Status::Ok);
     let reval = revalidate_check();
     let reval_ok = reval.status == Status::Ok;
-    let mut lines = vec![module_check(uffd_ok), device_check(uffd_ok), reval, uffd];
+    let mut lines = vec![
+        module_check(uffd_ok),
+        device_check(uffd_ok),
+        reval,
+        ring_check(),
+        uffd,
+    ];
     lines.push(thp_check(reval_ok));
     lines.push(memlock_check());
     lines.extend(rdma);
@@ -562,6 +568,41 @@ fn revalidate_check() -> Line {
             CHECK,
             "not offered by this module: every reported range is re-registered, even when a \
              neighbour's VMA split changed none of its pages",
+        )
+        .fix("install the current module (dkms install ummunotify/1.0, or make -C kmod)"),
+        Err(e) => line(
+            Status::Warn,
+            CHECK,
+            format!("cannot tell: {DEVICE} not usable ({e})"),
+        )
+        .fix("see the ummunotify lines above"),
+    }
+}
+
+/// Whether the module publishes hits in the ring page (issue 13): without it every drain after
+/// an unmap of a cached buffer costs a read() of the device.
+fn ring_check() -> Line {
+    const CHECK: &str = "ummunotify RING";
+    let off = !regcache::monitor::ummunotify::ring_wanted();
+    match UmmunotifyMonitor::open_path(DEVICE, abi::FEATURE_FILTER | abi::FEATURE_RING) {
+        Ok(m) if m.ring_active() && off => line(
+            Status::Warn,
+            CHECK,
+            "offered by the module but turned off by REGCACHE_RING=0: every drain after an \
+             unmap of a cached buffer reads the device",
+        )
+        .fix("unset REGCACHE_RING"),
+        Ok(m) if m.ring_active() => line(
+            Status::Ok,
+            CHECK,
+            "offered: the cache learns which cached buffer was unmapped from a shared page, \
+             without a read() of the device",
+        ),
+        Ok(_) => line(
+            Status::Warn,
+            CHECK,
+            "not offered by this module: every drain after an unmap of a cached buffer reads \
+             the device (one system call more per churned transfer)",
         )
         .fix("install the current module (dkms install ummunotify/1.0, or make -C kmod)"),
         Err(e) => line(
