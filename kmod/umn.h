@@ -225,6 +225,8 @@ long umn_reval_ioctl(struct umn_file *uf, unsigned int cmd,
 int umn_counter_init(struct umn_file *uf);
 void umn_counter_free(struct umn_file *uf);
 int umn_counter_mmap(struct umn_file *uf, struct vm_area_struct *vma);
+void umn_vma_serve_page(struct vm_area_struct *vma, struct page *page,
+			vm_flags_t clear, vm_flags_t set);
 void umn_counter_bump(struct umn_file *uf);
 u64 umn_counter_read(struct umn_file *uf);
 

@@ -51,39 +51,46 @@ u64 umn_counter_read(struct umn_file *uf)
 }
 
 /*
- * The page is handed out by the fault handler rather than inserted at
- * mmap time, so that the mapping stays valid whatever user space does to
- * it (madvise(DONTNEED) zaps it, fork does not copy it, mremap moves it):
- * the next access simply faults the same page in again.
+ * A page of the module (the counter page, the ring page) is handed out by
+ * the fault handler rather than inserted at mmap time, so that the mapping
+ * stays valid whatever user space does to it (madvise(DONTNEED) zaps it,
+ * mremap moves it): the next access simply faults the same page in again.
+ * The vma's private data is the page; the mapping holds the file that
+ * frees it.
  */
-static vm_fault_t umn_counter_fault(struct vm_fault *vmf)
+static vm_fault_t umn_page_fault(struct vm_fault *vmf)
 {
-	struct umn_file *uf = vmf->vma->vm_private_data;
+	struct page *page = vmf->vma->vm_private_data;
 
 	if (vmf->pgoff != 0)
 		return VM_FAULT_SIGBUS;
-	get_page(uf->counter_page);
-	vmf->page = uf->counter_page;
+	get_page(page);
+	vmf->page = page;
 	return 0;
 }
 
-static const struct vm_operations_struct umn_counter_vm_ops = {
-	.fault = umn_counter_fault,
+static const struct vm_operations_struct umn_page_vm_ops = {
+	.fault = umn_page_fault,
 };
 
 /*
- * vm_flags became read-only behind vm_flags_set()/vm_flags_clear() in 6.3;
- * Kbuild detects them (this module builds for 6.1 and 6.12).
+ * Serve @page as the one page of @vma, with the flags in @clear cleared and
+ * those in @set set.  vm_flags became read-only behind vm_flags_set() and
+ * vm_flags_clear() in 6.3; Kbuild detects them (this module builds for 6.1
+ * and 6.12).
  */
-static void umn_vma_adjust_flags(struct vm_area_struct *vma)
+void umn_vma_serve_page(struct vm_area_struct *vma, struct page *page,
+			vm_flags_t clear, vm_flags_t set)
 {
 #ifdef UMN_HAVE_VM_FLAGS_SETTERS
-	vm_flags_clear(vma, VM_MAYWRITE | VM_MAYEXEC);
-	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	vm_flags_clear(vma, clear);
+	vm_flags_set(vma, set);
 #else
-	vma->vm_flags &= ~(VM_MAYWRITE | VM_MAYEXEC);
-	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP;
+	vma->vm_flags &= ~clear;
+	vma->vm_flags |= set;
 #endif
+	vma->vm_ops = &umn_page_vm_ops;
+	vma->vm_private_data = page;
 }
 
 /*
@@ -100,8 +107,7 @@ int umn_counter_mmap(struct umn_file *uf, struct vm_area_struct *vma)
 	if (vma->vm_flags & (VM_WRITE | VM_EXEC))
 		return -EPERM;
 
-	umn_vma_adjust_flags(vma);
-	vma->vm_ops = &umn_counter_vm_ops;
-	vma->vm_private_data = uf;
+	umn_vma_serve_page(vma, uf->counter_page, VM_MAYWRITE | VM_MAYEXEC,
+			   VM_DONTEXPAND | VM_DONTDUMP);
 	return 0;
 }

@@ -195,21 +195,6 @@ void umn_ring_notifier_stop(struct umn_file *uf)
 	uf->mn_live = false;
 }
 
-static vm_fault_t umn_ring_fault(struct vm_fault *vmf)
-{
-	struct umn_file *uf = vmf->vma->vm_private_data;
-
-	if (vmf->pgoff != 0)
-		return VM_FAULT_SIGBUS;
-	get_page(uf->ring_page);
-	vmf->page = uf->ring_page;
-	return 0;
-}
-
-static const struct vm_operations_struct umn_ring_vm_ops = {
-	.fault = umn_ring_fault,
-};
-
 /*
  * Exactly one page at offset 0, shared, not executable, in the opener's
  * address space only (like every entry point of the device); not copied
@@ -230,15 +215,8 @@ static int umn_ring_mmap(struct file *file, struct vm_area_struct *vma)
 	if (vma->vm_flags & VM_EXEC)
 		return -EPERM;
 
-#ifdef UMN_HAVE_VM_FLAGS_SETTERS
-	vm_flags_clear(vma, VM_MAYEXEC);
-	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY);
-#else
-	vma->vm_flags &= ~VM_MAYEXEC;
-	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY;
-#endif
-	vma->vm_ops = &umn_ring_vm_ops;
-	vma->vm_private_data = uf;
+	umn_vma_serve_page(vma, uf->ring_page, VM_MAYEXEC,
+			   VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY);
 	return 0;
 }
 

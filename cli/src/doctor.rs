@@ -543,75 +543,79 @@ fn monitor_check() -> Line {
     }
 }
 
-/// Whether the module revalidates reported ranges (issue 11): without it every neighbouring
-/// VMA split costs a re-registration of the cached ranges in the same 2 MiB block.
-fn revalidate_check() -> Line {
-    const CHECK: &str = "ummunotify REVALIDATE";
-    let off = std::env::var(regcache::monitor::ummunotify::REVALIDATE_ENV)
-        .is_ok_and(|v| matches!(v.trim(), "0" | "off" | "no" | "false"));
-    match UmmunotifyMonitor::open_path(DEVICE, abi::FEATURE_FILTER | abi::FEATURE_REVALIDATE) {
-        Ok(m) if m.revalidate_supported() && off => line(
+/// A line about one feature bit of the module: granted or not, and turned off by its variable.
+struct Feature {
+    check: &'static str,
+    bit: u32,
+    granted: fn(&UmmunotifyMonitor) -> bool,
+    /// The variable that turns it off (`0`, `off`, `no`, `false`), and whether it does now.
+    var: &'static str,
+    off: bool,
+    /// What the cache pays without it, and what it saves with it.
+    without: &'static str,
+    with: &'static str,
+}
+
+fn feature_check(f: Feature) -> Line {
+    match UmmunotifyMonitor::open_path(DEVICE, abi::FEATURE_FILTER | f.bit) {
+        Ok(m) if (f.granted)(&m) && f.off => line(
             Status::Warn,
-            CHECK,
-            "offered by the module but turned off by REGCACHE_REVALIDATE=0: every reported \
-             range is re-registered, even when its pages did not change",
+            f.check,
+            format!(
+                "offered by the module but turned off by {}=0: {}",
+                f.var, f.without
+            ),
         )
-        .fix("unset REGCACHE_REVALIDATE"),
-        Ok(m) if m.revalidate_supported() => line(
-            Status::Ok,
-            CHECK,
-            "offered: a range reported by a neighbour's mprotect/mlock/MADV_DONTFORK costs one \
-             CHECK, not a registration",
-        ),
+        .fix(format!("unset {}", f.var)),
+        Ok(m) if (f.granted)(&m) => line(Status::Ok, f.check, format!("offered: {}", f.with)),
         Ok(_) => line(
             Status::Warn,
-            CHECK,
-            "not offered by this module: every reported range is re-registered, even when a \
-             neighbour's VMA split changed none of its pages",
+            f.check,
+            format!("not offered by this module: {}", f.without),
         )
         .fix("install the current module (dkms install ummunotify/1.0, or make -C kmod)"),
         Err(e) => line(
             Status::Warn,
-            CHECK,
+            f.check,
             format!("cannot tell: {DEVICE} not usable ({e})"),
         )
         .fix("see the ummunotify lines above"),
     }
 }
 
+/// Whether the module revalidates reported ranges (issue 11): without it every neighbouring
+/// VMA split costs a re-registration of the cached ranges in the same 2 MiB block.
+fn revalidate_check() -> Line {
+    use regcache::monitor::ummunotify::REVALIDATE_ENV;
+    feature_check(Feature {
+        check: "ummunotify REVALIDATE",
+        bit: abi::FEATURE_REVALIDATE,
+        granted: UmmunotifyMonitor::revalidate_supported,
+        var: REVALIDATE_ENV,
+        off: std::env::var(REVALIDATE_ENV)
+            .is_ok_and(|v| matches!(v.trim(), "0" | "off" | "no" | "false")),
+        without: "every reported range is re-registered, even when a neighbour's VMA split \
+                  changed none of its pages",
+        with: "a range reported by a neighbour's mprotect/mlock/MADV_DONTFORK costs one CHECK, \
+               not a registration",
+    })
+}
+
 /// Whether the module publishes hits in the ring page (issue 13): without it every drain after
 /// an unmap of a cached buffer costs a read() of the device.
 fn ring_check() -> Line {
-    const CHECK: &str = "ummunotify RING";
-    let off = !regcache::monitor::ummunotify::ring_wanted();
-    match UmmunotifyMonitor::open_path(DEVICE, abi::FEATURE_FILTER | abi::FEATURE_RING) {
-        Ok(m) if m.ring_active() && off => line(
-            Status::Warn,
-            CHECK,
-            "offered by the module but turned off by REGCACHE_RING=0: every drain after an \
-             unmap of a cached buffer reads the device",
-        )
-        .fix("unset REGCACHE_RING"),
-        Ok(m) if m.ring_active() => line(
-            Status::Ok,
-            CHECK,
-            "offered: the cache learns which cached buffer was unmapped from a shared page, \
-             without a read() of the device",
-        ),
-        Ok(_) => line(
-            Status::Warn,
-            CHECK,
-            "not offered by this module: every drain after an unmap of a cached buffer reads \
-             the device (one system call more per churned transfer)",
-        )
-        .fix("install the current module (dkms install ummunotify/1.0, or make -C kmod)"),
-        Err(e) => line(
-            Status::Warn,
-            CHECK,
-            format!("cannot tell: {DEVICE} not usable ({e})"),
-        )
-        .fix("see the ummunotify lines above"),
-    }
+    use regcache::monitor::ummunotify::{ring_wanted, RING_ENV};
+    feature_check(Feature {
+        check: "ummunotify RING",
+        bit: abi::FEATURE_RING,
+        granted: UmmunotifyMonitor::ring_active,
+        var: RING_ENV,
+        off: !ring_wanted(),
+        without: "every drain after an unmap of a cached buffer reads the device (one system \
+                  call more per churned transfer)",
+        with: "the cache learns which cached buffer was unmapped from a shared page, without a \
+               read() of the device",
+    })
 }
 
 /// The mode in brackets of a /sys/kernel/mm/transparent_hugepage/* file ("always [madvise]
