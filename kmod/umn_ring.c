@@ -31,8 +31,8 @@
  *
  * Locking: every field the kernel writes is written under umn_file::lock
  * (see umn_region.c), @head and @running with release stores; @tail is
- * the client's, read with READ_ONCE() and never trusted beyond deciding
- * whether there is room.  The page is freed in release(), after both
+ * the client's, read with an acquire load and never trusted beyond
+ * deciding whether there is room.  The page is freed in release(), after both
  * notifiers are gone and every mapping with them (each holds the ring's
  * file, which holds the device's).
  */

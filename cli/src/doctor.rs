@@ -586,14 +586,13 @@ fn feature_check(f: Feature) -> Line {
 /// Whether the module revalidates reported ranges (issue 11): without it every neighbouring
 /// VMA split costs a re-registration of the cached ranges in the same 2 MiB block.
 fn revalidate_check() -> Line {
-    use regcache::monitor::ummunotify::REVALIDATE_ENV;
+    use regcache::monitor::ummunotify::{revalidate_wanted, REVALIDATE_ENV};
     feature_check(Feature {
         check: "ummunotify REVALIDATE",
         bit: abi::FEATURE_REVALIDATE,
         granted: UmmunotifyMonitor::revalidate_supported,
         var: REVALIDATE_ENV,
-        off: std::env::var(REVALIDATE_ENV)
-            .is_ok_and(|v| matches!(v.trim(), "0" | "off" | "no" | "false")),
+        off: !revalidate_wanted(),
         without: "every reported range is re-registered, even when a neighbour's VMA split \
                   changed none of its pages",
         with: "a range reported by a neighbour's mprotect/mlock/MADV_DONTFORK costs one CHECK, \

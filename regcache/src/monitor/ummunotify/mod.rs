@@ -47,6 +47,11 @@ fn feature_wanted(v: Option<&str>) -> bool {
     )
 }
 
+/// Whether the environment asks for REVALIDATE (`REGCACHE_REVALIDATE` unset or not "off").
+pub fn revalidate_wanted() -> bool {
+    feature_wanted(std::env::var(REVALIDATE_ENV).ok().as_deref())
+}
+
 /// Whether the environment asks for RING (`REGCACHE_RING` unset or not "off").
 pub fn ring_wanted() -> bool {
     feature_wanted(std::env::var(RING_ENV).ok().as_deref())
@@ -200,7 +205,7 @@ impl UmmunotifyMonitor {
     /// read with read()).
     pub fn open() -> Result<Self> {
         let mut wanted = abi::FEATURE_FILTER;
-        if feature_wanted(std::env::var(REVALIDATE_ENV).ok().as_deref()) {
+        if revalidate_wanted() {
             wanted |= abi::FEATURE_REVALIDATE;
         }
         if ring_wanted() {
