@@ -6,7 +6,7 @@
 //! looks at the address space, and the UCX rcache is created without memory hooks and with
 //! no-op registration callbacks. Both caches therefore only do their own bookkeeping.
 
-use regcache::monitor::{Invalidation, Monitor, MonitorKind, WatchError};
+use regcache::monitor::{Invalidation, Monitor, MonitorKind, Revalidation, WatchError};
 use regcache::registrar::noop::NoopRegistrar;
 use regcache::{Access, Cache, Config, Range};
 use regcache_oracle::rng::Rng;
@@ -79,6 +79,85 @@ impl Monitor for MonitorHandle {
     fn drain(&self, out: &mut Vec<Invalidation>) -> regcache::Result<u64> {
         // Acquire: pairs with `fire`'s release increment. Load before taking the queue, so every
         // event that moved the counter up to `g` is in the queue we take.
+        let g = self.0.counter.load(Ordering::Acquire);
+        out.append(&mut self.0.queue.lock().unwrap());
+        Ok(g)
+    }
+}
+
+/// A monitor for the churned-buffer cycle (`profile-miss churn`): like ummunotify (with its
+/// defaults), a watch is a range of the address space that outlives the unmap (so the cache
+/// parks and takes it over), an event names the watch's cookie, and it revalidates (CHECK
+/// answers "changed": the pages of a churned buffer are new ones). `churn(range)` fires the event of the watch on
+/// `range`, as the kernel does when the buffer is unmapped.
+#[derive(Default)]
+pub struct ChurnMonitor {
+    counter: AtomicU64,
+    queue: Mutex<Vec<Invalidation>>,
+    /// The watches, by start address: (range, cookie).
+    watches: Mutex<Vec<(Range, u64)>>,
+}
+
+impl ChurnMonitor {
+    /// Queues the cookie event of the watch on `range` (none: nothing is watched there) and
+    /// moves the counter (release: publishes the queued event to the drainer).
+    pub fn churn(&self, range: Range) -> bool {
+        let w = self.watches.lock().unwrap();
+        let Some(&(hint, cookie)) = w.iter().find(|(r, _)| *r == range) else {
+            return false;
+        };
+        self.queue
+            .lock()
+            .unwrap()
+            .push(Invalidation::Cookie { cookie, hint });
+        self.counter.fetch_add(1, Ordering::Release);
+        true
+    }
+}
+
+/// The cache's handle on a [`ChurnMonitor`].
+pub struct ChurnHandle(pub Arc<ChurnMonitor>);
+
+impl Monitor for ChurnHandle {
+    fn kind(&self) -> MonitorKind {
+        MonitorKind::Ummunotify
+    }
+
+    fn counter(&self) -> &AtomicU64 {
+        &self.0.counter
+    }
+
+    fn watch(&self, range: Range, cookie: u64) -> Result<(), WatchError> {
+        self.0.watches.lock().unwrap().push((range, cookie));
+        Ok(())
+    }
+
+    fn unwatch(&self, range: Range, cookie: u64) {
+        self.0
+            .watches
+            .lock()
+            .unwrap()
+            .retain(|&w| w != (range, cookie));
+    }
+
+    fn watch_survives_unmap(&self) -> bool {
+        true
+    }
+
+    fn revalidates(&self) -> bool {
+        true
+    }
+
+    fn revalidate_arm_since(&self, _cookie: u64, _since: u64) -> regcache::Result<Revalidation> {
+        Ok(Revalidation::Changed)
+    }
+
+    fn revalidate_check(&self, _cookie: u64) -> regcache::Result<Revalidation> {
+        Ok(Revalidation::Changed)
+    }
+
+    fn drain(&self, out: &mut Vec<Invalidation>) -> regcache::Result<u64> {
+        // Acquire: pairs with `churn`'s release increment (see ScriptedMonitor::drain).
         let g = self.0.counter.load(Ordering::Acquire);
         out.append(&mut self.0.queue.lock().unwrap());
         Ok(g)

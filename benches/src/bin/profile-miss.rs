@@ -7,8 +7,8 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>
 //! ```
 //!
-//! Usage: profile-miss {evict|ucx-evict} ITERS | profile-miss drain N ROUNDS — prints ns per
-//! miss (per event for `drain`; meaningless under valgrind), by the wall clock and by the
+//! Usage: profile-miss {evict|ucx-evict|churn} ITERS | profile-miss drain N ROUNDS — prints ns
+//! per miss (per event for `drain`; meaningless under valgrind), by the wall clock and by the
 //! thread's CPU time (CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread waited for a CPU,
 //! which on a shared 2-CPU machine is most of the wall clock's noise).
 
@@ -51,6 +51,23 @@ fn report(wall: Duration, cpu_ns: u128, units: usize, unit: &str) {
     );
 }
 
+/// The churned buffer of the churn row (benches/src/bin/churn-row.rs) without the kernel: per
+/// iteration the watch on the one cached buffer fires (its unmap), then a get of the same range
+/// drains the event, retires the entry, takes its watch over and registers again, and the
+/// handle is released. What a churned transfer costs the cache itself.
+#[inline(never)]
+fn churn_loop(cache: &regcache::Cache, mon: &ChurnMonitor, iters: usize) {
+    let range = Range {
+        start: region_addr(0),
+        end: region_addr(0) + 4096,
+    };
+    for _ in 0..iters {
+        assert!(mon.churn(range), "the buffer is watched");
+        let h = cache.get(range.start, 4096, ACCESS).unwrap();
+        std::hint::black_box(h.lkey());
+    }
+}
+
 /// One drain of `n` events: the timed get that applies them.
 #[inline(never)]
 fn drain_once(cache: &regcache::Cache, sentinel: usize) {
@@ -60,7 +77,7 @@ fn drain_once(cache: &regcache::Cache, sentinel: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: profile-miss {evict|ucx-evict} ITERS | profile-miss drain N ROUNDS";
+    let usage = "usage: profile-miss {evict|ucx-evict|churn} ITERS | profile-miss drain N ROUNDS";
     let which = args.get(1).expect(usage).as_str();
     let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
     match which {
@@ -81,6 +98,26 @@ fn main() {
             let (t0, c0) = (Instant::now(), thread_cpu_ns());
             ucx_miss_loop(&rc, LIMIT, iters);
             report(t0.elapsed(), thread_cpu_ns() - c0, iters, "miss");
+        }
+        "churn" => {
+            let iters = num(2);
+            let mon = std::sync::Arc::new(ChurnMonitor::default());
+            let cache = regcache::Cache::new(
+                Box::new(ChurnHandle(mon.clone())),
+                std::sync::Arc::new(regcache::registrar::noop::NoopRegistrar::new()),
+                regcache::Config::default(),
+            );
+            drop(cache.get(region_addr(0), 4096, ACCESS).unwrap());
+            // Warm up (uncollected under callgrind's toggle: a separate call).
+            churn_loop(&cache, &mon, 1000);
+            let (t0, c0) = (Instant::now(), thread_cpu_ns());
+            churn_loop(&cache, &mon, iters);
+            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "churned miss");
+            let s = cache.stats();
+            assert!(
+                s.kept_watches >= iters as u64,
+                "the churned misses took their watch over"
+            );
         }
         "drain" => {
             let (n, rounds) = (num(2), num(3));
