@@ -14,6 +14,15 @@
 #   --timeout S    kill the guest after S seconds (default 600): exit 124
 #   --mem M        guest memory in MiB (default 2048)
 #   --smp N        guest CPUs (default 2)
+#   --icount S     count time in instructions: the guest's clock advances
+#                  2^S ns per guest instruction executed (qemu -icount, one
+#                  TCG thread, idle time skipped), so a ratio of two timings
+#                  is a ratio of instruction counts, free of TCG's uneven
+#                  slowdown of user code against system calls (benchmarks)
+#   --cpu C        qemu's -cpu model and flags (default max); with --icount,
+#                  max,erms=off,fsrm=off keeps the kernel's page clears and
+#                  copies off `rep movsb`/`stosb`, which qemu counts one byte
+#                  a step
 #   --numa N       split the memory into N NUMA nodes (default 1); the CPUs are all
 #                  on node 0 (qemu's CPUs share a cache, so they must share a node)
 #   --out DIR      host directory shared read-write with the guest at
@@ -48,7 +57,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 KMOD=$ROOT/kmod
 CACHE=${VMTEST_CACHE:-/tmp/regcache-vmtest}
 
-kernel="" timeout=600 mem=2048 smp=2 out="" rw="" quiet=0 netdev="" mac="" nic_model=virtio-net-pci
+kernel="" timeout=600 icount="" cpu=max mem=2048 smp=2 out="" rw="" quiet=0 netdev="" mac="" nic_model=virtio-net-pci
 rootcache=${VMTEST_ROOT_CACHE:-loose}
 module=1 build=1 unload=1
 envs=()
@@ -64,6 +73,8 @@ while [ $# -gt 0 ]; do
 	--mem) mem=$2; shift 2 ;;
 	--smp) smp=$2; shift 2 ;;
 	--numa) numa=$2; shift 2 ;;
+	--icount) icount=$2; shift 2 ;;
+	--cpu) cpu=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--rw) rw=$2; shift 2 ;;
 	--netdev) netdev=$2; shift 2 ;;
@@ -84,6 +95,7 @@ done
 [ $# -gt 0 ] || die "no command given (see --help)"
 [ -n "$kernel" ] || die "--kernel 6.1|6.12 is required"
 case $rootcache in loose|none|mmap) ;; *) die "--root-cache loose|none|mmap, not $rootcache" ;; esac
+case $icount in "" | [0-9] | 10) ;; *) die "--icount takes a shift of 0..10, not $icount" ;; esac
 
 # Resolve the kernel: the Debian ABI number moves with updates.
 resolve_kver() {
@@ -240,8 +252,13 @@ fi
 # scripts queue instead of starving each other's TCG guests into timeouts.
 exec 8>"${VMTEST_LOCK:-/tmp/regcache-vmtest.lock}"
 flock 8
+if [ -n "$icount" ]; then
+	accel=(-accel tcg,thread=single -icount "shift=$icount,align=off,sleep=off")
+else
+	accel=(-accel tcg,thread=multi)
+fi
 timeout -k 10 "$timeout" qemu-system-x86_64 \
-	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
+	"${accel[@]}" -cpu "$cpu" -smp "$smp" -m "$mem" \
 	"${numa_args[@]+"${numa_args[@]}"}" \
 	-kernel "$VMLINUZ" -initrd "$INITRD" \
 	-append "console=ttyS0 panic=-1 loglevel=5 nowatchdog rcupdate.rcu_cpu_stall_timeout=300 mitigations=off vmtest.rootcache=$rootcache" \
