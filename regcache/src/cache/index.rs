@@ -287,6 +287,23 @@ impl Index {
         }
     }
 
+    /// The entry containing `addr`, with its start, if it is the one watched under `cookie`;
+    /// `None` when no entry contains `addr` or another one does. A cookie event's hint lies in
+    /// its watch's range, which is its entry's, so one probe at the hint's start finds the
+    /// entry the event names (no range query; issue 13, 100% churn). Cookies of live entries
+    /// are unique, so a match is the only entry that can carry it; callers fall back to
+    /// `overlapping` only when this finds nothing.
+    #[inline]
+    pub fn with_cookie(&self, addr: usize, cookie: u64) -> Option<(usize, &Entry)> {
+        let first = addr & self.page_mask;
+        let (start, rec) = match self.by_start.get(&first) {
+            Some(rec) => (first, rec),
+            None => self.containing_slow(addr)?,
+        };
+        let e: &Entry = &rec.entry;
+        (self.range_of(start, rec).end > addr && e.cookie() == cookie).then_some((start, e))
+    }
+
     fn is_short(&self, e: &Indexed) -> bool {
         e.pages() <= SHORT_PAGES
     }
@@ -333,7 +350,15 @@ impl Index {
     }
 
     pub fn remove(&mut self, start: usize) -> Option<Unindexed> {
+        self.remove_noting_use(start).map(|(u, _)| u)
+    }
+
+    /// `remove`, also telling whether the entry was hit since the eviction walk last cleared
+    /// its used bit (`Indexed::take_used`, without a second probe).
+    pub fn remove_noting_use(&mut self, start: usize) -> Option<(Unindexed, bool)> {
         let rec = self.by_start.remove(&start)?;
+        // Relaxed: see `Indexed::take_used` (a hint; the record is ours now).
+        let used = rec.span.load(Ordering::Relaxed) & USED != 0;
         let reg = Registered {
             range: self.range_of(start, &rec),
             access: rec.access,
@@ -347,10 +372,13 @@ impl Index {
         if self.by_start.is_empty() {
             self.short_max = 0;
         }
-        Some(Unindexed {
-            entry: rec.entry,
-            reg,
-        })
+        Some((
+            Unindexed {
+                entry: rec.entry,
+                reg,
+            },
+            used,
+        ))
     }
 
     /// Every start, in no particular order.

@@ -196,6 +196,11 @@ impl Cache {
             }
         }
         drop(rest);
+        if callouts.is_empty() {
+            // Nothing of this batch was listed (the usual case): the recheck list is as it
+            // was, so no second visit to its lock.
+            return;
+        }
         // The others are the retired list's: only their ids and ranges are used (a releaser
         // may reap one at any time).
         let mut still_retired = Vec::new();

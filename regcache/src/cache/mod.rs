@@ -868,6 +868,12 @@ impl Cache {
                     Invalidation::Cookie { cookie, hint } => {
                         pending_hit |=
                             pending.is_some_and(|(id, _)| entry::cookie_of(id) == cookie);
+                        // Usually one probe finds the entry (index.rs, `with_cookie`); else
+                        // every entry the hint overlaps that carries the cookie.
+                        if let Some((s, _)) = idx.with_cookie(hint.start, cookie) {
+                            victims.push(s);
+                            continue;
+                        }
                         let from = victims.len();
                         idx.overlapping_into(hint, &mut victims);
                         let mut keep = from;
@@ -895,9 +901,8 @@ impl Cache {
             // decides where a watch goes, never whether an entry is trusted.
             let parks = self.parks_watches();
             for s in victims.drain(..) {
-                let unhit = parks && idx.indexed(s).is_some_and(|r| !r.take_used());
-                if let Some(u) = idx.remove(s) {
-                    if unhit {
+                if let Some((u, used)) = idx.remove_noting_use(s) {
+                    if parks && !used {
                         parkable.push(u);
                     } else {
                         removed.push(u);

@@ -25,8 +25,14 @@
 
 use super::Cache;
 use crate::monitor::{Invalidation, Revalidation};
+use super::life::IdHasher;
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering;
+
+/// A set of cookies (entry ids): hashed by one multiply, and built without the random keys of
+/// the default hasher (two per drain of a churned buffer, issue 13).
+pub(super) type Cookies = HashSet<u64, BuildHasherDefault<IdHasher>>;
 
 impl Cache {
     /// Whether this cache revalidates reported entries (its monitor supports it).
@@ -62,12 +68,12 @@ impl Cache {
         &self,
         events: &[Invalidation],
         pending: Option<u64>,
-    ) -> HashSet<u64> {
-        let mut kept = HashSet::new();
+    ) -> Cookies {
+        let mut kept = Cookies::default();
         if !self.revalidating() {
             return kept;
         }
-        let mut checked = HashSet::new();
+        let mut checked = Cookies::default();
         for inv in events {
             let Invalidation::Cookie { cookie, hint } = *inv else {
                 continue;
@@ -82,9 +88,14 @@ impl Cache {
             // module's digest is its predecessor's): its events retire it.
             let reported = same(pending, cookie) || {
                 let idx = self.index.read();
-                idx.overlapping(hint)
-                    .into_iter()
-                    .any(|s| idx.get(s).is_some_and(|e| same(Some(e.id), cookie)))
+                match idx.with_cookie(hint.start, cookie) {
+                    // The one live entry with this cookie (index.rs): no range query.
+                    Some((_, e)) => same(Some(e.id), cookie),
+                    None => idx
+                        .overlapping(hint)
+                        .into_iter()
+                        .any(|s| idx.get(s).is_some_and(|e| same(Some(e.id), cookie))),
+                }
             };
             if reported && self.check_unchanged(cookie) {
                 kept.insert(cookie);

@@ -151,6 +151,72 @@ fn cookie_invalidation_hits_only_that_entry() {
     assert_eq!(c.stats().misses, 3);
 }
 
+/// A cookie event finds its entry by one probe at the hint's start (index.rs, `with_cookie`)
+/// when the hint starts inside the entry (its first page, a later page of a short entry, or of a
+/// long one), by the overlap search when it starts before it, and never removes another entry
+/// that its hint overlaps.
+#[test]
+fn cookie_invalidation_finds_its_entry_wherever_the_hint_starts() {
+    let (c, m, _r) = setup(Config::default());
+    let cookie_at = |start: usize| {
+        *m.watched
+            .lock()
+            .iter()
+            .find(|(_, r)| r.start == start)
+            .expect("watched")
+            .0
+    };
+    let fire = |cookie: u64, start: usize, end: usize| {
+        m.fire(Invalidation::Cookie {
+            cookie,
+            hint: Range { start, end },
+        })
+    };
+    // (entry start, pages, hint start, hint end): first page; third page of a short entry;
+    // tenth page of a long one; a hint starting before the entry.
+    let cases = [
+        (0x100_0000, 1, 0x100_0000, 0x100_0800),
+        (0x110_0000, 4, 0x110_2000, 0x110_3000),
+        (0x120_0000, 16, 0x120_9000, 0x120_a000),
+        (0x130_0000, 2, 0x12f_f000, 0x130_1000),
+    ];
+    let mut fired = Vec::new();
+    for (i, &(start, pages, lo, hi)) in cases.iter().enumerate() {
+        drop(c.get(start, pages * P, RW).unwrap());
+        // A neighbour the hint of the last case also overlaps, under another cookie.
+        drop(c.get(start + 0x8_0000, P, RW).unwrap());
+        fired.push(cookie_at(start));
+        fire(fired[i], lo, hi);
+        let before = c.stats();
+        drop(c.get(start + 0x8_0000, P, RW).unwrap());
+        let after = c.stats();
+        assert_eq!(after.hits, before.hits + 1, "case {i}: the neighbour stays");
+        assert_eq!(
+            after.invalidated,
+            before.invalidated + 1,
+            "case {i}: the named entry left"
+        );
+        drop(c.get(start, pages * P, RW).unwrap());
+        assert_eq!(
+            c.stats().misses,
+            after.misses + 1,
+            "case {i}: registered again"
+        );
+    }
+    // A stale event (its entry is gone; the address is cached again under another cookie):
+    // nothing is removed.
+    assert_ne!(cookie_at(0x100_0000), fired[0]);
+    let before = c.stats();
+    fire(fired[0], 0x100_0000, 0x100_0800);
+    drop(c.get(0x100_0000, P, RW).unwrap());
+    let after = c.stats();
+    assert_eq!(
+        after.invalidated, before.invalidated,
+        "no entry has that cookie"
+    );
+    assert_eq!(after.hits, before.hits + 1);
+}
+
 #[test]
 fn in_use_entry_is_deregistered_only_on_last_release() {
     let (c, m, r) = setup(Config::default());
