@@ -23,9 +23,9 @@
 //! argument assumes the registrar pins the pages (ibv_reg_mr, io_uring fixed buffers): a
 //! registration that follows the pages by itself (ODP) is not cached through this path anyway.
 
+use super::life::IdHasher;
 use super::Cache;
 use crate::monitor::{Invalidation, Revalidation};
-use super::life::IdHasher;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering;
@@ -64,11 +64,7 @@ impl Cache {
     /// The cookies among `events` that report an entry (live in the index, or `pending`, the
     /// registration in flight) whose pages CHECK says did not change: those events are false
     /// positives. Empty when not revalidating.
-    pub(super) fn reval_unchanged(
-        &self,
-        events: &[Invalidation],
-        pending: Option<u64>,
-    ) -> Cookies {
+    pub(super) fn reval_unchanged(&self, events: &[Invalidation], pending: Option<u64>) -> Cookies {
         let mut kept = Cookies::default();
         if !self.revalidating() {
             return kept;
