@@ -48,6 +48,15 @@ impl ScriptedMonitor {
         self.counter.fetch_add(1, Ordering::Release);
     }
 
+    /// Takes the queued events into `out`; returns the counter they bring the drainer to.
+    fn take(&self, out: &mut Vec<Invalidation>) -> u64 {
+        // Acquire: pairs with `fire`'s release increment. Load before taking the queue, so every
+        // event that moved the counter up to `g` is in the queue we take.
+        let g = self.counter.load(Ordering::Acquire);
+        out.append(&mut self.queue.lock().unwrap());
+        g
+    }
+
     /// Queues many invalidations and moves the counter once per event.
     pub fn fire_many(&self, invs: impl IntoIterator<Item = Invalidation>) {
         let mut q = self.queue.lock().unwrap();
@@ -77,40 +86,31 @@ impl Monitor for MonitorHandle {
     fn unwatch(&self, _range: Range, _cookie: u64) {}
 
     fn drain(&self, out: &mut Vec<Invalidation>) -> regcache::Result<u64> {
-        // Acquire: pairs with `fire`'s release increment. Load before taking the queue, so every
-        // event that moved the counter up to `g` is in the queue we take.
-        let g = self.0.counter.load(Ordering::Acquire);
-        out.append(&mut self.0.queue.lock().unwrap());
-        Ok(g)
+        Ok(self.0.take(out))
     }
 }
 
 /// A monitor for the churned-buffer cycle (`profile-miss churn`): like ummunotify (with its
 /// defaults), a watch is a range of the address space that outlives the unmap (so the cache
 /// parks and takes it over), an event names the watch's cookie, and it revalidates (CHECK
-/// answers "changed": the pages of a churned buffer are new ones). `churn(range)` fires the event of the watch on
-/// `range`, as the kernel does when the buffer is unmapped.
+/// answers "changed": the pages of a churned buffer are new ones). `churn(range)` fires the
+/// event of the watch on `range`, as the kernel does when the buffer is unmapped.
 #[derive(Default)]
 pub struct ChurnMonitor {
-    counter: AtomicU64,
-    queue: Mutex<Vec<Invalidation>>,
-    /// The watches, by start address: (range, cookie).
+    /// The counter and the event queue.
+    events: ScriptedMonitor,
+    /// The watches: (range, cookie).
     watches: Mutex<Vec<(Range, u64)>>,
 }
 
 impl ChurnMonitor {
-    /// Queues the cookie event of the watch on `range` (none: nothing is watched there) and
-    /// moves the counter (release: publishes the queued event to the drainer).
+    /// Fires the cookie event of the watch on `range`; false when nothing is watched there.
     pub fn churn(&self, range: Range) -> bool {
         let w = self.watches.lock().unwrap();
         let Some(&(hint, cookie)) = w.iter().find(|(r, _)| *r == range) else {
             return false;
         };
-        self.queue
-            .lock()
-            .unwrap()
-            .push(Invalidation::Cookie { cookie, hint });
-        self.counter.fetch_add(1, Ordering::Release);
+        self.events.fire(Invalidation::Cookie { cookie, hint });
         true
     }
 }
@@ -124,7 +124,7 @@ impl Monitor for ChurnHandle {
     }
 
     fn counter(&self) -> &AtomicU64 {
-        &self.0.counter
+        &self.0.events.counter
     }
 
     fn watch(&self, range: Range, cookie: u64) -> Result<(), WatchError> {
@@ -157,10 +157,7 @@ impl Monitor for ChurnHandle {
     }
 
     fn drain(&self, out: &mut Vec<Invalidation>) -> regcache::Result<u64> {
-        // Acquire: pairs with `churn`'s release increment (see ScriptedMonitor::drain).
-        let g = self.0.counter.load(Ordering::Acquire);
-        out.append(&mut self.0.queue.lock().unwrap());
-        Ok(g)
+        Ok(self.0.events.take(out))
     }
 }
 
