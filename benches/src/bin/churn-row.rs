@@ -12,13 +12,20 @@
 //! row's number is median(cached) / median(always) of (registration path + churn).
 //!
 //! ```sh
-//! churn-row [--monitor auto|ummunotify|uffd] [--sizes 4,64,1024] [--transfers 400]
+//! churn-row [--monitor auto|ummunotify|uffd|simulated] [--sizes 4,64,1024] [--transfers 400]
 //!           [--block 16] [--mode both|cached|always|late|all]
 //! ```
 //! `--mode cached` / `always` run one mode only (for `strace -c -f`: system calls per transfer);
 //! `--mode all` adds `late`: registering every transfer but deregistering the previous
 //! registration after its buffer was unmapped (the kernel work of the cache's order, without
 //! the cache), printed on a line of its own.
+//!
+//! `--monitor simulated` runs where the module cannot be loaded (this host): a user-space
+//! monitor with ummunotify's behaviour (`ChurnMonitor`: watches that outlive the unmap, cookie
+//! events, revalidation) whose event this program fires right after each munmap, as the
+//! module's notifier does inside it (in every mode; with nothing watched it finds nothing).
+//! It leaves out the module's own work in the munmap (its notifier callbacks and ring record,
+//! ~0.25 k instructions per transfer in the guest): the cache's side of the row on real CPU.
 //!
 //! With ummunotify the drains take the hits from the module's ring page (RING, the default);
 //! `REGCACHE_RING=0` gives the 2010 read() path, so both can be run in one guest boot. The
@@ -28,7 +35,8 @@ use regcache::monitor::select::{self, Choice};
 use regcache::monitor::ummunotify::{DrainCalls, UmmunotifyMonitor};
 use regcache::monitor::Monitor;
 use regcache::registrar::uring::{SoftNic, MAX_SLOTS};
-use regcache::{Access, Cache, Config, MonitorKind, Registrar};
+use regcache::{Access, Cache, Config, MonitorKind, Range, Registrar};
+use regcache_benches::{ChurnHandle, ChurnMonitor};
 use regcache_oracle::mem::{self, PAGE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +64,34 @@ struct Samples {
     churn: Vec<Duration>,
     both: Vec<Duration>,
     corrupted: u64,
+}
+
+/// The monitor `--monitor` names (or REGCACHE_MONITOR's), with ummunotify's drain counters and
+/// whether its ring is on.
+fn open_monitor(monitor: &str) -> (Box<dyn Monitor>, Option<Arc<DrainCalls>>, &'static str) {
+    let choice: Choice = if monitor.is_empty() {
+        Choice::from_env().expect("REGCACHE_MONITOR")
+    } else {
+        monitor.parse().expect("--monitor")
+    };
+    let (mon, why) = select::open(choice).expect("monitor");
+    for w in &why {
+        eprintln!("churn-row: monitor not used: {w}");
+    }
+    if mon.kind() != MonitorKind::Ummunotify {
+        return (mon, None, "");
+    }
+    // ummunotify: opened again as the concrete type (as select::open does, REGCACHE_RING and
+    // REGCACHE_REVALIDATE honoured) to report the ring and count the drains' system calls.
+    drop(mon);
+    let m = UmmunotifyMonitor::open().expect("ummunotify");
+    let ring = if m.ring_active() {
+        " ring=on"
+    } else {
+        " ring=off"
+    };
+    let calls = m.calls();
+    (Box::new(m), Some(calls), ring)
 }
 
 fn median(v: &mut [Duration]) -> f64 {
@@ -98,32 +134,17 @@ fn main() {
             _ => usage(&a),
         }
     }
-    let choice: Choice = if monitor.is_empty() {
-        Choice::from_env().expect("REGCACHE_MONITOR")
-    } else {
-        monitor.parse().expect("--monitor")
-    };
+    // The simulated monitor (module comment): the cache gets a handle, this program the
+    // monitor itself, to fire the unmap's event.
+    let sim = (monitor == "simulated").then(|| Arc::new(ChurnMonitor::default()));
     let nic = Arc::new(SoftNic::new(MAX_SLOTS).expect("software NIC (io_uring)"));
-    let (mon, why) = select::open(choice).expect("monitor");
-    for w in &why {
-        eprintln!("churn-row: monitor not used: {w}");
-    }
-    // ummunotify: opened again as the concrete type (as select::open does, REGCACHE_RING and
-    // REGCACHE_REVALIDATE honoured) to report the ring and count the drains' system calls.
-    let (mon, calls, ring): (Box<dyn Monitor>, Option<Arc<DrainCalls>>, &str) =
-        if mon.kind() == MonitorKind::Ummunotify {
-            drop(mon);
-            let m = UmmunotifyMonitor::open().expect("ummunotify");
-            let ring = if m.ring_active() {
-                " ring=on"
-            } else {
-                " ring=off"
-            };
-            let calls = m.calls();
-            (Box::new(m), Some(calls), ring)
-        } else {
-            (mon, None, "")
-        };
+    let (mon, calls, ring) = match &sim {
+        Some(sim) => {
+            let h: Box<dyn Monitor> = Box::new(ChurnHandle(sim.clone()));
+            (h, None, " (simulated)")
+        }
+        None => open_monitor(&monitor),
+    };
     let cache = Cache::new(mon, nic.clone(), Config::default());
     println!(
         "churn-row: monitor={}{ring} registrar={} transfers={transfers} per mode and size, blocks of {block}, alternating",
@@ -173,7 +194,17 @@ fn main() {
                         *b = (n as usize).wrapping_mul(31).wrapping_add(i) as u8;
                     });
                     let x = &mut s[m as usize];
-                    one(&cache, &nic, m, buf, len, &pattern, x, &mut late);
+                    one(
+                        &cache,
+                        &nic,
+                        sim.as_deref(),
+                        m,
+                        buf,
+                        len,
+                        &pattern,
+                        x,
+                        &mut late,
+                    );
                 }
             }
         }
@@ -257,9 +288,11 @@ fn main() {
 /// One transfer: churn the buffer, fill it, obtain a registration, DMA through it, check,
 /// release.
 #[allow(clippy::too_many_arguments)]
+#[inline(never)] // a symbol for callgrind's --toggle-collect (docs/benchmarks.md)
 fn one(
     cache: &Cache,
     nic: &SoftNic,
+    sim: Option<&ChurnMonitor>,
     m: Mode,
     buf: usize,
     len: usize,
@@ -269,6 +302,13 @@ fn one(
 ) {
     let t = Instant::now();
     mem::unmap(buf, len);
+    if let Some(sim) = sim {
+        // What the module's notifier does inside the munmap.
+        sim.churn(Range {
+            start: buf,
+            end: buf + len,
+        });
+    }
     let again = mem::map(len, Some(buf));
     let churn = t.elapsed();
     assert_eq!(again, Some(buf), "the buffer came back elsewhere");
@@ -328,7 +368,7 @@ fn fill(addr: usize, len: usize, v: u8) {
 
 fn usage(what: &str) -> ! {
     eprintln!(
-        "churn-row: bad argument {what}\nusage: churn-row [--monitor M] [--sizes KIB,..] \
+        "churn-row: bad argument {what}\nusage: churn-row [--monitor auto|ummunotify|uffd|simulated] [--sizes KIB,..] \
          [--transfers N] [--block B] [--mode both|cached|always|late|all]"
     );
     std::process::exit(2)
