@@ -94,7 +94,7 @@ impl Monitor for MonitorHandle {
 /// defaults), a watch is a range of the address space that outlives the unmap (so the cache
 /// parks and takes it over), an event names the watch's cookie, and it revalidates (CHECK
 /// answers "changed": the pages of a churned buffer are new ones). `churn(range)` fires the
-/// event of the watch on `range`, as the kernel does when the buffer is unmapped.
+/// event of every watch overlapping `range`, as the kernel does when the buffer is unmapped.
 #[derive(Default)]
 pub struct ChurnMonitor {
     /// The counter and the event queue.
@@ -104,14 +104,16 @@ pub struct ChurnMonitor {
 }
 
 impl ChurnMonitor {
-    /// Fires the cookie event of the watch on `range`; false when nothing is watched there.
+    /// Fires the cookie event of every watch overlapping `range` (each hinted with its watch's
+    /// range); false when nothing is watched there.
     pub fn churn(&self, range: Range) -> bool {
         let w = self.watches.lock().unwrap();
-        let Some(&(hint, cookie)) = w.iter().find(|(r, _)| *r == range) else {
-            return false;
-        };
-        self.events.fire(Invalidation::Cookie { cookie, hint });
-        true
+        let mut fired = false;
+        for &(hint, cookie) in w.iter().filter(|(r, _)| r.overlaps(&range)) {
+            self.events.fire(Invalidation::Cookie { cookie, hint });
+            fired = true;
+        }
+        fired
     }
 }
 
@@ -562,6 +564,37 @@ mod tests {
         );
         assert_eq!(cache.cached_entries(), 5);
         assert_eq!(cache.stats().invalidated, 5);
+    }
+
+    #[test]
+    fn churn_fires_every_overlapping_watch_and_only_those() {
+        let p = 4096;
+        let r = |a: usize, b: usize| Range {
+            start: a * p,
+            end: b * p,
+        };
+        let m = Arc::new(ChurnMonitor::default());
+        let h = ChurnHandle(m.clone());
+        h.watch(r(0, 4), 1).unwrap();
+        h.watch(r(4, 8), 2).unwrap();
+        h.watch(r(10, 12), 3).unwrap();
+        // Pages 3..5 touch the first two watches, not the third.
+        assert!(m.churn(r(3, 5)));
+        let mut out = Vec::new();
+        h.drain(&mut out).unwrap();
+        let mut cookies: Vec<u64> = out
+            .iter()
+            .map(|i| match *i {
+                Invalidation::Cookie { cookie, .. } => cookie,
+                ref other => panic!("not a cookie event: {other:?}"),
+            })
+            .collect();
+        cookies.sort_unstable();
+        assert_eq!(cookies, [1, 2]);
+        // Nothing watched there: no event, and the counter does not move.
+        let before = h.counter().load(Ordering::Acquire);
+        assert!(!m.churn(r(8, 10)));
+        assert_eq!(h.counter().load(Ordering::Acquire), before);
     }
 
     #[cfg(has_ucx)]
