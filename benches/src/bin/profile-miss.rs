@@ -7,7 +7,7 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>
 //! ```
 //!
-//! Usage: profile-miss {evict|ucx-evict|churn} ITERS | profile-miss drain N ROUNDS — prints ns
+//! Usage: profile-miss {evict|ucx-evict|churn|long} ITERS | profile-miss drain N ROUNDS — prints ns
 //! per miss (per event for `drain`; meaningless under valgrind), by the wall clock and by the
 //! thread's CPU time (CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread waited for a CPU,
 //! which on a shared 2-CPU machine is most of the wall clock's noise).
@@ -68,6 +68,22 @@ fn churn_loop(cache: &regcache::Cache, mon: &ChurnMonitor, iters: usize) {
     }
 }
 
+/// Where the `long` mode's 1 MiB misses go: past the regions of the other modes, 2 MiB apart.
+const LONG_BASE: usize = 1 << 45;
+const LONG_LEN: usize = 1 << 20;
+
+/// Misses of a new 1 MiB range each (evicting at the limit) while a few unrelated ranges are
+/// remembered as recently invalidated: the re-registration query of a long miss that matches
+/// none of them (cache/recent.rs), on top of the miss itself.
+#[inline(never)]
+fn long_loop(cache: &regcache::Cache, start: usize, iters: usize) {
+    for i in start..start + iters {
+        let addr = LONG_BASE + (i % SLOTS) * 2 * LONG_LEN;
+        let h = cache.get(addr, LONG_LEN, ACCESS).unwrap();
+        std::hint::black_box(h.lkey());
+    }
+}
+
 /// One drain of `n` events: the timed get that applies them.
 #[inline(never)]
 fn drain_once(cache: &regcache::Cache, sentinel: usize) {
@@ -77,7 +93,8 @@ fn drain_once(cache: &regcache::Cache, sentinel: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: profile-miss {evict|ucx-evict|churn} ITERS | profile-miss drain N ROUNDS";
+    let usage =
+        "usage: profile-miss {evict|ucx-evict|churn|long} ITERS | profile-miss drain N ROUNDS";
     let which = args.get(1).expect(usage).as_str();
     let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
     match which {
@@ -118,6 +135,19 @@ fn main() {
                 s.kept_watches >= iters as u64,
                 "the churned misses took their watch over"
             );
+        }
+        "long" => {
+            let iters = num(2);
+            let (cache, _mon) = new_cache(LIMIT);
+            // Eight small ranges invalidated far from the misses: remembered, never overlapped.
+            for k in 0..8 {
+                drop(cache.get(region_addr(k), 4096, ACCESS).unwrap());
+                assert_eq!(cache.invalidate(region_addr(k), 4096).unwrap(), 1);
+            }
+            long_loop(&cache, 0, LIMIT);
+            let (t0, c0) = (Instant::now(), thread_cpu_ns());
+            long_loop(&cache, LIMIT, iters);
+            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "1 MiB miss");
         }
         "drain" => {
             let (n, rounds) = (num(2), num(3));
