@@ -120,8 +120,15 @@ impl Hasher for PageHasher {
 
     #[inline]
     fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // hashbrown takes the bucket from the low bits (the tag from the top 7), and the low
+        // bits of a product depend only on the low bits of the page number: starts 2^j pages
+        // apart would share the low j bits of their bucket (entries 2 MiB apart: one bucket in
+        // 512 used, and a hit inside one searched hundreds). The high bits folded into the low
+        // ones spread every stride about as a random placement would (index_tests.rs).
+        let h = (n as u64 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
     }
+
 
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
