@@ -13,7 +13,8 @@
 //! the other (the record's slot depends on the byte), and a release store (the lock's exit). It
 //! is the floor of the hit at that N on this machine (issue 13: the hit at 10^6 entries).
 //!
-//! Usage: profile-hit {regcache|regcache-inline|ucx|memfloor}[-2t] N ITERS — prints ns/op (meaningless
+//! Usage: profile-hit {regcache|regcache-inline|ucx|memfloor}[-2t] N ITERS, or
+//! profile-hit {regcache-mid|ucx-mid} N ITERS (hits inside 1 MiB entries, see `mid_requests`) — prints ns/op (meaningless
 //! under valgrind); with `-2t`, two threads run the loop at once from different points of the
 //! sequence and the slower one's ns/op is printed. Single-threaded runs also print the
 //! thread's CPU time per op (`thread_cpu_ns`), which a loaded machine disturbs far less.
@@ -28,6 +29,46 @@ fn hit_loop_inlined(cache: &regcache::Cache, w: &Workload, iters: usize) {
     for pos in 0..iters {
         let h = cache.get(w.addr(pos), REQ_LEN, ACCESS).unwrap();
         std::hint::black_box(h.lkey());
+    }
+}
+
+/// `mid`: hits inside long entries, not on their first page (a pipelined send of a large
+/// buffer, chunk by chunk): N entries of 1 MiB, 2 MiB apart, each request 64 KiB at a random
+/// 64 KiB-aligned offset past the first chunk, in a random order of entries.
+const MID_BASE: usize = 1 << 45;
+const MID_LEN: usize = 1 << 20;
+const MID_REQ: usize = 64 << 10;
+
+fn mid_requests(n: usize) -> Vec<usize> {
+    let mut x = 0x005e_ed0f_cafe_u64;
+    (0..1 << 16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let entry = (x % n as u64) as usize;
+            let chunk = 1 + ((x >> 32) % (MID_LEN / MID_REQ - 1) as u64) as usize;
+            MID_BASE + entry * 2 * MID_LEN + chunk * MID_REQ
+        })
+        .collect()
+}
+
+#[inline(never)]
+fn mid_loop(cache: &regcache::Cache, req: &[usize], iters: usize) {
+    for pos in 0..iters {
+        let h = cache
+            .get(req[pos & (req.len() - 1)], MID_REQ, ACCESS)
+            .unwrap();
+        std::hint::black_box(h.lkey());
+    }
+}
+
+#[cfg(has_ucx)]
+#[inline(never)]
+fn ucx_mid_loop(rc: &ucx::UcxRcache, req: &[usize], iters: usize) {
+    for pos in 0..iters {
+        let r = rc.get(req[pos & (req.len() - 1)], MID_REQ).unwrap();
+        std::hint::black_box(r.key());
     }
 }
 
@@ -62,6 +103,33 @@ fn main() {
             let rc = ucx::filled(n);
             (t0, c0) = (Instant::now(), thread_cpu_ns());
             ucx::hit_loop(&rc, &w, 0, iters as u64);
+        }
+        "regcache-mid" => {
+            let (cache, _mon) = new_cache(2 * n);
+            for i in 0..n {
+                drop(
+                    cache
+                        .get(MID_BASE + i * 2 * MID_LEN, MID_LEN, ACCESS)
+                        .unwrap(),
+                );
+            }
+            let req = mid_requests(n);
+            mid_loop(&cache, &req, req.len());
+            let misses = cache.stats().misses;
+            (t0, c0) = (Instant::now(), thread_cpu_ns());
+            mid_loop(&cache, &req, iters);
+            assert_eq!(cache.stats().misses, misses, "mid-entry requests must hit");
+        }
+        #[cfg(has_ucx)]
+        "ucx-mid" => {
+            let rc = ucx::UcxRcache::new(usize::MAX).expect("ucs_rcache_create failed");
+            for i in 0..n {
+                drop(rc.get(MID_BASE + i * 2 * MID_LEN, MID_LEN).unwrap());
+            }
+            let req = mid_requests(n);
+            ucx_mid_loop(&rc, &req, req.len());
+            (t0, c0) = (Instant::now(), thread_cpu_ns());
+            ucx_mid_loop(&rc, &req, iters);
         }
         "memfloor" => {
             let t = FloorTable::new(n);

@@ -7,7 +7,7 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>
 //! ```
 //!
-//! Usage: profile-miss {evict|ucx-evict|churn|long} ITERS | profile-miss drain N ROUNDS — prints ns
+//! Usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS | profile-miss drain N ROUNDS — prints ns
 //! per miss (per event for `drain`; meaningless under valgrind), by the wall clock and by the
 //! thread's CPU time (CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread waited for a CPU,
 //! which on a shared 2-CPU machine is most of the wall clock's noise).
@@ -84,6 +84,17 @@ fn long_loop(cache: &regcache::Cache, start: usize, iters: usize) {
     }
 }
 
+/// `long_loop` with UCX's rcache (no invalidations remembered: UCX keeps no such statistic).
+#[cfg(has_ucx)]
+#[inline(never)]
+fn ucx_long_loop(rc: &ucx::UcxRcache, start: usize, iters: usize) {
+    for i in start..start + iters {
+        let addr = LONG_BASE + (i % SLOTS) * 2 * LONG_LEN;
+        let r = rc.get(addr, LONG_LEN).unwrap();
+        std::hint::black_box(r.key());
+    }
+}
+
 /// One drain of `n` events: the timed get that applies them.
 #[inline(never)]
 fn drain_once(cache: &regcache::Cache, sentinel: usize) {
@@ -94,7 +105,7 @@ fn drain_once(cache: &regcache::Cache, sentinel: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage =
-        "usage: profile-miss {evict|ucx-evict|churn|long} ITERS | profile-miss drain N ROUNDS";
+        "usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS | profile-miss drain N ROUNDS";
     let which = args.get(1).expect(usage).as_str();
     let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
     match which {
@@ -147,6 +158,15 @@ fn main() {
             long_loop(&cache, 0, LIMIT);
             let (t0, c0) = (Instant::now(), thread_cpu_ns());
             long_loop(&cache, LIMIT, iters);
+            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "1 MiB miss");
+        }
+        #[cfg(has_ucx)]
+        "ucx-long" => {
+            let iters = num(2);
+            let rc = ucx::UcxRcache::new(LIMIT).expect("ucs_rcache_create failed");
+            ucx_long_loop(&rc, 0, LIMIT);
+            let (t0, c0) = (Instant::now(), thread_cpu_ns());
+            ucx_long_loop(&rc, LIMIT, iters);
             report(t0.elapsed(), thread_cpu_ns() - c0, iters, "1 MiB miss");
         }
         "drain" => {

@@ -42,6 +42,8 @@ impl Model {
         }
         assert_eq!(self.idx.short_max, 0);
         assert_eq!(self.idx.lru_front(), None);
+        let g = &self.idx.granules;
+        assert!(g.by_key.is_empty() && g.mask == 0 && g.count.iter().all(|&c| c == 0));
     }
 }
 
@@ -52,12 +54,13 @@ fn xorshift(seed: &mut u64, n: usize) -> usize {
     (*seed % n as u64) as usize
 }
 
-/// `overlapping` and `find` (page probes for short entries, the ordered set for long ones, a
-/// pass over the map for wide windows) against a scan of every entry: entries of 1 or 2 pages,
-/// then with some of up to 40 pages among them.
+/// `overlapping` and `find` (page probes for short entries, the ordered set and the granules
+/// for long ones, a pass over the map for wide windows) against a scan of every entry: entries
+/// of 1 or 2 pages, then with some of up to 40 and up to 700 pages among them (long entries
+/// of several levels), removed and inserted again between the queries.
 #[test]
 fn overlapping_and_find_match_a_scan() {
-    for long in [0, 40] {
+    for long in [0, 40, 700] {
         check(long);
     }
 }
@@ -100,6 +103,23 @@ fn check(long: usize) {
         let holder = m.ranges.iter().find(|e| e.contains(&r)).copied();
         let found = m.idx.find(r, Access::LOCAL_WRITE).map(|f| f.range);
         assert_eq!(found, holder, "find {r:?} (long {long})");
+        // A request of one byte anywhere inside a random entry finds it (the granules' probe
+        // for long entries, from any page of them).
+        let e = m.ranges[xorshift(&mut seed, m.ranges.len())];
+        let at = e.start + xorshift(&mut seed, e.len());
+        let one = Range {
+            start: at,
+            end: at + 1,
+        };
+        let found = m.idx.find(one, Access::LOCAL_WRITE).map(|f| f.range);
+        assert_eq!(found, Some(e), "find inside {e:?}");
+        // Now and then an entry leaves and comes back (the granules follow).
+        if i % 7 == 0 {
+            let id = 1000 + i as u64;
+            m.remove(e.start);
+            assert_eq!(m.idx.find(one, Access::LOCAL_WRITE).map(|f| f.range), None);
+            m.insert(id, e);
+        }
     }
     m.clear();
 }
