@@ -7,7 +7,7 @@
 //!
 //! Usage: bench-memory [--pages P] [N...] (default 100000 1000000; P = 1). With `--pages P` the
 //! regcache entries are P pages long (P + 1 pages apart; UCX is not run): entries longer than 4
-//! pages also cost a node share of the index's ordered set (index.rs).
+//! pages are also filed under their granules (index.rs, `Granules`).
 
 use regcache_benches::*;
 

@@ -6,12 +6,12 @@
 //! Most requests start on the first page of their entry (a buffer is sent from its start), so a
 //! hash map keyed by the entry's first page answers them with one probe. The rest, and the
 //! range queries of the slow paths, find short entries (at most `SHORT_PAGES` pages) by probing
-//! the few pages they can start at, and long ones in an ordered set of their starts: short
-//! entries, the common case, cost no tree node (issue 13, memory per entry). A request inside a
-//! long entry but not on its first page (a large buffer sent chunk by chunk) is found through
-//! the long entry's granules instead of the ordered set (`Granules`): a hash probe per size
-//! class of long entries in use, where the ordered set's search cost 100-290 ns per hit at
-//! 10^3-10^5 entries (issue 13; UCX's page table 60-115 ns).
+//! the few pages they can start at, and long ones through the granules they are filed under
+//! (`Granules`): a hash probe per size class of long entries in use and granule of the query.
+//! Short entries, the common case, cost nothing beyond their record (issue 13, memory per
+//! entry). The ordered set of long starts this replaces cost a tree search per request inside
+//! a long entry (a large buffer sent chunk by chunk: 100-300 ns per hit at 10^3-10^5 entries,
+//! UCX's page table 60-115 ns) and three per miss of a long range.
 //!
 //! Each record of the table (`Indexed`, 24 bytes: a 32-byte bucket with its key) carries what a
 //! hit reads (length, rights, keys, the "used" bit), so a hit reads the table and never the
@@ -30,7 +30,7 @@
 use super::entry::{Entry, EntryPtr};
 use crate::range::{page_size, Range};
 use crate::registrar::Access;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -57,9 +57,9 @@ const USED: u32 = 1 << 31;
 /// requests are registered per use (`Cache::get_slow`).
 pub(crate) const MAX_PAGES: usize = (USED - 1) as usize;
 
-/// Entries of at most this many pages are short: found by probing pages, not in the ordered
-/// set. A lookup that does not start on its entry's first page probes at most this many - 1
-/// pages before the ordered set.
+/// Entries of at most this many pages are short: found by probing pages, not by granules. A
+/// lookup that does not start on its entry's first page probes at most this many - 1 pages
+/// before the granules.
 const SHORT_PAGES: usize = 4;
 
 /// Most pages `overlapping` probes one by one before it scans the whole map instead.
@@ -68,7 +68,7 @@ const PROBE_PAGES: usize = 64;
 /// Marks the ends of the LRU list (never a page-aligned address).
 const NO_LINK: usize = usize::MAX;
 
-/// Long entries by granule, for point lookups inside them.
+/// Long entries by granule.
 ///
 /// An entry of `2^k <= len < 2^(k+1)` bytes has level `k` and is filed under every granule of
 /// `2^k` bytes it overlaps: at most 3. Entries are disjoint and each at least a granule long, so
@@ -76,14 +76,27 @@ const NO_LINK: usize = usize::MAX;
 /// inside it; a third would make the middle one shorter than the granule). The entry containing
 /// an address is then among the at most 2 filed under that address's granule at its level, for
 /// one of the levels in use: `containing` probes one key per level in `mask` (entries of a few
-/// sizes: a few probes), against a search of the ordered set. Kept beside the ordered set, which
-/// answers the range queries; changed only with it, under the index write lock.
+/// sizes: a few probes). A range query probes, per level, the granules the range overlaps.
+/// Changed only under the index write lock.
 struct Granules {
     /// Starts of the entries filed under a granule; `NO_LINK` where none.
     by_key: HashMap<usize, [usize; 2], BuildHasherDefault<PageHasher>>,
     /// Long entries per level, and the levels with any (bit `k`).
     count: [u32; 64],
     mask: u64,
+    /// Long entries in all.
+    len: usize,
+}
+
+/// The levels whose bits are set in `mask`, lowest first.
+fn levels(mut mask: u64) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let k = mask.trailing_zeros();
+            mask &= mask - 1;
+            k
+        })
+    })
 }
 
 impl Default for Granules {
@@ -92,6 +105,7 @@ impl Default for Granules {
             by_key: HashMap::default(),
             count: [0; 64],
             mask: 0,
+            len: 0,
         }
     }
 }
@@ -124,6 +138,7 @@ impl Granules {
         }
         self.count[k as usize] += 1;
         self.mask |= 1 << k;
+        self.len += 1;
     }
 
     fn remove(&mut self, start: usize, end: usize) {
@@ -140,6 +155,7 @@ impl Granules {
             }
         }
         self.count[k as usize] -= 1;
+        self.len -= 1;
         if self.count[k as usize] == 0 {
             self.mask &= !(1 << k);
         }
@@ -261,9 +277,7 @@ impl Found<'_> {
 
 pub(crate) struct Index {
     by_start: HashMap<usize, Indexed, BuildHasherDefault<PageHasher>>,
-    /// Starts of the long entries (more than `SHORT_PAGES` pages), for range queries.
-    long: BTreeSet<usize>,
-    /// The long entries again, for point lookups.
+    /// The long entries (more than `SHORT_PAGES` pages) by granule.
     granules: Granules,
     page_shift: u32,
     page_mask: usize,
@@ -279,7 +293,6 @@ impl Default for Index {
         let page = page_size();
         Index {
             by_start: HashMap::default(),
-            long: BTreeSet::new(),
             granules: Granules::default(),
             page_shift: page.trailing_zeros(),
             page_mask: !(page - 1),
@@ -346,9 +359,8 @@ impl Index {
     /// Short entries are at most `short_max` pages, so one overlapping `r` starts in the window
     /// `(r.start - short_max pages, r.end)`: one hash probe per page of it, or, when the window
     /// is wider than `PROBE_PAGES` and than the map, one pass over the map. Long entries come
-    /// from the ordered set: disjoint, so sorted by start they are sorted by end too, and the
-    /// ones overlapping `r` are the run that ends with the last start before `r.end`, walked
-    /// back until one ends at or before `r.start`.
+    /// from the granules `r` overlaps at each level in use (`Granules`), or from one pass over
+    /// the map when those are more than the long entries.
     pub fn overlapping(&self, r: Range) -> Vec<usize> {
         let mut out = Vec::new();
         self.overlapping_into(r, &mut out);
@@ -362,7 +374,6 @@ impl Index {
         }
         let base = into.len();
         let out = into;
-        let mut scanned = false;
         if self.short_max > 0 {
             let page = self.page();
             let lo = match r.start.checked_sub(self.short_max * page) {
@@ -381,7 +392,6 @@ impl Index {
                     s += page;
                 }
             } else {
-                scanned = true;
                 out.extend(
                     self.by_start
                         .iter()
@@ -390,19 +400,43 @@ impl Index {
                 );
             }
         }
-        let short = out.len();
-        if !self.long.is_empty() {
-            for &s in self.long.range(..r.end).rev() {
-                match self.by_start.get(&s) {
-                    Some(e) if self.range_of(s, e).end > r.start => out.push(s),
-                    _ => break,
+        let g = &self.granules;
+        if g.len > 0 {
+            // One probe per granule of `r` at each level in use; past the long entries' count
+            // (and `PROBE_PAGES`), one pass over the map is cheaper.
+            let span = |k: u32| ((r.end - 1) >> k) - (r.start >> k) + 1;
+            let probes = levels(g.mask).fold(0usize, |n, k| n.saturating_add(span(k)));
+            if probes <= PROBE_PAGES.max(g.len) {
+                for k in levels(g.mask) {
+                    for gi in (r.start >> k)..=((r.end - 1) >> k) {
+                        let Some(slots) = g.by_key.get(&Granules::key(k, gi)) else {
+                            continue;
+                        };
+                        // An entry filed under several of these granules is taken from the
+                        // first of them: where it, or `r`, begins.
+                        for &s in slots.iter().filter(|&&s| s != NO_LINK) {
+                            if s.max(r.start) >> k == gi
+                                && self
+                                    .by_start
+                                    .get(&s)
+                                    .is_some_and(|e| self.range_of(s, e).overlaps(&r))
+                            {
+                                out.push(s);
+                            }
+                        }
+                    }
                 }
+            } else {
+                out.extend(
+                    self.by_start
+                        .iter()
+                        .filter(|&(&s, e)| !self.is_short(e) && self.range_of(s, e).overlaps(&r))
+                        .map(|(&s, _)| s),
+                );
             }
         }
-        if scanned || (short > base && out.len() > short) {
+        if out.len() - base > 1 {
             out[base..].sort_unstable();
-        } else {
-            out[short..].reverse();
         }
     }
 
@@ -452,7 +486,6 @@ impl Index {
         let pages = reg.range.len() >> self.page_shift;
         debug_assert!(start & !self.page_mask == 0 && pages <= MAX_PAGES);
         if pages > SHORT_PAGES {
-            self.long.insert(start);
             self.granules.insert(start, reg.range.end);
         } else {
             self.short_max = self.short_max.max(pages);
@@ -486,7 +519,6 @@ impl Index {
             rkey: rec.rkey,
         };
         if !self.is_short(&rec) {
-            self.long.remove(&start);
             self.granules.remove(start, reg.range.end);
         }
         self.unlink(start, &rec.entry);

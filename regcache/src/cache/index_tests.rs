@@ -54,10 +54,10 @@ fn xorshift(seed: &mut u64, n: usize) -> usize {
     (*seed % n as u64) as usize
 }
 
-/// `overlapping` and `find` (page probes for short entries, the ordered set and the granules
-/// for long ones, a pass over the map for wide windows) against a scan of every entry: entries
-/// of 1 or 2 pages, then with some of up to 40 and up to 700 pages among them (long entries
-/// of several levels), removed and inserted again between the queries.
+/// `overlapping` and `find` (page probes for short entries, the granules for long ones, a pass
+/// over the map for wide windows) against a scan of every entry: entries of 1 or 2 pages, then
+/// with some of up to 40 and up to 700 pages among them (long entries of several levels),
+/// removed and inserted again between the queries.
 #[test]
 fn overlapping_and_find_match_a_scan() {
     for long in [0, 40, 700] {
