@@ -79,13 +79,17 @@ const NO_LINK: usize = usize::MAX;
 /// sizes: a few probes). A range query probes, per level, the granules the range overlaps.
 /// Changed only under the index write lock.
 struct Granules {
-    /// Starts of the entries filed under a granule; `NO_LINK` where none.
-    by_key: HashMap<usize, [usize; 2], BuildHasherDefault<PageHasher>>,
+    /// Starts of the entries filed under a granule (`key`); `NO_LINK` where none.
+    by_key: HashMap<usize, [usize; 2], BuildHasherDefault<GranuleHasher>>,
     /// Long entries per level, and the levels with any (bit `k`).
     count: [u32; 64],
     mask: u64,
     /// Long entries in all.
     len: usize,
+    /// A granule had no free slot for an entry (impossible while entries are disjoint, see
+    /// above): until the granules empty, lookups pass over the map instead of trusting them,
+    /// so a broken invariant costs time, never a missed entry.
+    overflowed: bool,
 }
 
 /// The levels whose bits are set in `mask`, lowest first.
@@ -106,15 +110,16 @@ impl Default for Granules {
             count: [0; 64],
             mask: 0,
             len: 0,
+            overflowed: false,
         }
     }
 }
 
 impl Granules {
-    /// The map key of granule `g` of level `k`, shifted so `PageHasher` (which drops the low 12
-    /// bits) hashes all of it (`g < 2^(64 - k)`, `k >= 14`: the shifted key fits).
+    /// The map key of granule `g` of level `k`: one key per pair (`g < 2^(64 - k)` and long
+    /// entries have `k >= 12`, so `g << 6` fits).
     fn key(k: u32, g: usize) -> usize {
-        ((g << 6) | k as usize) << 12
+        (g << 6) | k as usize
     }
 
     fn level(len: usize) -> u32 {
@@ -130,10 +135,12 @@ impl Granules {
         let k = Self::level(end - start);
         for g in Self::span(k, start, end) {
             let slots = self.by_key.entry(Self::key(k, g)).or_insert([NO_LINK; 2]);
-            let free = slots.iter().position(|&s| s == NO_LINK);
-            debug_assert!(free.is_some(), "three entries of one level in a granule");
-            if let Some(i) = free {
-                slots[i] = start;
+            match slots.iter().position(|&s| s == NO_LINK) {
+                Some(i) => slots[i] = start,
+                None => {
+                    debug_assert!(false, "three entries of one level in a granule");
+                    self.overflowed = true;
+                }
             }
         }
         self.count[k as usize] += 1;
@@ -156,6 +163,9 @@ impl Granules {
         }
         self.count[k as usize] -= 1;
         self.len -= 1;
+        if self.len == 0 {
+            self.overflowed = false;
+        }
         if self.count[k as usize] == 0 {
             self.mask &= !(1 << k);
         }
@@ -232,6 +242,35 @@ impl Indexed {
     }
 }
 
+/// Fibonacci hashing with the product's high bits folded into its low ones (see `PageHasher`).
+#[inline]
+fn fold_hash(x: u64) -> u64 {
+    let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// `fold_hash` of a granule key (`Granules::key`), whole.
+#[derive(Default)]
+pub(crate) struct GranuleHasher(u64);
+
+impl Hasher for GranuleHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = fold_hash(n as u64);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+}
+
 /// Fibonacci hashing of a page-aligned address: one multiply, good spread for sequential pages.
 #[derive(Default)]
 pub(crate) struct PageHasher(u64);
@@ -249,8 +288,7 @@ impl Hasher for PageHasher {
         // apart would share the low j bits of their bucket (entries 2 MiB apart: one bucket in
         // 512 used, and a hit inside one searched hundreds). The high bits folded into the low
         // ones spread every stride about as a random placement would (index_tests.rs).
-        let h = (n as u64 >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 29);
+        self.0 = fold_hash(n as u64 >> 12);
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -348,6 +386,12 @@ impl Index {
                 return Some((s, rec));
             }
         }
+        if self.granules.overflowed {
+            return self.by_start.iter().find_map(|(&s, rec)| {
+                let r = self.range_of(s, rec);
+                (!self.is_short(rec) && r.start <= addr && addr < r.end).then_some((s, rec))
+            });
+        }
         self.granules.containing(addr, |s| {
             let rec = self.by_start.get(&s)?;
             Some((rec, self.range_of(s, rec).end))
@@ -406,7 +450,7 @@ impl Index {
             // (and `PROBE_PAGES`), one pass over the map is cheaper.
             let span = |k: u32| ((r.end - 1) >> k) - (r.start >> k) + 1;
             let probes = levels(g.mask).fold(0usize, |n, k| n.saturating_add(span(k)));
-            if probes <= PROBE_PAGES.max(g.len) {
+            if !g.overflowed && probes <= PROBE_PAGES.max(g.len) {
                 for k in levels(g.mask) {
                     for gi in (r.start >> k)..=((r.end - 1) >> k) {
                         let Some(slots) = g.by_key.get(&Granules::key(k, gi)) else {
