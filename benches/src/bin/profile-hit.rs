@@ -13,11 +13,12 @@
 //! the other (the record's slot depends on the byte), and a release store (the lock's exit). It
 //! is the floor of the hit at that N on this machine (issue 13: the hit at 10^6 entries).
 //!
-//! Usage: profile-hit {regcache|regcache-inline|ucx|memfloor}[-2t] N ITERS, or
-//! profile-hit {regcache-mid|ucx-mid} N ITERS (hits inside 1 MiB entries, see `mid_requests`) — prints ns/op (meaningless
-//! under valgrind); with `-2t`, two threads run the loop at once from different points of the
-//! sequence and the slower one's ns/op is printed. Single-threaded runs also print the
-//! thread's CPU time per op (`thread_cpu_ns`), which a loaded machine disturbs far less.
+//! Usage: profile-hit {regcache|regcache-inline|ucx|memfloor}[-2t] N ITERS, or profile-hit
+//! {regcache-mid|ucx-mid} N ITERS (hits inside 1 MiB entries, see `mid_requests`) — prints
+//! ns/op (meaningless under valgrind); with `-2t`, two threads run the loop at once from
+//! different points of the sequence and the slower one's ns/op is printed. Single-threaded
+//! runs also print the thread's CPU time per op (`thread_cpu_ns`), which a loaded machine
+//! disturbs far less.
 
 use regcache_benches::*;
 use std::time::Instant;

@@ -7,10 +7,10 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>
 //! ```
 //!
-//! Usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS | profile-miss drain N ROUNDS — prints ns
-//! per miss (per event for `drain`; meaningless under valgrind), by the wall clock and by the
-//! thread's CPU time (CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread waited for a CPU,
-//! which on a shared 2-CPU machine is most of the wall clock's noise).
+//! Usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS | profile-miss drain N ROUNDS
+//! — prints ns per miss (per event for `drain`; meaningless under valgrind), by the wall clock
+//! and by the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread waited
+//! for a CPU, which on a shared 2-CPU machine is most of the wall clock's noise).
 
 use regcache::monitor::Invalidation;
 use regcache::Range;
@@ -104,8 +104,8 @@ fn drain_once(cache: &regcache::Cache, sentinel: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage =
-        "usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS | profile-miss drain N ROUNDS";
+    let usage = "usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS \
+                 | profile-miss drain N ROUNDS";
     let which = args.get(1).expect(usage).as_str();
     let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
     match which {

@@ -8,10 +8,10 @@
 //! instructions per event (issue 13, drain cost); the statistic only needs an estimate.
 //! Overlap queries probe the slots of the few pages a remembered range overlapping the miss
 //! can start at (ranges are page-aligned and at most `max_len` long), or, when that window has
-//! more pages than the table has occupied slots, walk the occupied slots through a two-level
-//! bitmap (a word of which words are non-zero, then those words): a long miss after a few
-//! unrelated invalidations costs a few words and a check per remembered range, not one probe
-//! per page. Guarded by the cache's miss lock.
+//! more pages than the table has occupied slots (plus 8), walk the occupied slots through a
+//! two-level bitmap (a word of which words are non-zero, then those words): a long miss after a
+//! few unrelated invalidations costs a few words and a check per remembered range, not one
+//! probe per page. Guarded by the cache's miss lock.
 
 use crate::range::{page_size, Range};
 
