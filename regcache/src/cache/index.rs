@@ -179,10 +179,7 @@ impl Granules {
         addr: usize,
         rec: impl Fn(usize) -> Option<(&'a R, usize)>,
     ) -> Option<(usize, &'a R)> {
-        let mut mask = self.mask;
-        while mask != 0 {
-            let k = mask.trailing_zeros();
-            mask &= mask - 1;
+        for k in levels(self.mask) {
             if let Some(slots) = self.by_key.get(&Self::key(k, addr >> k)) {
                 for &start in slots {
                     if start <= addr {
@@ -242,18 +239,22 @@ impl Indexed {
     }
 }
 
-/// Fibonacci hashing with the product's high bits folded into its low ones (see `PageHasher`).
-#[inline]
-fn fold_hash(x: u64) -> u64 {
-    let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    h ^ (h >> 29)
-}
-
-/// `fold_hash` of a granule key (`Granules::key`), whole.
+/// Fibonacci hashing of a key shifted right by `SHIFT` bits, with the product's high bits folded
+/// into its low ones. hashbrown takes the bucket from the low bits (the tag from the top 7), and
+/// the low bits of a product depend only on the low bits of the key: keys 2^j apart would share
+/// the low j bits of their bucket (entries 2 MiB apart: one bucket in 512 used, and a hit inside
+/// one searched hundreds). Folded, every stride spreads about as a random placement would
+/// (index_tests.rs).
 #[derive(Default)]
-pub(crate) struct GranuleHasher(u64);
+pub(crate) struct FoldHasher<const SHIFT: u32>(u64);
 
-impl Hasher for GranuleHasher {
+/// A page-aligned address: its page number hashed.
+pub(crate) type PageHasher = FoldHasher<12>;
+
+/// A granule key (`Granules::key`), hashed whole.
+type GranuleHasher = FoldHasher<0>;
+
+impl<const SHIFT: u32> Hasher for FoldHasher<SHIFT> {
     #[inline]
     fn finish(&self) -> u64 {
         self.0
@@ -261,34 +262,8 @@ impl Hasher for GranuleHasher {
 
     #[inline]
     fn write_usize(&mut self, n: usize) {
-        self.0 = fold_hash(n as u64);
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
-        }
-    }
-}
-
-/// Fibonacci hashing of a page-aligned address: one multiply, good spread for sequential pages.
-#[derive(Default)]
-pub(crate) struct PageHasher(u64);
-
-impl Hasher for PageHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        // hashbrown takes the bucket from the low bits (the tag from the top 7), and the low
-        // bits of a product depend only on the low bits of the page number: starts 2^j pages
-        // apart would share the low j bits of their bucket (entries 2 MiB apart: one bucket in
-        // 512 used, and a hit inside one searched hundreds). The high bits folded into the low
-        // ones spread every stride about as a random placement would (index_tests.rs).
-        self.0 = fold_hash(n as u64 >> 12);
+        let h = (n as u64 >> SHIFT).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -448,11 +423,13 @@ impl Index {
         if g.len > 0 {
             // One probe per granule of `r` at each level in use; past the long entries' count
             // (and `PROBE_PAGES`), one pass over the map is cheaper.
-            let span = |k: u32| ((r.end - 1) >> k) - (r.start >> k) + 1;
-            let probes = levels(g.mask).fold(0usize, |n, k| n.saturating_add(span(k)));
+            let probes = levels(g.mask).fold(0usize, |n, k| {
+                let span = Granules::span(k, r.start, r.end);
+                n.saturating_add(span.end() - span.start() + 1)
+            });
             if !g.overflowed && probes <= PROBE_PAGES.max(g.len) {
                 for k in levels(g.mask) {
-                    for gi in (r.start >> k)..=((r.end - 1) >> k) {
+                    for gi in Granules::span(k, r.start, r.end) {
                         let Some(slots) = g.by_key.get(&Granules::key(k, gi)) else {
                             continue;
                         };

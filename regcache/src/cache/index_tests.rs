@@ -71,7 +71,6 @@ fn check(long: usize, overflowed: bool) {
     let page = page_size();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut m = Model::new();
-
     let mut at = 0x1000_0000usize;
     for id in 0..300u64 {
         at += xorshift(&mut seed, 4) * page;
