@@ -41,6 +41,9 @@ mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mkdir -p /newroot/run/vmtest
 mount -t 9p -o "$opts,cache=none" results /newroot/run/vmtest
+# Tells the host the boot got this far: a guest that dies before this line died in the stock
+# kernel's boot, before the module or the job ran, and run.sh boots it again.
+echo booted >/newroot/run/vmtest/booted
 hostname vmtest
 
 chroot /newroot /bin/sh /run/vmtest/guest-job.sh </dev/null
