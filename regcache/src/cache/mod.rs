@@ -21,6 +21,7 @@
 //! the hull is unmapped, or it exceeds `Config::max_merge`) falls back to the request alone.
 
 mod brlock;
+mod clock;
 mod entry;
 pub(crate) mod fork;
 mod held;
@@ -210,6 +211,8 @@ pub struct Cache {
     broken: AtomicBool,
     fork_gen: u64,
     stats: Stats,
+    /// The latency histograms' clock (clock.rs).
+    clock: &'static clock::Clock,
     cfg: Config,
     registrar: Arc<dyn Registrar>,
     monitor: Box<dyn Monitor>,
@@ -345,6 +348,7 @@ impl Cache {
             broken: AtomicBool::new(false),
             fork_gen: fork::generation(),
             stats: Stats::new(),
+            clock: clock::global(),
             cfg,
             registrar,
             monitor,
@@ -765,13 +769,13 @@ impl Cache {
         r: Range,
         access: Access,
     ) -> Result<Registration> {
-        let t0 = stats::now_ns();
+        let t0 = self.clock.start();
         let res = self.registrar.register(r.start, r.len(), access);
         let s = &self.stats;
         // Relaxed (all): statistics, see stats.rs.
         match &res {
             Ok(_) => {
-                let ns = stats::now_ns().saturating_sub(t0);
+                let ns = self.clock.elapsed_ns(t0);
                 s.registered(lock, ns, r.len() as u64);
             }
             Err(e) => {
@@ -832,7 +836,7 @@ impl Cache {
         }
         self.stats.drains.fetch_add(1, Ordering::Relaxed);
         // Drain latency (stats.rs): one clock read here, one at the end if an event came.
-        let t0 = stats::now_ns();
+        let t0 = self.clock.start();
         let mut events = std::mem::take(&mut st.scratch);
         events.clear();
         let generation = match self.monitor.drain(&mut events) {
@@ -956,7 +960,7 @@ impl Cache {
             self.drained.store(generation, Ordering::Release);
         }
         if !events.is_empty() {
-            self.stats.record_drain(stats::now_ns().saturating_sub(t0));
+            self.stats.record_drain(self.clock.elapsed_ns(t0));
         }
         st.scratch = events;
         pending_hit

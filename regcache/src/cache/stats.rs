@@ -23,23 +23,6 @@ struct HotShard {
     uncacheable: AtomicU64,
 }
 
-/// The monotonic clock in nanoseconds, for the latency histograms: the vDSO `clock_gettime`
-/// that `Instant::now` makes, without its checked conversions (two per miss: 3-4% of a miss,
-/// issue 13). Only differences of two readings are used.
-#[inline]
-pub(super) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec, and CLOCK_MONOTONIC exists on every Linux;
-    // on failure `ts` stays zero: one wrong latency sample at worst (nothing else reads it).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
-
 /// Which hot counter to bump.
 #[derive(Clone, Copy)]
 pub(crate) enum Hot {
