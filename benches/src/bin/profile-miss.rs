@@ -102,6 +102,16 @@ fn drain_once(cache: &regcache::Cache, sentinel: usize) {
     std::hint::black_box(h.lkey());
 }
 
+/// Fills a cache to the limit with `run(0, LIMIT)` (untimed, and uncollected under callgrind's
+/// toggle, which names the loop `run` calls), so that every timed miss of `run(LIMIT, iters)`
+/// evicts, and reports the timed ones.
+fn fill_then_time(iters: usize, what: &str, mut run: impl FnMut(usize, usize)) {
+    run(0, LIMIT);
+    let (t0, c0) = (Instant::now(), thread_cpu_ns());
+    run(LIMIT, iters);
+    report(t0.elapsed(), thread_cpu_ns() - c0, iters, what);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: profile-miss {evict|ucx-evict|churn|long|ucx-long} ITERS \
@@ -110,22 +120,13 @@ fn main() {
     let num = |i: usize| -> usize { args.get(i).and_then(|s| s.parse().ok()).expect(usage) };
     match which {
         "evict" => {
-            let iters = num(2);
             let (cache, _mon) = new_cache(LIMIT);
-            // Fill to the limit first (untimed, uncollected): every timed miss evicts.
-            miss_loop(&cache, 0, LIMIT);
-            let (t0, c0) = (Instant::now(), thread_cpu_ns());
-            miss_loop(&cache, LIMIT, iters);
-            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "miss");
+            fill_then_time(num(2), "miss", |from, n| miss_loop(&cache, from, n));
         }
         #[cfg(has_ucx)]
         "ucx-evict" => {
-            let iters = num(2);
             let rc = ucx::UcxRcache::new(LIMIT).expect("ucs_rcache_create failed");
-            ucx_miss_loop(&rc, 0, LIMIT);
-            let (t0, c0) = (Instant::now(), thread_cpu_ns());
-            ucx_miss_loop(&rc, LIMIT, iters);
-            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "miss");
+            fill_then_time(num(2), "miss", |from, n| ucx_miss_loop(&rc, from, n));
         }
         "churn" => {
             let iters = num(2);
@@ -148,26 +149,18 @@ fn main() {
             );
         }
         "long" => {
-            let iters = num(2);
             let (cache, _mon) = new_cache(LIMIT);
             // Eight small ranges invalidated far from the misses: remembered, never overlapped.
             for k in 0..8 {
                 drop(cache.get(region_addr(k), 4096, ACCESS).unwrap());
                 assert_eq!(cache.invalidate(region_addr(k), 4096).unwrap(), 1);
             }
-            long_loop(&cache, 0, LIMIT);
-            let (t0, c0) = (Instant::now(), thread_cpu_ns());
-            long_loop(&cache, LIMIT, iters);
-            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "1 MiB miss");
+            fill_then_time(num(2), "1 MiB miss", |from, n| long_loop(&cache, from, n));
         }
         #[cfg(has_ucx)]
         "ucx-long" => {
-            let iters = num(2);
             let rc = ucx::UcxRcache::new(LIMIT).expect("ucs_rcache_create failed");
-            ucx_long_loop(&rc, 0, LIMIT);
-            let (t0, c0) = (Instant::now(), thread_cpu_ns());
-            ucx_long_loop(&rc, LIMIT, iters);
-            report(t0.elapsed(), thread_cpu_ns() - c0, iters, "1 MiB miss");
+            fill_then_time(num(2), "1 MiB miss", |from, n| ucx_long_loop(&rc, from, n));
         }
         "drain" => {
             let (n, rounds) = (num(2), num(3));
