@@ -10,15 +10,15 @@
 //!
 //! The scale (ns per tick) is learnt without spinning: readings in the first millisecond after
 //! the clock was made are timed with CLOCK_MONOTONIC as well, and the first one after that
-//! divides the nanoseconds elapsed since the clock was made by the ticks elapsed. Each of the
-//! two points is a CLOCK_MONOTONIC read between two TSC reads; when the two brackets are wider
-//! than 1/10,000 of the ticks between them (an interrupt or preemption between the reads), the
-//! scale is not taken, and the narrower bracket becomes the base for the next try, so the
-//! scale's error stays below 0.01% (a latency histogram's buckets are powers of two).
-//! quanta and minstant calibrate by sampling up front (quanta: at least 500 rounds, up to
-//! 200 ms, when the first clock is made; minstant: in a constructor of every process that loads
-//! it), which a library preloaded into every process of a job should not do. Only latency
-//! statistics read this clock; nothing of the cache's correctness does.
+//! divides the nanoseconds elapsed since the base point (taken when the clock was made) by the
+//! ticks elapsed. Each of the two points is a CLOCK_MONOTONIC read between two TSC reads; when
+//! the two brackets are wider than 1/10,000 of the ticks between them (an interrupt or
+//! preemption between the reads), the scale is not taken, and the narrower bracket becomes the
+//! base for the next try, so the scale's error stays below 0.01% (a latency histogram's buckets
+//! are powers of two). quanta and minstant calibrate by sampling up front (quanta: at least 500
+//! rounds, up to 200 ms, when the first clock is made; minstant: in a constructor of every
+//! process that loads it), which a library preloaded into every process of a job should not do.
+//! Only latency statistics read this clock; nothing of the cache's correctness does.
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -80,14 +80,15 @@ impl Clock {
         }
     }
 
-    /// Whether sections are timed by the TSC alone now (calibrated).
+    /// Whether sections are timed by the TSC alone now: only a clock that uses the TSC is ever
+    /// calibrated (`elapsed_ns`).
     pub(super) fn calibrated(&self) -> bool {
         self.scale.load(Relaxed) != 0
     }
 
     #[inline]
     pub(super) fn start(&self) -> Stamp {
-        if self.tsc && self.calibrated() {
+        if self.calibrated() {
             Stamp {
                 tsc: rdtsc(),
                 mono: 0,

@@ -835,7 +835,7 @@ impl Cache {
             return false;
         }
         self.stats.drains.fetch_add(1, Ordering::Relaxed);
-        // Drain latency (stats.rs): one clock read here, one at the end if an event came.
+        // Drain latency (clock.rs): one clock read here, one at the end if an event came.
         let t0 = self.clock.start();
         let mut events = std::mem::take(&mut st.scratch);
         events.clear();
