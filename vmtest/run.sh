@@ -307,9 +307,10 @@ fi
 
 # Any kernel warning fails the run, whatever the command said.
 pattern='WARNING:|BUG:|Oops|Call Trace|general protection fault|kernel BUG|UBSAN:|KASAN:|list_add corruption|list_del corruption|leaked|still has objects'
-if grep -aEq "$pattern" "$console" "$out/dmesg" "$out"/console.boot-*.log 2>/dev/null; then
+logs=("$console" "$out/dmesg" "$out"/console.boot-*.log)
+if grep -aEq "$pattern" "${logs[@]}" 2>/dev/null; then
 	echo "vmtest: FAIL: kernel log of $KVER shows a warning:" >&2
-	grep -aE -m 20 "$pattern" "$console" "$out/dmesg" "$out"/console.boot-*.log 2>/dev/null >&2
+	grep -aE -m 20 "$pattern" "${logs[@]}" 2>/dev/null >&2
 	[ "$status" = 0 ] && status=99
 fi
 if [ -s "$out/unload" ]; then
