@@ -125,6 +125,36 @@ fn invalidation_removes_entry_and_counts_reregistration() {
     drop(h);
 }
 
+/// A drain that removed exactly the requested pages (the churned buffer) counts the
+/// re-registration itself and skips the index search (`DrainFor::Request`); the other ranges it
+/// removed are remembered as before, and the neighbours it left are untouched.
+#[test]
+fn refill_counts_its_reregistration_and_remembers_the_rest() {
+    let (c, m, r) = setup(Config::default());
+    let (a, b, n) = (0x20_0000, 0x28_0000, 0x20_1000);
+    drop(c.get(a, P, RW).unwrap());
+    drop(c.get(b, P, RW).unwrap());
+    let neighbour = c.get(n, P, RW).unwrap().lkey();
+    m.fire(Invalidation::Range(Range {
+        start: a,
+        end: a + P,
+    }));
+    m.fire(Invalidation::Range(Range {
+        start: b,
+        end: b + P,
+    }));
+    drop(c.get(a, P, RW).unwrap());
+    let s = c.stats();
+    assert_eq!((s.misses, s.invalidated, s.reregistrations), (4, 2, 1));
+    assert_eq!(c.get(n, P, RW).unwrap().lkey(), neighbour, "still cached");
+    assert_eq!(c.cached_entries(), 2, "a and its neighbour");
+    drop(c.get(b, P, RW).unwrap());
+    assert_eq!(c.stats().reregistrations, 2, "b was remembered");
+    drop(c.get(a, P, RW).unwrap());
+    assert_eq!((c.stats().hits, c.stats().reregistrations), (2, 2));
+    assert_eq!(r.registered(), 5);
+}
+
 #[test]
 fn cookie_invalidation_hits_only_that_entry() {
     let (c, m, _r) = setup(Config::default());
