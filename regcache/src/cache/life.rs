@@ -131,16 +131,29 @@ impl Cache {
     ///
     /// With `park`, the watches of the unreferenced ones are parked there instead of unwatched
     /// (park.rs: the caller passes only entries whose watch may be kept).
+    #[inline]
     pub(super) fn retire(
+        &self,
+        lock: &MissLocked,
+        spares: &mut Spares,
+        batch: &mut Vec<Unindexed>,
+        park: Option<&mut Parked>,
+    ) {
+        // Inlined, so an empty batch (a churned drain has one of its two, every insert its
+        // displaced list) costs a test, not a call.
+        if !batch.is_empty() {
+            self.retire_batch(lock, spares, batch, park);
+        }
+    }
+
+    /// `retire` of a non-empty batch.
+    fn retire_batch(
         &self,
         lock: &MissLocked,
         spares: &mut Spares,
         batch: &mut Vec<Unindexed>,
         mut park: Option<&mut Parked>,
     ) {
-        if batch.is_empty() {
-            return;
-        }
         let mut callouts = Vec::new();
         let recheck_from;
         {
