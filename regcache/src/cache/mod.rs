@@ -46,6 +46,7 @@ use held::Held;
 use index::{Index, Registered, Unindexed};
 use park::WatchSource;
 use parking_lot::Mutex;
+use reval::Cookies;
 use stats::{Hot, MissLocked, Stats};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -162,6 +163,9 @@ struct MissState {
     drain_removed: Vec<Unindexed>,
     /// `drain`'s list of the removed entries whose watch may be parked (park.rs).
     drain_park: Vec<Unindexed>,
+    /// `drain`'s list of the reported entries to CHECK (reval.rs): cookie, and start in the
+    /// index (`None`: the registration in flight).
+    drain_check: Vec<(u64, Option<usize>)>,
     /// Watches kept from churned entries for the next registration of the same range.
     parked: park::Parked,
 }
@@ -889,6 +893,7 @@ impl Cache {
             drain_starts: victims,
             drain_removed: removed,
             drain_park: parkable,
+            drain_check: to_check,
             parked,
             ..
         } = st;
@@ -908,33 +913,58 @@ impl Cache {
                 0
             }
         };
-        // Reported entries whose pages did not change (reval.rs): kept, not forwarded.
-        let kept = self.reval_unchanged(events, pending.map(|(id, _)| id));
         let mut pending_hit = false;
         victims.clear();
         removed.clear();
         parkable.clear();
+        to_check.clear();
+        // Revalidation (reval.rs): events that report an entry CHECK may keep (the registration
+        // in flight, or a live entry whose id is the cookie) are set aside under the write
+        // lock, as the other victims are found; CHECKed after it is released (a system call
+        // never runs under it); then the lock is taken again to remove those that changed. An
+        // entry under a kept watch (UNARMED id, the churned buffer) is never CHECKed: one probe
+        // finds it, no read lock of its own (issue 13).
+        let revalidating = self.revalidating();
+        let pending_id = pending.map(|(id, _)| id);
+        // Reported entries whose pages did not change: kept, not forwarded.
+        let mut kept = Cookies::default();
         {
             let mut idx = self.index.write();
             for inv in events.iter() {
                 match *inv {
-                    Invalidation::Cookie { cookie, .. } if kept.contains(&cookie) => {}
+                    Invalidation::Cookie { cookie, .. }
+                        if revalidating && reval::same(pending_id, cookie) =>
+                    {
+                        to_check.push((cookie, None));
+                    }
                     Invalidation::Cookie { cookie, hint } => {
                         pending_hit |=
                             pending.is_some_and(|(id, _)| entry::cookie_of(id) == cookie);
+                        let checkable = |e: &Entry| revalidating && reval::same(Some(e.id), cookie);
                         // Usually one probe finds the entry (index.rs, `with_cookie`); else
                         // every entry the hint overlaps that carries the cookie.
-                        if let Some((s, _)) = idx.with_cookie(hint.start, cookie) {
-                            victims.push(s);
+                        if let Some((s, e)) = idx.with_cookie(hint.start, cookie) {
+                            if checkable(e) {
+                                to_check.push((cookie, Some(s)));
+                            } else {
+                                victims.push(s);
+                            }
                             continue;
                         }
                         let from = victims.len();
                         idx.overlapping_into(hint, victims);
                         let mut keep = from;
                         for j in from..victims.len() {
-                            if idx.get(victims[j]).is_some_and(|e| e.cookie() == cookie) {
-                                victims[keep] = victims[j];
-                                keep += 1;
+                            let s = victims[j];
+                            match idx.get(s) {
+                                Some(e) if e.cookie() == cookie && checkable(e) => {
+                                    to_check.push((cookie, Some(s)));
+                                }
+                                Some(e) if e.cookie() == cookie => {
+                                    victims[keep] = s;
+                                    keep += 1;
+                                }
+                                _ => {}
                             }
                         }
                         victims.truncate(keep);
@@ -948,6 +978,22 @@ impl Cache {
                         victims.extend(idx.starts());
                     }
                 }
+            }
+            if !to_check.is_empty() {
+                drop(idx);
+                // Nothing can enter or leave the index meanwhile (we hold the miss lock; hits
+                // only set used bits): the starts set aside stay valid.
+                kept = self.reval_unchanged(to_check);
+                for &(cookie, s) in to_check.iter() {
+                    if kept.contains(&cookie) {
+                        continue;
+                    }
+                    match s {
+                        Some(s) => victims.push(s),
+                        None => pending_hit = true,
+                    }
+                }
+                idx = self.index.write();
             }
             // An entry named by two events is removed once (the second finds nothing). One
             // not hit since it was cached (a one-use life: churn) may leave its watch parked

@@ -25,7 +25,7 @@
 
 use super::life::IdHasher;
 use super::Cache;
-use crate::monitor::{Invalidation, Revalidation};
+use crate::monitor::Revalidation;
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::Ordering;
@@ -61,39 +61,19 @@ impl Cache {
         }
     }
 
-    /// The cookies among `events` that report an entry (live in the index, or `pending`, the
-    /// registration in flight) whose pages CHECK says did not change: those events are false
-    /// positives. Empty when not revalidating.
-    pub(super) fn reval_unchanged(&self, events: &[Invalidation], pending: Option<u64>) -> Cookies {
+    /// Of the reported entries `drain` set aside (cookie, and start in the index or `None`
+    /// for the registration in flight: only those whose id is the cookie, see `same`), the
+    /// cookies CHECK says did not change: their events are false positives. One CHECK per
+    /// cookie however many events repeat it (a lone report needs no set: no hashing per drain,
+    /// issue 13).
+    pub(super) fn reval_unchanged(&self, reported: &[(u64, Option<usize>)]) -> Cookies {
         let mut kept = Cookies::default();
-        if !self.revalidating() {
-            return kept;
-        }
         let mut checked = Cookies::default();
-        for inv in events {
-            let Invalidation::Cookie { cookie, hint } = *inv else {
-                continue;
-            };
-            // A duplicate report: one CHECK answers for both (a lone event needs no set: no
-            // allocation and hashing per drain, issue 13: 100% churn).
-            if events.len() > 1 && !checked.insert(cookie) {
+        for &(cookie, _) in reported {
+            if reported.len() > 1 && !checked.insert(cookie) {
                 continue;
             }
-            // Ids, not cookies, are compared: an entry under a kept watch (park.rs) has
-            // UNARMED in its id, never equals its cookie, and so is never CHECKed (the
-            // module's digest is its predecessor's): its events retire it.
-            let reported = same(pending, cookie) || {
-                let idx = self.index.read();
-                match idx.with_cookie(hint.start, cookie) {
-                    // The one live entry with this cookie (index.rs): no range query.
-                    Some((_, e)) => same(Some(e.id), cookie),
-                    None => idx
-                        .overlapping(hint)
-                        .into_iter()
-                        .any(|s| idx.get(s).is_some_and(|e| same(Some(e.id), cookie))),
-                }
-            };
-            if reported && self.check_unchanged(cookie) {
+            if self.check_unchanged(cookie) {
                 kept.insert(cookie);
             }
         }
@@ -114,8 +94,9 @@ impl Cache {
 }
 
 /// Whether the entry `id` is the one revalidation may CHECK for `cookie`: the same value (an
-/// entry under a kept watch has UNARMED in its id, so never).
-fn same(id: Option<u64>, cookie: u64) -> bool {
+/// entry under a kept watch has UNARMED in its id, so never: ids, not cookies, are compared,
+/// because the module's digest under a kept watch is its predecessor's; its events retire it).
+pub(super) fn same(id: Option<u64>, cookie: u64) -> bool {
     #[cfg(all(test, not(loom)))]
     if CHECK_KEPT.with(|c| c.get()) {
         // TEST ONLY: the wrong comparison, for the negative control.

@@ -384,6 +384,31 @@ fn kept_and_retired_in_one_drain() {
     assert_eq!(s.c.stats().hits, 1);
 }
 
+/// The same entry reported twice in one drain, once with a hint that starts before it (found by
+/// the range search, not the one probe): one CHECK answers both; kept when unchanged, removed
+/// once when changed.
+#[test]
+fn repeated_reports_are_checked_once() {
+    let s = setup(Config::default());
+    for (real, checks, cached) in [(false, 1, 1), (true, 2, 0)] {
+        drop(s.c.get(A, P, RW).unwrap());
+        let cookie = s.m.cookie_at(A);
+        s.m.hit(cookie, real);
+        s.m.queue.lock().push(Invalidation::Cookie {
+            cookie,
+            hint: range(A - P, 3),
+        });
+        s.m.counter.fetch_add(1, Ordering::Release);
+        assert!(s.c.sync().unwrap());
+        let st = s.c.stats();
+        assert_eq!(s.m.checks.load(Ordering::Relaxed), checks);
+        assert_eq!(s.c.cached_entries(), cached);
+        assert_eq!((st.false_positives, st.invalidated), (1, 1 - cached as u64));
+    }
+    // Forwarded once per event of the changed entry, never for the kept one.
+    assert_eq!(s.forwarded.lock().len(), 2);
+}
+
 #[test]
 fn kept_entry_in_use_is_still_retired_by_a_later_change() {
     let s = setup(Config::default());
