@@ -295,11 +295,17 @@ impl Cache {
     /// Reaps the retired entries whose last hold was released without noticing the tag
     /// (held.rs): called on the slow paths, so such a registration outlives its last use by at
     /// most one miss, drain, invalidate or flush.
+    #[inline]
     pub(super) fn reap_missed(&self) {
-        // Relaxed: see `note_recheck` (we hold the miss lock).
-        if !self.recheck_pending.load(Ordering::Relaxed) {
-            return;
+        // Relaxed: see `note_recheck` (we hold the miss lock). Inlined: usually the list is
+        // empty, and this load is all a miss pays.
+        if self.recheck_pending.load(Ordering::Relaxed) {
+            self.reap_listed();
         }
+    }
+
+    /// `reap_missed` when the recheck list is not empty.
+    fn reap_listed(&self) {
         let mut retired = self.retired.lock();
         if retired.recheck.is_empty() {
             return;
