@@ -548,13 +548,7 @@ impl Cache {
             }
         }
         self.stats.missed(&st.locked);
-        if refilled {
-            // The drain did not remember the range: this is the re-registration it would count.
-            // Relaxed: a statistic (stats.rs).
-            self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.count_reregistration(&mut st, aligned);
-        }
+        self.count_reregistration(&mut st, aligned, refilled);
         for attempt in 0..RACE_RETRIES {
             if attempt > 0 {
                 // A retry: the failed attempt's drain may have removed entries.
@@ -1064,8 +1058,12 @@ impl Cache {
         pending_hit || refilled
     }
 
-    fn count_reregistration(&self, st: &mut MissState, r: Range) {
-        if st.recent.take_overlapping(r) {
+    /// Counts a miss of `r` that re-registers a recently invalidated range. `refilled`: the
+    /// drain just removed an entry of exactly `r` and did not remember it (`DrainFor`), so this
+    /// is one without a look at the table.
+    fn count_reregistration(&self, st: &mut MissState, r: Range, refilled: bool) {
+        if refilled || st.recent.take_overlapping(r) {
+            // Relaxed: a statistic (stats.rs).
             self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
         }
     }
