@@ -225,8 +225,12 @@ impl Drop for SpareEntry {
     }
 }
 
-/// Most allocations `Spares` keeps (48 bytes each).
-const SPARES: usize = 128;
+/// Most allocations `Spares` keeps: 16 Ki entries of 48 bytes (768 KiB, and 128 KiB of list)
+/// at most. A drain of up to that many entries then frees nothing: `free` of a 48-byte chunk
+/// was ~110 instructions of the ~730 a drained event cost, and 8% of its time at 10,000 events
+/// (128 spares: issue 13, docs/benchmarks.md). glibc would keep most of that memory in its
+/// bins anyway; kept here, the misses that refill the cache reuse it first.
+pub(crate) const SPARES: usize = 16 * 1024;
 
 /// Allocations of entries reaped on the slow paths (under the miss lock), kept for the next
 /// misses' entries (`EntryPtr::new_in`): a drain that retires N unused entries and the N misses
@@ -252,5 +256,29 @@ impl Spares {
             // SAFETY: the caller's contract.
             unsafe { e.free() };
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spares_keep_up_to_their_bound_and_are_reused() {
+        let mut spares = Spares::default();
+        for i in 0..SPARES as u64 + 3 {
+            // SAFETY: a fresh entry nobody else references.
+            unsafe { spares.keep(EntryPtr::new(Entry::cached(i << 8, i))) };
+        }
+        assert_eq!(
+            spares.0.len(),
+            SPARES,
+            "kept up to the bound, freed the rest"
+        );
+        let reused = EntryPtr::new_in(spares.take(), Entry::cached(1 << 8, 7));
+        assert_eq!((reused.id, reused.token), (1 << 8, 7));
+        assert_eq!(spares.0.len(), SPARES - 1);
+        // SAFETY: unreferenced; the rest are deallocated by the spares' drop.
+        unsafe { reused.free() };
     }
 }
