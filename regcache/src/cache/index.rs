@@ -569,10 +569,11 @@ impl Index {
         (self.lru_head != NO_LINK).then_some(self.lru_head)
     }
 
-    /// The start of the entry after the one starting at `start` (towards the newest).
-    pub fn lru_next(&self, start: usize) -> Option<usize> {
+    /// The start of the entry after `e` (an entry of this index) in LRU order (towards the
+    /// newest), read from `e` itself: no probe.
+    pub fn lru_next_of(e: &Entry) -> Option<usize> {
         // Relaxed: the links change only under the index write lock (see `link_back`).
-        let next = self.get(start)?.lru_next.load(Ordering::Relaxed);
+        let next = e.lru_next.load(Ordering::Relaxed);
         (next != NO_LINK).then_some(next)
     }
 

@@ -148,7 +148,7 @@ fn lru_links_follow_inserts_moves_and_removals() {
         let mut at = idx.lru_front();
         while let Some(s) = at {
             v.push((s - 0x2000_0000) / (8 * page));
-            at = idx.lru_next(s);
+            at = idx.get(s).and_then(Index::lru_next_of);
         }
         v
     };

@@ -1103,12 +1103,13 @@ impl Cache {
         // the walk last looked at it (its record's used bit) moves to the end with the bit
         // cleared: the walk meets it again at most once more (second chance).
         while let Some(start) = *from {
-            *from = idx.lru_next(start);
             let Some(rec) = idx.indexed(start) else {
                 // Not expected: the list links only entries of the index.
                 debug_assert!(false, "an LRU link names no entry of the index");
                 return None;
             };
+            // From the record just found: one probe per entry walked, not two.
+            *from = Index::lru_next_of(&rec.entry);
             if rec.take_used() {
                 idx.lru_move_to_back(start);
                 if from.is_none() {
