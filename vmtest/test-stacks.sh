@@ -280,11 +280,34 @@ over_rxe() {
 	fi
 }
 
+# Ranks of run TAG whose metrics textfile shows the bridge's state gauge at BRIDGE_STATE's value
+# (the same state the exit summary prints; the textfile is written while the rank runs).
+bridge_gauge() {
+	local tag=$1 series value f n=0
+	case $BRIDGE_STATE in
+	"ucx bridge active") series=regcache_shim_ucx_bridge_state value=1 ;;
+	"ofi bridge active") series=regcache_shim_ofi_bridge_state value=1 ;;
+	"ofi bridge dso") series=regcache_shim_ofi_bridge_state value=4 ;;
+	*) echo 0; return ;;
+	esac
+	for f in "$OUT/$tag.metrics"/*.prom; do
+		[ -e "$f" ] || continue
+		awk -v s="$series" -v v="$value" '{ n = $1; sub(/\{.*/, "", n) }
+			n == s && $2 == v { hit = 1 } END { exit !hit }' "$f" && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# Both ranks report BRIDGE_STATE in their exit summary. A rank stopped in a hung MPI_Finalize
+# (wait_finalize) never prints it: then both ranks' metrics textfiles must show that state.
 bridge_active() {
 	local tag=$1 n
 	n=$(grep -cE "^regcache_shim: pid [0-9]+ $BRIDGE_STATE " "$OUT/$tag.log")
 	if [ "$n" = 2 ]; then
 		ok "$tag.bridge_reported ($BRIDGE_STATE)"
+	elif [ -e "$OUT/$tag.hung" ] && [ "$(bridge_gauge "$tag")" = 2 ]; then
+		ok "$tag.bridge_reported ($BRIDGE_STATE: $n of 2 exit summaries, MPI_Finalize hung;" \
+			"both ranks' metrics textfiles)"
 	else
 		nok "$tag.bridge_reported ($n of 2 ranks say \"$BRIDGE_STATE\")"
 		grep -E "^regcache_shim: .*bridge|UCX bridge" "$OUT/$tag.log" | sort | uniq -c |
