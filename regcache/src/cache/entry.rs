@@ -230,7 +230,7 @@ impl Drop for SpareEntry {
 /// was ~110 instructions of the ~730 a drained event cost, and 8% of its time at 10,000 events
 /// (128 spares: issue 13, docs/benchmarks.md). glibc would keep most of that memory in its
 /// bins anyway; kept here, the misses that refill the cache reuse it first.
-pub(crate) const SPARES: usize = 16 * 1024;
+const SPARES: usize = 16 * 1024;
 
 /// Allocations of entries reaped on the slow paths (under the miss lock), kept for the next
 /// misses' entries (`EntryPtr::new_in`): a drain that retires N unused entries and the N misses
