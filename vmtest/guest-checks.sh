@@ -5,8 +5,9 @@
 # (words split by the shell; no quoting inside a word). Prints "ok NAME (N s)" or
 # "not ok NAME (exit R)" after each command's own output (and the same line to
 # $VMTEST_OUT/results, which the host counts: a command may print lines of its own that start
-# with "ok"), and "N passed, M failed" last; exits 1 if any failed. The host counts a guest that died, timed out or logged a kernel warning
-# as a failure of its own (run.sh's exit status), and a check with no line as a failed one.
+# with "ok"), and "N passed, M failed" last; exits 1 if any failed. The host counts a guest
+# that died, timed out or logged a kernel warning as a failure of its own (run.sh's exit
+# status), and a check with no line as a failed one.
 #   vmtest/guest-checks.sh FILE     (a path, or a name in $VMTEST_OUT: the host's /tmp is not
 #                                    the guest's, run.sh's --out directory is shared)
 set -u

@@ -60,7 +60,8 @@ shim_env=
 # The stack's launch: sets LAUNCH (launcher and its flags, without -np), ENVS (NAME=VALUE for
 # the ranks), HOOKS_OFF_MCA (launcher flags) and HOOKS_OFF (NAME=VALUE) that turn the stack's
 # own memory hooks off, PROG (test binary), STYLE (ompi: -x NAME=VALUE; hydra: -genv NAME
-# VALUE), BRIDGE (ucx or ofi), BRIDGE_STATE (what the bridge must report), CACHE (ucx, ofi or
+# VALUE), BRIDGE (ucx or ofi), BRIDGE_STATE (what the bridge must report at exit) and
+# BRIDGE_GAUGE (the same state as its metrics series and value), CACHE (ucx, ofi or
 # shim: whose cache must hit) and NEG (the negative control's switch).
 stack_setup() {
 	local st=$1 P
@@ -82,18 +83,21 @@ stack_setup() {
 		# own monitor (FI_MR_CACHE_MONITOR, memhooks by default) and no import reaches it.
 		# Its own hooks off = its cache off: every registration goes through the shim.
 		HOOKS_OFF=(FI_MR_CACHE_MONITOR=disabled)
-		BRIDGE_STATE="ofi bridge dso" CACHE=shim NEG=REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1
+		BRIDGE_STATE="ofi bridge dso" BRIDGE_GAUGE="regcache_shim_ofi_bridge_state 4"
+		CACHE=shim NEG=REGCACHE_SHIM_DANGER_IGNORE_INVALIDATIONS=1
 		;;
 	esac
 	case $st in
 	*-ucx)
-		BRIDGE_STATE="ucx bridge active" CACHE=ucx NEG=REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1 ;;
+		BRIDGE_STATE="ucx bridge active" BRIDGE_GAUGE="regcache_shim_ucx_bridge_state 1"
+		CACHE=ucx NEG=REGCACHE_SHIM_UCX_DANGER_NO_FORWARD=1 ;;
 	impi-sysofi)
 		# Debian's libfabric 1.17 has verbs built in: the shim's import is its MR cache's
 		# monitor, in place of the default (nothing to switch off: the import replaces it;
 		# FI_MR_CACHE_MONITOR would override the import, so it stays unset).
 		HOOKS_OFF=()
-		BRIDGE_STATE="ofi bridge active" CACHE=ofi NEG=REGCACHE_SHIM_OFI_DANGER_NO_FORWARD=1 ;;
+		BRIDGE_STATE="ofi bridge active" BRIDGE_GAUGE="regcache_shim_ofi_bridge_state 1"
+		CACHE=ofi NEG=REGCACHE_SHIM_OFI_DANGER_NO_FORWARD=1 ;;
 	esac
 	case $st in
 	ompi4-ucx)
@@ -280,16 +284,11 @@ over_rxe() {
 	fi
 }
 
-# Ranks of run TAG whose metrics textfile shows the bridge's state gauge at BRIDGE_STATE's value
-# (the same state the exit summary prints; the textfile is written while the rank runs).
+# Ranks of run TAG whose metrics textfile shows BRIDGE_GAUGE (the state the exit summary prints
+# as BRIDGE_STATE; the textfile is written while the rank runs).
 bridge_gauge() {
 	local tag=$1 series value f n=0
-	case $BRIDGE_STATE in
-	"ucx bridge active") series=regcache_shim_ucx_bridge_state value=1 ;;
-	"ofi bridge active") series=regcache_shim_ofi_bridge_state value=1 ;;
-	"ofi bridge dso") series=regcache_shim_ofi_bridge_state value=4 ;;
-	*) echo 0; return ;;
-	esac
+	read -r series value <<<"$BRIDGE_GAUGE"
 	for f in "$OUT/$tag.metrics"/*.prom; do
 		[ -e "$f" ] || continue
 		awk -v s="$series" -v v="$value" '{ n = $1; sub(/\{.*/, "", n) }
