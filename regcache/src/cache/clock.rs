@@ -261,9 +261,16 @@ mod tests {
             c.base.lock().width < u64::MAX / 20_000,
             "the base was not replaced"
         );
-        std::thread::sleep(Duration::from_millis(2));
-        c.calibrate(mono_ns());
-        assert!(c.calibrated(), "no scale from the new base");
+        // A reading interrupted again (a loaded machine: the bracket may exceed 1/10,000 of
+        // 2 ms) is refused in turn; a few tries get a clean one.
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(2));
+            c.calibrate(mono_ns());
+            if c.calibrated() {
+                break;
+            }
+        }
+        assert!(c.calibrated(), "no scale from the new base in 50 readings");
         assert_agrees(ratio_to_instant(&c));
     }
 }
