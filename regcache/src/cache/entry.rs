@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::AtomicU64;
 use std::ptr::NonNull;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Top bit of `state`: out of the index for good (life.rs).
 pub(crate) const RETIRED: u64 = 1 << 63;
@@ -43,7 +43,7 @@ pub(crate) fn cookie_of(id: u64) -> u64 {
     id & !UNARMED
 }
 
-/// What must outlive the entry's index record (40 bytes, a 48-byte allocation): the range,
+/// What must outlive the entry's index record (48 bytes, a pool slot: pool.rs): the range,
 /// rights and keys are in the record while the entry is cached (index.rs, where hits read
 /// them), then with the retired list (life.rs), and copied into every handle (issue 13:
 /// memory per cached entry).
@@ -55,12 +55,17 @@ pub(crate) struct Entry {
     /// Counted references in the low bits, RETIRED in the top bit.
     pub state: AtomicU64,
     /// LRU neighbours by start address (index.rs), changed only under the index write lock.
-    pub lru_prev: AtomicUsize,
-    pub lru_next: AtomicUsize,
+    /// Start of the range it registered (a cached entry's; 0 for one-use ones): the key of its
+    /// index record, for the eviction walk, which reaches entries through the LRU links.
+    pub start: usize,
+    /// LRU neighbours (index.rs), null at the ends; meaningful only while in the index, changed
+    /// only under the index write lock.
+    pub lru_prev: AtomicPtr<Entry>,
+    pub lru_next: AtomicPtr<Entry>,
 }
 
 #[cfg(all(target_pointer_width = "64", not(loom)))]
-const _: () = assert!(std::mem::size_of::<Entry>() == 40);
+const _: () = assert!(std::mem::size_of::<Entry>() == 48);
 
 impl Entry {
     /// A cacheable entry with no users yet, watched by the monitor (with `UNARMED` in `id`:
@@ -71,8 +76,9 @@ impl Entry {
             id,
             token,
             state: AtomicU64::new(0),
-            lru_prev: AtomicUsize::new(usize::MAX),
-            lru_next: AtomicUsize::new(usize::MAX),
+            start: 0,
+            lru_prev: AtomicPtr::new(std::ptr::null_mut()),
+            lru_next: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -139,7 +145,8 @@ impl Entry {
     }
 }
 
-/// An entry while it is shared: allocated by `Box::into_raw` and kept as a raw pointer by
+/// An entry while it is shared: allocated by the pool (cached entries, pool.rs) or by
+/// `Box::into_raw` (one-use registrations), and kept as a raw pointer by
 /// the list that owns it (the index, then the retired list, life.rs), while handles and hold cells reach
 /// it through `NonNull` copies. Never a `Box` while shared: moving a `Box` asserts unique
 /// ownership, which the handles' pointers contradict (undefined under Stacked Borrows). It has
@@ -153,36 +160,22 @@ unsafe impl Send for EntryPtr {}
 unsafe impl Sync for EntryPtr {}
 
 impl EntryPtr {
+    /// A boxed entry: a one-use registration's (and tests').
     pub fn new(e: Entry) -> Self {
         EntryPtr(NonNull::from(Box::leak(Box::new(e))))
     }
 
-    /// As `new`, in the allocation of an evicted entry when there is one (a miss at the entry
-    /// limit then allocates nothing: it reuses the memory of the entry it evicted last).
-    pub fn new_in(spare: Option<SpareEntry>, e: Entry) -> Self {
-        match spare {
-            None => Self::new(e),
-            Some(s) => {
-                let p = std::mem::ManuallyDrop::new(s).0;
-                // SAFETY: the spare is an allocation made by `Box::new` for an `Entry` (so
-                // with its layout), holding no value (`recycle` dropped it) and owned by no one
-                // else; writing a value makes it a live boxed entry again, which `free` (or a
-                // later `recycle`) releases like any other.
-                unsafe { p.as_ptr().write(e) };
-                EntryPtr(p)
-            }
-        }
-    }
-
-    /// As `free`, but keeps the allocation for the next entry (`new_in`).
+    /// Adopts an entry placed by the pool (pool.rs).
     ///
     /// # Safety
-    /// As `free`: nothing references the entry any more.
-    pub unsafe fn recycle(self) -> SpareEntry {
-        // SAFETY: unreferenced (the caller's contract) and owned by `self`, consumed here: the
-        // value is dropped once and never read again; the memory stays allocated.
-        unsafe { std::ptr::drop_in_place(self.0.as_ptr()) };
-        SpareEntry(self.0)
+    /// `p` points at a live entry that nothing else owns.
+    pub unsafe fn from_raw(p: NonNull<Entry>) -> Self {
+        EntryPtr(p)
+    }
+
+    /// Gives up ownership, for the pool to take the slot back (pool.rs).
+    pub fn into_raw(self) -> NonNull<Entry> {
+        self.0
     }
 
     /// The pointer handles keep.
@@ -190,7 +183,7 @@ impl EntryPtr {
         self.0
     }
 
-    /// Frees the entry.
+    /// Frees a boxed entry (`new`; the pool's go back with `Pool::keep`).
     ///
     /// # Safety
     /// Nothing references it any more: it is out of the index and the retired list, and no
@@ -205,80 +198,8 @@ impl EntryPtr {
 impl std::ops::Deref for EntryPtr {
     type Target = Entry;
     fn deref(&self) -> &Entry {
-        // SAFETY: the entry lives until `free` consumes its owner, which this borrows.
+        // SAFETY: the entry lives until `free` or `Pool::keep` consumes its owner, which this
+        // borrows.
         unsafe { self.0.as_ref() }
-    }
-}
-
-/// The allocation of an entry whose value was dropped (`EntryPtr::recycle`), kept to hold the
-/// next entry (`EntryPtr::new_in`). Deallocated on drop.
-pub(crate) struct SpareEntry(NonNull<Entry>);
-
-// SAFETY: owned memory holding no value; nothing else points at it.
-unsafe impl Send for SpareEntry {}
-
-impl Drop for SpareEntry {
-    fn drop(&mut self) {
-        // SAFETY: allocated by `Box::new` for an `Entry` (the global allocator, `Entry`'s
-        // layout), its value already dropped by `recycle`: deallocated once, here.
-        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), std::alloc::Layout::new::<Entry>()) }
-    }
-}
-
-/// Most allocations `Spares` keeps: 16 Ki entries of 48 bytes (768 KiB, and 128 KiB of list)
-/// at most. A drain of up to that many entries then frees nothing: `free` of a 48-byte chunk
-/// was ~110 instructions of the ~730 a drained event cost, and 8% of its time at 10,000 events
-/// (128 spares: issue 13, docs/benchmarks.md). glibc would keep most of that memory in its
-/// bins anyway; kept here, the misses that refill the cache reuse it first.
-const SPARES: usize = 16 * 1024;
-
-/// Allocations of entries reaped on the slow paths (under the miss lock), kept for the next
-/// misses' entries (`EntryPtr::new_in`): a drain that retires N unused entries and the N misses
-/// that follow then free and allocate nothing, up to `SPARES` (issue 13, drain cost).
-#[derive(Default)]
-pub(crate) struct Spares(Vec<SpareEntry>);
-
-impl Spares {
-    /// An allocation for the next entry, if one is kept.
-    pub fn take(&mut self) -> Option<SpareEntry> {
-        self.0.pop()
-    }
-
-    /// Keeps the allocation of `e` (its value dropped), or frees it when enough are kept.
-    ///
-    /// # Safety
-    /// As `EntryPtr::free`: nothing references the entry any more.
-    pub unsafe fn keep(&mut self, e: EntryPtr) {
-        if self.0.len() < SPARES {
-            // SAFETY: the caller's contract.
-            self.0.push(unsafe { e.recycle() });
-        } else {
-            // SAFETY: the caller's contract.
-            unsafe { e.free() };
-        }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spares_keep_up_to_their_bound_and_are_reused() {
-        let mut spares = Spares::default();
-        for i in 0..SPARES as u64 + 3 {
-            // SAFETY: a fresh entry nobody else references.
-            unsafe { spares.keep(EntryPtr::new(Entry::cached(i << 8, i))) };
-        }
-        assert_eq!(
-            spares.0.len(),
-            SPARES,
-            "kept up to the bound, freed the rest"
-        );
-        let reused = EntryPtr::new_in(spares.take(), Entry::cached(1 << 8, 7));
-        assert_eq!((reused.id, reused.token), (1 << 8, 7));
-        assert_eq!(spares.0.len(), SPARES - 1);
-        // SAFETY: unreferenced; the rest are deallocated by the spares' drop.
-        unsafe { reused.free() };
     }
 }

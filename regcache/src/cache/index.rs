@@ -15,24 +15,27 @@
 //!
 //! Each record of the table (`Indexed`, 24 bytes: a 32-byte bucket with its key) carries what a
 //! hit reads (length, rights, keys, the "used" bit), so a hit reads the table and never the
-//! heap-allocated entry: with 100,000 entries that is one cache miss fewer per hit (measured:
+//! entry: with 100,000 entries that is one cache miss fewer per hit (measured:
 //! reading the entry instead costs 72 -> 215 ns per hit at 10^5 entries). The entry holds only
-//! what must outlive the record (entry.rs). Entries are heap-allocated (`EntryPtr`) so handles
-//! can point at them while the map rehashes.
+//! what must outlive the record (entry.rs), and the LRU links. Entries live in the pool's
+//! chunks (`EntryPtr`, pool.rs), so handles and links can point at them while the map
+//! rehashes.
 //!
 //! LRU order (second chance): the index threads a doubly linked list through its entries, oldest
-//! first, linked by start address (`Entry::lru_prev` / `lru_next`: keys of this map, so the
-//! links survive rehashing and cost no pointer to the record). An entry is appended when
-//! inserted and unlinked when removed; a hit only sets its record's used bit (no lock, no write
-//! once set); the eviction walk (`Cache::next_victim`) moves an entry found used to the back and
-//! clears the bit. All list changes happen under the index write lock.
+//! first (`Entry::lru_prev` / `lru_next`: entry pointers, so linking and unlinking touch the
+//! neighbours' entries and probe nothing; links by start address cost two probes per unlink,
+//! a third of a drained event, issue 13). An entry is appended when inserted and unlinked when
+//! removed; a hit only sets its record's used bit (no lock, no write once set); the eviction
+//! walk (`Cache::next_victim`) moves an entry found used to the back and clears the bit. All
+//! list changes happen under the index write lock. Every link points at an entry of this map:
+//! owned by its record, alive while the map holds it.
 
 use super::entry::{Entry, EntryPtr};
 use crate::range::{page_size, Range};
 use crate::registrar::Access;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 /// What an entry registered. In its index record while it is cached; with the retired list
 /// (life.rs) once it leaves the index; copied into every handle.
@@ -65,7 +68,7 @@ const SHORT_PAGES: usize = 4;
 /// Most pages `overlapping` probes one by one before it scans the whole map instead.
 const PROBE_PAGES: usize = 64;
 
-/// Marks the ends of the LRU list (never a page-aligned address).
+/// An empty granule slot (never a page-aligned address).
 const NO_LINK: usize = usize::MAX;
 
 /// Long entries by granule.
@@ -296,9 +299,10 @@ pub(crate) struct Index {
     page_mask: usize,
     /// No short entry is longer (pages; a bound raised by inserts, reset when the index empties).
     short_max: usize,
-    /// Oldest and newest entry (starts), `NO_LINK` when empty.
-    lru_head: usize,
-    lru_tail: usize,
+    /// Oldest and newest entry, null when empty (atomics only to keep the index Send + Sync:
+    /// changed under `&mut self`).
+    lru_head: AtomicPtr<Entry>,
+    lru_tail: AtomicPtr<Entry>,
 }
 
 impl Default for Index {
@@ -310,8 +314,8 @@ impl Default for Index {
             page_shift: page.trailing_zeros(),
             page_mask: !(page - 1),
             short_max: 0,
-            lru_head: NO_LINK,
-            lru_tail: NO_LINK,
+            lru_head: AtomicPtr::new(std::ptr::null_mut()),
+            lru_tail: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 }
@@ -486,10 +490,6 @@ impl Index {
         self.by_start.get(&start).map(|s| &*s.entry)
     }
 
-    pub fn indexed(&self, start: usize) -> Option<&Indexed> {
-        self.by_start.get(&start)
-    }
-
     /// What the entry starting at `start` registered.
     pub fn registered(&self, start: usize) -> Option<Registered> {
         self.by_start.get(&start).map(|s| Registered {
@@ -511,7 +511,8 @@ impl Index {
         } else {
             self.short_max = self.short_max.max(pages);
         }
-        self.link_back(start, &e);
+        debug_assert_eq!(e.start, start, "an entry holds its own start");
+        self.link_back(&e);
         let rec = Indexed {
             entry: e,
             lkey: reg.lkey,
@@ -542,7 +543,7 @@ impl Index {
         if !self.is_short(&rec) {
             self.granules.remove(start, reg.range.end);
         }
-        self.unlink(start, &rec.entry);
+        self.unlink(&rec.entry);
         if self.by_start.is_empty() {
             self.short_max = 0;
         }
@@ -564,65 +565,78 @@ impl Index {
         self.by_start.len()
     }
 
-    /// The oldest entry's start.
-    pub fn lru_front(&self) -> Option<usize> {
-        (self.lru_head != NO_LINK).then_some(self.lru_head)
+    /// The entry a link points at.
+    fn linked(&self, p: *mut Entry) -> Option<&Entry> {
+        // SAFETY: links point at entries of this map (module comment), alive while `self` is
+        // borrowed; null at the ends.
+        unsafe { p.as_ref() }
     }
 
-    /// The start of the entry after `e` (an entry of this index) in LRU order (towards the
-    /// newest), read from `e` itself: no probe.
-    pub fn lru_next_of(e: &Entry) -> Option<usize> {
-        // Relaxed: the links change only under the index write lock (see `link_back`).
-        let next = e.lru_next.load(Ordering::Relaxed);
-        (next != NO_LINK).then_some(next)
+    /// The oldest entry's start.
+    pub fn lru_front(&self) -> Option<usize> {
+        // Relaxed (all links): they change only under the index write lock (`&mut self`), and
+        // are read only under it or the miss lock.
+        self.linked(self.lru_head.load(Ordering::Relaxed))
+            .map(|e| e.start)
+    }
+
+    /// The record of the entry starting at `start`, and the start of the entry after it in LRU
+    /// order (towards the newest), read through its link: one probe.
+    pub fn indexed_and_next(&self, start: usize) -> Option<(&Indexed, Option<usize>)> {
+        let rec = self.by_start.get(&start)?;
+        let next = self.linked(rec.entry.lru_next.load(Ordering::Relaxed));
+        Some((rec, next.map(|e| e.start)))
     }
 
     /// Moves the entry starting at `start` to the newest end.
     pub fn lru_move_to_back(&mut self, start: usize) {
-        if self.lru_tail == start {
-            return;
-        }
         let Some(rec) = self.by_start.get(&start) else {
             return;
         };
         let e: *const Entry = &*rec.entry;
+        if std::ptr::eq(self.lru_tail.load(Ordering::Relaxed), e) {
+            return;
+        }
         // SAFETY: the entry is owned by its record, which stays in the map across these link
         // updates (they change only the entries' link atomics, never the map).
         let e = unsafe { &*e };
-        self.unlink(start, e);
-        self.link_back(start, e);
+        self.unlink(e);
+        self.link_back(e);
     }
 
-    // Links: Relaxed (all). The list changes only under the index write lock (`&mut self`),
-    // and is read only under it or the miss lock.
-
-    fn link_back(&mut self, start: usize, e: &Entry) {
-        e.lru_prev.store(self.lru_tail, Ordering::Relaxed);
-        e.lru_next.store(NO_LINK, Ordering::Relaxed);
-        if self.lru_tail == NO_LINK {
-            self.lru_head = start;
-        } else if let Some(t) = self.get(self.lru_tail) {
-            t.lru_next.store(start, Ordering::Relaxed);
+    /// Appends `e` (an entry of this map, or about to be) as the newest.
+    fn link_back(&mut self, e: &Entry) {
+        let p = std::ptr::from_ref(e).cast_mut();
+        let tail = self.lru_tail.load(Ordering::Relaxed);
+        e.lru_prev.store(tail, Ordering::Relaxed);
+        e.lru_next.store(std::ptr::null_mut(), Ordering::Relaxed);
+        match self.linked(tail) {
+            None => self.lru_head.store(p, Ordering::Relaxed),
+            Some(t) => t.lru_next.store(p, Ordering::Relaxed),
         }
-        self.lru_tail = start;
+        self.lru_tail.store(p, Ordering::Relaxed);
     }
 
-    fn unlink(&mut self, start: usize, e: &Entry) {
+    /// Takes `e` (an entry of this map) out of the list. Its own links are left as they are:
+    /// only entries of the map have theirs read (`linked`), and `link_back` sets both.
+    fn unlink(&mut self, e: &Entry) {
         let (prev, next) = (
             e.lru_prev.load(Ordering::Relaxed),
             e.lru_next.load(Ordering::Relaxed),
         );
-        if prev == NO_LINK {
-            debug_assert_eq!(self.lru_head, start);
-            self.lru_head = next;
-        } else if let Some(p) = self.get(prev) {
-            p.lru_next.store(next, Ordering::Relaxed);
+        match self.linked(prev) {
+            None => {
+                debug_assert!(std::ptr::eq(self.lru_head.load(Ordering::Relaxed), e));
+                self.lru_head.store(next, Ordering::Relaxed);
+            }
+            Some(p) => p.lru_next.store(next, Ordering::Relaxed),
         }
-        if next == NO_LINK {
-            debug_assert_eq!(self.lru_tail, start);
-            self.lru_tail = prev;
-        } else if let Some(n) = self.get(next) {
-            n.lru_prev.store(prev, Ordering::Relaxed);
+        match self.linked(next) {
+            None => {
+                debug_assert!(std::ptr::eq(self.lru_tail.load(Ordering::Relaxed), e));
+                self.lru_tail.store(prev, Ordering::Relaxed);
+            }
+            Some(n) => n.lru_prev.store(prev, Ordering::Relaxed),
         }
     }
 }

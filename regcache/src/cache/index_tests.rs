@@ -17,7 +17,10 @@ impl Model {
     }
 
     fn insert(&mut self, id: u64, r: Range) {
-        let e = EntryPtr::new(Entry::cached(id, id));
+        let e = EntryPtr::new(Entry {
+            start: r.start,
+            ..Entry::cached(id, id)
+        });
         let reg = Registered {
             range: r,
             access: Access::LOCAL_WRITE,
@@ -148,7 +151,7 @@ fn lru_links_follow_inserts_moves_and_removals() {
         let mut at = idx.lru_front();
         while let Some(s) = at {
             v.push((s - 0x2000_0000) / (8 * page));
-            at = idx.get(s).and_then(Index::lru_next_of);
+            at = idx.indexed_and_next(s).and_then(|(_, next)| next);
         }
         v
     };
@@ -176,10 +179,10 @@ fn used_bit_is_set_once_and_taken() {
         end: 0x3000_0000 + 3 * page,
     };
     m.insert(1, r);
-    let rec = m.idx.indexed(r.start).unwrap();
+    let rec = m.idx.indexed_and_next(r.start).unwrap().0;
     assert!(!rec.take_used());
     m.idx.find(r, Access::LOCAL_WRITE).unwrap().mark_used();
-    let rec = m.idx.indexed(r.start).unwrap();
+    let rec = m.idx.indexed_and_next(r.start).unwrap().0;
     assert!(rec.take_used());
     assert!(!rec.take_used());
     assert_eq!(m.idx.registered(r.start).unwrap().range, r);

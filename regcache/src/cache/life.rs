@@ -38,10 +38,11 @@
 //! In a fork child nothing is reaped: the registrations are the parent's, and the retired list's
 //! lock may have been held at fork() by a parent thread that does not exist in the child.
 
-use super::entry::{Entry, Spares};
+use super::entry::{Entry, EntryPtr};
 use super::held;
 use super::index::Unindexed;
 use super::park::Parked;
+use super::pool::Pool;
 use super::stats::MissLocked;
 use super::Cache;
 use crate::registrar::Registration;
@@ -85,6 +86,9 @@ pub(super) struct RetiredList {
     /// retirement whose callouts all returned drops the ids it reaped itself; any other id
     /// already reaped is dropped by the next `reap_missed`.
     recheck: Vec<u64>,
+    /// Cached entries reaped off the miss lock (by a releaser), for the pool (pool.rs) to take
+    /// back when it next needs a slot.
+    pub returned: Vec<EntryPtr>,
 }
 
 /// Unreferenced retired entries not yet unwatched and freed by `retire`, and the count of
@@ -135,14 +139,14 @@ impl Cache {
     pub(super) fn retire(
         &self,
         lock: &MissLocked,
-        spares: &mut Spares,
+        pool: &mut Pool,
         batch: &mut Vec<Unindexed>,
         park: Option<&mut Parked>,
     ) {
         // Inlined, so an empty batch (a churned drain has one of its two, every insert its
         // displaced list) costs a test, not a call.
         if !batch.is_empty() {
-            self.retire_batch(lock, spares, batch, park);
+            self.retire_batch(lock, pool, batch, park);
         }
     }
 
@@ -150,7 +154,7 @@ impl Cache {
     fn retire_batch(
         &self,
         lock: &MissLocked,
-        spares: &mut Spares,
+        pool: &mut Pool,
         batch: &mut Vec<Unindexed>,
         mut park: Option<&mut Parked>,
     ) {
@@ -205,7 +209,7 @@ impl Cache {
                 }
                 // SAFETY: found unreferenced under the retired list's lock after it left the
                 // index (above): no reference can appear any more.
-                unsafe { spares.keep(u.entry) };
+                unsafe { pool.keep(u.entry) };
             }
         }
         drop(rest);
@@ -310,7 +314,9 @@ impl Cache {
         if retired.recheck.is_empty() {
             return;
         }
-        let RetiredList { entries, recheck } = &mut *retired;
+        let RetiredList {
+            entries, recheck, ..
+        } = &mut *retired;
         let mut free = Vec::new();
         recheck.retain(|id| {
             let unused = match entries.get(id) {
@@ -344,9 +350,15 @@ impl Cache {
             self.deregister(None, &registration(&u), u.reg.range);
         }
         // In a fork child the registration belongs to the parent: forget it, never undo it.
-        // SAFETY: out of the index and the retired list, and unreferenced (the caller's check:
-        // no count, no cell, and none can appear for an entry out of the index).
-        unsafe { u.entry.free() };
+        // Out of the index and the retired list, and unreferenced (the caller's check: no
+        // count, no cell, and none can appear for an entry out of the index).
+        if u.entry.watched() {
+            // A cached entry: its slot is the pool's, which the miss lock guards.
+            self.retired.lock().returned.push(u.entry);
+        } else {
+            // SAFETY: a one-use entry (boxed), unreferenced (above).
+            unsafe { u.entry.free() };
+        }
     }
 
     /// The first step of an eviction (live → reaped): claims a live entry that nothing
@@ -360,8 +372,8 @@ impl Cache {
     /// `claim_unused` and removed from the index and the LRU (owning it across the callouts is
     /// safe: an unwind leaks an entry nothing can reach). Returns the bytes it had registered.
     ///
-    /// The entry's memory is kept in `spares` for a next miss's entry.
-    pub(super) fn evict(&self, u: Unindexed, lock: &MissLocked, spares: &mut Spares) -> u64 {
+    /// The entry's slot goes back to the pool for a next miss's entry.
+    pub(super) fn evict(&self, u: Unindexed, lock: &MissLocked, pool: &mut Pool) -> u64 {
         self.stats.evicted(lock);
         let range = u.reg.range;
         self.monitor.unwatch(range, u.entry.cookie());
@@ -375,7 +387,7 @@ impl Cache {
         let freed = range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
         // of the index and the LRU: nothing references it.
-        unsafe { spares.keep(u.entry) };
+        unsafe { pool.keep(u.entry) };
         freed
     }
 
@@ -391,7 +403,11 @@ impl Cache {
             .collect();
         for u in leaked {
             self.deregister(None, &registration(&u), u.reg.range);
-            // SAFETY: no handle can be dereferenced any more (see above).
+            if u.entry.watched() {
+                // A cached entry: the pool's memory, freed with the cache.
+                continue;
+            }
+            // SAFETY: boxed (one-use); no handle can be dereferenced any more (see above).
             unsafe { u.entry.free() };
         }
     }

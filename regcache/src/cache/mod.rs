@@ -28,6 +28,7 @@ mod held;
 mod index;
 mod life;
 mod park;
+mod pool;
 mod recent;
 mod reval;
 mod slot;
@@ -41,7 +42,7 @@ use crate::range::Range;
 use crate::registrar::{Access, Prepared, Registrar, Registration};
 use brlock::BrLock;
 use crossbeam_utils::CachePadded;
-use entry::{Entry, EntryPtr, Spares};
+use entry::{Entry, EntryPtr};
 use held::Held;
 use index::{Index, Registered, Unindexed};
 use park::WatchSource;
@@ -152,9 +153,8 @@ struct MissState {
     /// `insert`'s eviction victims, kept between misses (empty outside `insert`) so that a miss
     /// at the entry limit allocates nothing for them.
     victims: Vec<Unindexed>,
-    /// The memory of entries evicted or reaped here, for the next misses' entries
-    /// (`EntryPtr::new_in`).
-    spares: Spares,
+    /// The memory of cached entries (pool.rs).
+    pool: pool::Pool,
     /// Proof of holding the miss lock, for the statistics only its holder writes (stats.rs).
     locked: MissLocked,
     /// `drain`'s lists of the entries to remove and removed, kept between drains (empty
@@ -652,6 +652,7 @@ impl Cache {
             // initialisation: nobody else can see the entry before `insert` publishes it).
             let entry = Entry {
                 state: entry::AtomicU64::new(1),
+                start: target.start,
                 ..Entry::cached(id, reg.token)
             };
             return Ok(Some(self.insert(st, entry, what, disjoint)));
@@ -699,7 +700,9 @@ impl Cache {
         disjoint: bool,
     ) -> Handle<'_> {
         // `entry` holds the counted reference of the handle returned below (miss_once).
-        let entry = EntryPtr::new_in(st.spares.take(), entry);
+        let entry = st
+            .pool
+            .alloc(entry, || std::mem::take(&mut self.retired.lock().returned));
         let ptr = entry.as_non_null();
         let range = reg.range;
         let entries_over;
@@ -740,9 +743,9 @@ impl Cache {
         // Displaced entries may still be held: retired (handed to the retired list) before
         // any callout. The victims are claimed and out of the index and the LRU: nothing can
         // reach them, so should a callout unwind, they leak, which is safe (life.rs).
-        self.retire(&st.locked, &mut st.spares, &mut displaced, None);
+        self.retire(&st.locked, &mut st.pool, &mut displaced, None);
         for v in st.victims.drain(..) {
-            self.evict(v, &st.locked, &mut st.spares);
+            self.evict(v, &st.locked, &mut st.pool);
         }
         // Relaxed: a gauge maintained under this same lock (or lowered by reap). The entry
         // count was just read under the write lock: no read lock taken again to learn it.
@@ -890,7 +893,7 @@ impl Cache {
         let MissState {
             recent,
             scratch: events,
-            spares,
+            pool,
             locked,
             drain_starts: victims,
             drain_removed: removed,
@@ -1032,8 +1035,8 @@ impl Cache {
         }
         // Retired before the hook runs: a hook that unwinds must find no entry owned by a
         // local (see `Config::on_invalidate`); `retire` leaves both lists empty.
-        self.retire(locked, spares, removed, None);
-        self.retire(locked, spares, parkable, Some(parked));
+        self.retire(locked, pool, removed, None);
+        self.retire(locked, pool, parkable, Some(parked));
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in events.iter() {
                 (hook.0)(match *inv {
@@ -1088,7 +1091,7 @@ impl Cache {
             let Some(victim) = self.next_victim(&mut self.index.write(), &mut from) else {
                 break;
             };
-            if enough(self.evict(victim, &st.locked, &mut st.spares)) {
+            if enough(self.evict(victim, &st.locked, &mut st.pool)) {
                 break;
             }
         }
@@ -1103,13 +1106,12 @@ impl Cache {
         // the walk last looked at it (its record's used bit) moves to the end with the bit
         // cleared: the walk meets it again at most once more (second chance).
         while let Some(start) = *from {
-            let Some(rec) = idx.indexed(start) else {
+            let Some((rec, next)) = idx.indexed_and_next(start) else {
                 // Not expected: the list links only entries of the index.
                 debug_assert!(false, "an LRU link names no entry of the index");
                 return None;
             };
-            // From the record just found: one probe per entry walked, not two.
-            *from = Index::lru_next_of(&rec.entry);
+            *from = next;
             if rec.take_used() {
                 idx.lru_move_to_back(start);
                 if from.is_none() {
@@ -1150,8 +1152,8 @@ impl Cache {
         for u in &removed {
             st.recent.insert(u.reg.range);
         }
-        let MissState { locked, spares, .. } = &mut *st;
-        self.retire(locked, spares, &mut removed, None);
+        let MissState { locked, pool, .. } = &mut *st;
+        self.retire(locked, pool, &mut removed, None);
         Ok(n)
     }
 
@@ -1171,8 +1173,8 @@ impl Cache {
                 .collect()
         };
         let ranges: Vec<Range> = all.iter().map(|u| u.reg.range).collect();
-        let MissState { locked, spares, .. } = &mut *st;
-        self.retire(locked, spares, &mut all, None);
+        let MissState { locked, pool, .. } = &mut *st;
+        self.retire(locked, pool, &mut all, None);
         // Their entries were reaped when they were parked: nothing to tell the hook.
         self.unpark_all(&mut st);
         // No longer watched: a cache kept coherent through the hook must drop them too.

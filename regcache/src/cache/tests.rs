@@ -913,6 +913,41 @@ fn a_release_that_erased_its_tag_is_reaped_on_the_next_slow_path() {
     assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
 }
 
+/// A cached entry reaped by its last holder (off the miss lock) goes back to the pool through
+/// the retired list, and the next miss that would otherwise take a new chunk reuses its slot:
+/// pooled memory is neither leaked nor freed twice.
+#[test]
+fn an_entry_reaped_by_its_holder_returns_to_the_pool() {
+    let (c, _m, r) = strict_setup(Config::default());
+    let chunk = pool::CHUNK;
+    let at = |i: usize| 0x1000_0000 + i * 2 * P;
+    let held = c.get(at(0), P, RW).unwrap();
+    for i in 1..chunk {
+        drop(c.get(at(i), P, RW).unwrap());
+    }
+    assert_eq!(c.miss.lock().pool.slots(), (chunk, 0), "one full chunk");
+    assert_eq!(c.invalidate(at(0), 2 * P * chunk).unwrap(), chunk);
+    assert_eq!(
+        c.miss.lock().pool.slots(),
+        (chunk, chunk - 1),
+        "the unheld ones"
+    );
+    let token = held.registration().token;
+    drop(held);
+    assert!(!r.is_live(token), "its holder reaped it");
+    assert_eq!(c.retired.lock().returned.len(), 1, "its slot handed back");
+    for i in 0..chunk {
+        drop(c.get(at(chunk + i), P, RW).unwrap());
+    }
+    assert_eq!(
+        c.miss.lock().pool.slots(),
+        (chunk, 0),
+        "every slot reused, the returned one last: no second chunk"
+    );
+    assert!(c.retired.lock().returned.is_empty());
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
+
 /// Runs `f`, which must panic (a callback of the cache panics inside it), without printing the
 /// panic message of the expected panic.
 fn expect_panic(f: impl FnOnce()) {
@@ -1053,8 +1088,8 @@ impl Registrar for FlakyRegistrar {
     }
 }
 
-/// Issue 12 item 2 (then with LRU stamps; now the used bit and a list linked by start address,
-/// index.rs): X at S is hit (used), the registrar's ENOMEM makes `evict_lru` move X to the back
+/// Issue 12 item 2 (then with LRU stamps; now the used bit and a list linked through the
+/// entries, index.rs): X at S is hit (used), the registrar's ENOMEM makes `evict_lru` move X to the back
 /// (busy, kept), then a merge inserts Y at S and retires X. The list must link Y, not what X
 /// left behind at the same start, or Y is never evicted.
 #[test]
