@@ -50,6 +50,9 @@ cd "$root"
 rm -rf "$CARGO_TARGET_DIR/criterion"
 cargo bench -p regcache-benches --bench cache -- "${crit[@]}" "$@"
 cargo run -q --release -p regcache-benches --bin bench-report -- "$CARGO_TARGET_DIR/criterion"
+# The ratio rows again in paired rounds (each round times both sides back to back): on a host
+# whose speed changes within seconds, the figures of record (docs/benchmarks.md).
+cargo run -q --release -p regcache-benches --bin bench-paired
 echo
 echo "Memory per cached entry (mallinfo2, heap growth while filling / N):"
 echo

@@ -19,11 +19,8 @@
 //! dominates its wall-clock time.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
-use regcache::monitor::Invalidation;
-use regcache::Range;
 use regcache_benches::*;
 use std::hint::black_box;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 const SEED: u64 = 0x005e_ed0f_cafe;
@@ -84,10 +81,8 @@ fn hit(c: &mut Criterion) {
 
 /// 2. Miss + register (no-op registrar): a fresh address each iteration.
 fn miss(c: &mut Criterion) {
-    const LIMIT: usize = 4096;
-    // Fresh addresses cycle over 4M slots (32 GiB of fake space): far more than LIMIT, so an
-    // address comes back only long after its entry was evicted.
-    const SLOTS: usize = 1 << 22;
+    const LIMIT: usize = MISS_LIMIT;
+    const SLOTS: usize = MISS_SLOTS;
     let mut g = c.benchmark_group("miss");
 
     // Steady state at the entry limit: every miss also evicts the LRU entry.
@@ -152,64 +147,37 @@ fn drain(c: &mut Criterion) {
     };
     g.warm_up_time(warm).measurement_time(meas);
     for &n in &[1usize, 100, 10_000] {
-        let (cache, mon) = new_cache(2 * n + 16);
-        let sentinel = region_addr(n) + REQ_OFFSET;
-        drop(cache.get(sentinel, REQ_LEN, ACCESS).unwrap());
-        let events: Vec<Invalidation> = (0..n)
-            .map(|i| {
-                Invalidation::Range(Range {
-                    start: region_addr(i),
-                    end: region_addr(i) + 4096,
-                })
-            })
-            .collect();
-        g.bench_with_input(BenchmarkId::new("regcache", n), &n, |b, &n| {
+        let bench = DrainBench::new(n);
+        g.bench_with_input(BenchmarkId::new("regcache", n), &n, |b, _| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     // Untimed: (re)cache the N entries, then queue one event for each.
-                    for i in 0..n {
-                        drop(
-                            cache
-                                .get(region_addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
-                                .unwrap(),
-                        );
-                    }
-                    mon.fire_many(events.iter().copied());
+                    bench.prepare();
                     let t0 = Instant::now();
-                    let h = cache.get(sentinel, REQ_LEN, ACCESS).unwrap();
+                    bench.drain_once();
                     total += t0.elapsed();
-                    black_box(h.lkey());
-                    drop(h);
-                    debug_assert_eq!(cache.cached_entries(), 1);
+                    debug_assert_eq!(bench.cache.cached_entries(), 1);
                 }
                 total
             })
         });
         // (Nothing ran when a filter excluded this benchmark.)
-        drain_check(&cache, n);
+        drain_check(&bench.cache, n);
         #[cfg(has_ucx)]
         {
-            // UCX's invalidation of the same N regions: N VM_UNMAPPED events through
-            // ucm_vm_munmap (each runs the rcache's unmap callback: page-table lock, search,
-            // region destroyed), then the get of the sentinel. Timed: all of it; for regcache
-            // only the drain is timed (the kernel's queueing of the events is not counted).
-            let rc = ucx::UcxRcache::with_unmap_events(usize::MAX).expect("ucs_rcache_create");
-            drop(rc.get(sentinel, REQ_LEN).unwrap());
-            g.bench_with_input(BenchmarkId::new("ucx", n), &n, |b, &n| {
+            // UCX's invalidation of the same N regions (lib.rs, `ucx::DrainBench`). Timed: all
+            // of it; for regcache only the drain is timed (the kernel's queueing of the
+            // events is not counted).
+            let theirs = ucx::DrainBench::new(n);
+            g.bench_with_input(BenchmarkId::new("ucx", n), &n, |b, _| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        for i in 0..n {
-                            drop(rc.get(region_addr(i) + REQ_OFFSET, REQ_LEN).unwrap());
-                        }
+                        theirs.prepare();
                         let t0 = Instant::now();
-                        for i in 0..n {
-                            ucx::unmapped(region_addr(i), 4096);
-                        }
-                        let r = rc.get(sentinel, REQ_LEN).unwrap();
+                        theirs.invalidate_all();
                         total += t0.elapsed();
-                        black_box(r.key());
                     }
                     total
                 })
@@ -231,33 +199,6 @@ fn drain_check(cache: &regcache::Cache, n: usize) {
             );
         }
     }
-}
-
-/// Runs `body(thread, iters)` on `threads` threads started together; returns the slowest
-/// thread's own elapsed time (each thread times itself after the barrier).
-fn timed_threads<F>(threads: usize, iters: u64, body: F) -> Duration
-where
-    F: Fn(usize, u64) + Sync,
-{
-    let barrier = Barrier::new(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (barrier, body) = (&barrier, &body);
-                s.spawn(move || {
-                    barrier.wait();
-                    let t0 = Instant::now();
-                    body(t, iters);
-                    t0.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("bench thread panicked"))
-            .max()
-            .unwrap()
-    })
 }
 
 /// 4. One vs two threads hitting the same cache (each thread its own random order).

@@ -255,6 +255,114 @@ pub fn regcache_hit_loop(cache: &Cache, w: &Workload, start: usize, iters: u64) 
     }
 }
 
+/// Entry limit of the miss benchmarks (criterion's `miss` group, `profile-miss`,
+/// `bench-paired`): every timed miss at the limit evicts.
+pub const MISS_LIMIT: usize = 4096;
+
+/// Fresh addresses of the miss loops cycle over 4M slots (32 GiB of fake space): far more than
+/// `MISS_LIMIT`, so an address comes back only long after its entry was evicted.
+pub const MISS_SLOTS: usize = 1 << 22;
+
+/// The miss loop: `iters` gets of fresh addresses from slot `start` on (each a miss; at the
+/// entry limit each also evicts). One function for every harness, as `regcache_hit_loop`.
+#[inline(never)]
+pub fn miss_loop(cache: &Cache, start: usize, iters: usize) {
+    for i in start..start + iters {
+        let h = cache
+            .get(region_addr(i % MISS_SLOTS) + REQ_OFFSET, REQ_LEN, ACCESS)
+            .expect("noop registration cannot fail");
+        std::hint::black_box(h.lkey());
+    }
+}
+
+/// The drain workload of criterion's `drain` group, `profile-miss drain` and `bench-paired`: a
+/// cache holding a sentinel entry and `n` regions, which `prepare` caches again and invalidates
+/// with one Range event each; `drain_once` is the get of the sentinel that drains them (a hit
+/// once drained: the events do not touch it).
+pub struct DrainBench {
+    pub cache: Cache,
+    mon: Arc<ScriptedMonitor>,
+    n: usize,
+    sentinel: usize,
+    events: Vec<Invalidation>,
+}
+
+impl DrainBench {
+    pub fn new(n: usize) -> Self {
+        let (cache, mon) = new_cache(2 * n + 16);
+        let sentinel = region_addr(n) + REQ_OFFSET;
+        drop(
+            cache
+                .get(sentinel, REQ_LEN, ACCESS)
+                .expect("noop registration"),
+        );
+        let events = (0..n)
+            .map(|i| {
+                Invalidation::Range(Range {
+                    start: region_addr(i),
+                    end: region_addr(i) + 4096,
+                })
+            })
+            .collect();
+        DrainBench {
+            cache,
+            mon,
+            n,
+            sentinel,
+            events,
+        }
+    }
+
+    /// Untimed: caches the `n` regions again and queues one event for each.
+    pub fn prepare(&self) {
+        for i in 0..self.n {
+            drop(
+                self.cache
+                    .get(region_addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
+                    .expect("noop registration"),
+            );
+        }
+        self.mon.fire_many(self.events.iter().copied());
+    }
+
+    /// The timed part: the get that drains the events (callgrind's toggle names it).
+    #[inline(never)]
+    pub fn drain_once(&self) {
+        let h = self
+            .cache
+            .get(self.sentinel, REQ_LEN, ACCESS)
+            .expect("noop registration");
+        std::hint::black_box(h.lkey());
+    }
+}
+
+/// Runs `body(thread, iters)` on `threads` threads started together; returns the slowest
+/// thread's own elapsed time (each thread times itself after the barrier).
+pub fn timed_threads<F>(threads: usize, iters: u64, body: F) -> std::time::Duration
+where
+    F: Fn(usize, u64) + Sync,
+{
+    let barrier = std::sync::Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, body) = (&barrier, &body);
+                s.spawn(move || {
+                    barrier.wait();
+                    let t0 = std::time::Instant::now();
+                    body(t, iters);
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .max()
+            .expect("at least one thread")
+    })
+}
+
 /// The floor of a hashed hit (`scale/memfloor`, `profile-hit memfloor`): for each request, the
 /// read lock's locked increment, a control byte and then the dependent 32-byte record of a
 /// table with the index's size for `n` entries, and the lock's release store; nothing else.
@@ -511,6 +619,62 @@ pub mod ucx {
             std::hint::black_box(&r);
             drop(r);
             pos = pos.wrapping_add(1);
+        }
+    }
+
+    /// The UCX twin of [`super::miss_loop`].
+    #[inline(never)]
+    pub fn miss_loop(rc: &UcxRcache, start: usize, iters: usize) {
+        for i in start..start + iters {
+            let r = rc
+                .get(
+                    super::region_addr(i % super::MISS_SLOTS) + super::REQ_OFFSET,
+                    super::REQ_LEN,
+                )
+                .expect("no-op registration cannot fail");
+            std::hint::black_box(r.key());
+        }
+    }
+
+    /// UCX's side of [`super::DrainBench`]: an rcache receiving unmap events, holding a
+    /// sentinel region and `n` regions that `prepare` caches again; `invalidate_all` is its
+    /// invalidation of them (`n` ucm_vm_munmap events, each running the unmap callback:
+    /// page-table lock, search, region destroyed) and the get of the sentinel.
+    pub struct DrainBench {
+        rc: UcxRcache,
+        n: usize,
+        sentinel: usize,
+    }
+
+    impl DrainBench {
+        pub fn new(n: usize) -> Self {
+            let rc = UcxRcache::with_unmap_events(usize::MAX).expect("ucs_rcache_create");
+            let sentinel = super::region_addr(n) + super::REQ_OFFSET;
+            drop(
+                rc.get(sentinel, super::REQ_LEN)
+                    .expect("no-op registration"),
+            );
+            DrainBench { rc, n, sentinel }
+        }
+
+        /// Untimed: caches the `n` regions again.
+        pub fn prepare(&self) {
+            for i in 0..self.n {
+                let a = super::region_addr(i) + super::REQ_OFFSET;
+                drop(self.rc.get(a, super::REQ_LEN).expect("no-op registration"));
+            }
+        }
+
+        /// The timed part.
+        pub fn invalidate_all(&self) {
+            for i in 0..self.n {
+                unmapped(super::region_addr(i), 4096);
+            }
+            let r = self
+                .rc
+                .get(self.sentinel, super::REQ_LEN)
+                .expect("no-op registration");
+            std::hint::black_box(r.key());
         }
     }
 

@@ -12,37 +12,14 @@
 //! and by the thread's CPU time (CLOCK_THREAD_CPUTIME_ID: leaves out the time the thread waited
 //! for a CPU, which on a shared 2-CPU machine is most of the wall clock's noise).
 
-use regcache::monitor::Invalidation;
 use regcache::Range;
 use regcache_benches::*;
 use std::time::{Duration, Instant};
 
 /// The entry limit of the `miss` benchmark: every miss at steady state also evicts.
-const LIMIT: usize = 4096;
-const SLOTS: usize = 1 << 22;
+const LIMIT: usize = MISS_LIMIT;
+const SLOTS: usize = MISS_SLOTS;
 
-#[inline(never)]
-fn miss_loop(cache: &regcache::Cache, start: usize, iters: usize) {
-    for i in start..start + iters {
-        let h = cache
-            .get(region_addr(i % SLOTS) + REQ_OFFSET, REQ_LEN, ACCESS)
-            .unwrap();
-        std::hint::black_box(h.lkey());
-    }
-}
-
-#[cfg(has_ucx)]
-#[inline(never)]
-fn ucx_miss_loop(rc: &ucx::UcxRcache, start: usize, iters: usize) {
-    for i in start..start + iters {
-        let r = rc
-            .get(region_addr(i % SLOTS) + REQ_OFFSET, REQ_LEN)
-            .unwrap();
-        std::hint::black_box(r.key());
-    }
-}
-
-/// Prints wall-clock and CPU time per unit.
 fn report(wall: Duration, cpu_ns: u128, units: usize, unit: &str) {
     println!(
         "{:.1} ns/{unit} {:.1} ns/{unit}-cpu",
@@ -96,12 +73,6 @@ fn ucx_long_loop(rc: &ucx::UcxRcache, start: usize, iters: usize) {
 }
 
 /// One drain of `n` events: the timed get that applies them.
-#[inline(never)]
-fn drain_once(cache: &regcache::Cache, sentinel: usize) {
-    let h = cache.get(sentinel, REQ_LEN, ACCESS).unwrap();
-    std::hint::black_box(h.lkey());
-}
-
 /// Fills a cache to the limit with `run(0, LIMIT)` (untimed, and uncollected under callgrind's
 /// toggle, which names the loop `run` calls), so that every timed miss of `run(LIMIT, iters)`
 /// evicts, and reports the timed ones.
@@ -126,7 +97,7 @@ fn main() {
         #[cfg(has_ucx)]
         "ucx-evict" => {
             let rc = ucx::UcxRcache::new(LIMIT).expect("ucs_rcache_create failed");
-            fill_then_time(num(2), "miss", |from, n| ucx_miss_loop(&rc, from, n));
+            fill_then_time(num(2), "miss", |from, n| ucx::miss_loop(&rc, from, n));
         }
         "churn" => {
             let iters = num(2);
@@ -164,27 +135,13 @@ fn main() {
         }
         "drain" => {
             let (n, rounds) = (num(2), num(3));
-            let (cache, mon) = new_cache(2 * n + 16);
-            let sentinel = region_addr(n) + REQ_OFFSET;
-            drop(cache.get(sentinel, REQ_LEN, ACCESS).unwrap());
+            let bench = DrainBench::new(n);
             let mut total = Duration::ZERO;
             let mut cpu = 0u128;
             for _ in 0..rounds {
-                for i in 0..n {
-                    drop(
-                        cache
-                            .get(region_addr(i) + REQ_OFFSET, REQ_LEN, ACCESS)
-                            .unwrap(),
-                    );
-                }
-                mon.fire_many((0..n).map(|i| {
-                    Invalidation::Range(Range {
-                        start: region_addr(i),
-                        end: region_addr(i) + 4096,
-                    })
-                }));
+                bench.prepare();
                 let (t0, c0) = (Instant::now(), thread_cpu_ns());
-                drain_once(&cache, sentinel);
+                bench.drain_once();
                 total += t0.elapsed();
                 cpu += thread_cpu_ns() - c0;
             }
