@@ -342,6 +342,16 @@ pub fn timed_threads<F>(threads: usize, iters: u64, body: F) -> std::time::Durat
 where
     F: Fn(usize, u64) + Sync,
 {
+    timed_threads_cpu(threads, iters, body).0
+}
+
+/// `timed_threads`, also returning the largest thread CPU time (ns) among the threads: a
+/// thread that waited for a CPU shows elapsed time beyond its CPU time, one slowed by sharing
+/// (cache lines moving between CPUs) shows it in both.
+pub fn timed_threads_cpu<F>(threads: usize, iters: u64, body: F) -> (std::time::Duration, u128)
+where
+    F: Fn(usize, u64) + Sync,
+{
     let barrier = std::sync::Barrier::new(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -349,17 +359,18 @@ where
                 let (barrier, body) = (&barrier, &body);
                 s.spawn(move || {
                     barrier.wait();
-                    let t0 = std::time::Instant::now();
+                    let (t0, c0) = (std::time::Instant::now(), thread_cpu_ns());
                     body(t, iters);
-                    t0.elapsed()
+                    (t0.elapsed(), thread_cpu_ns() - c0)
                 })
             })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("bench thread panicked"))
-            .max()
-            .expect("at least one thread")
+            .fold((std::time::Duration::ZERO, 0), |(w, c), (tw, tc)| {
+                (w.max(tw), c.max(tc))
+            })
     })
 }
 
