@@ -54,7 +54,6 @@ pub(crate) struct Entry {
     pub token: u64,
     /// Counted references in the low bits, RETIRED in the top bit.
     pub state: AtomicU64,
-    /// LRU neighbours by start address (index.rs), changed only under the index write lock.
     /// Start of the range it registered (a cached entry's; 0 for one-use ones): the key of its
     /// index record, for the eviction walk, which reaches entries through the LRU links.
     pub start: usize,

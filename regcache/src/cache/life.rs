@@ -208,7 +208,8 @@ impl Cache {
                     rest.bytes += r.len() as u64;
                 }
                 // SAFETY: found unreferenced under the retired list's lock after it left the
-                // index (above): no reference can appear any more.
+                // index (above): no reference can appear any more. A cached entry (it was in
+                // the index), so the pool's.
                 unsafe { pool.keep(u.entry) };
             }
         }
@@ -386,7 +387,7 @@ impl Cache {
         self.deregister(Some(lock), &registration(&u), range);
         let freed = range.len() as u64;
         // SAFETY: claimed by claim_unused with no cell holding it under the write lock, and out
-        // of the index and the LRU: nothing references it.
+        // of the index and the LRU: nothing references it. A cached entry, so the pool's.
         unsafe { pool.keep(u.entry) };
         freed
     }

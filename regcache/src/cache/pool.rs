@@ -100,6 +100,7 @@ impl Pool {
     /// # Safety
     /// `e` was allocated by this pool and nothing references it any more (as `EntryPtr::free`).
     pub unsafe fn keep(&mut self, e: EntryPtr) {
+        debug_assert!(e.watched(), "one-use entries are boxed, never the pool's");
         let p = e.into_raw();
         // SAFETY: unreferenced (the caller's contract), owned by `e`, consumed above: the
         // value is dropped once and never read again; the slot stays the pool's.
