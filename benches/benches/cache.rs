@@ -148,19 +148,9 @@ fn drain(c: &mut Criterion) {
     g.warm_up_time(warm).measurement_time(meas);
     for &n in &[1usize, 100, 10_000] {
         let bench = DrainBench::new(n);
+        // Untimed in each iteration: (re)cache the N entries, then queue one event for each.
         g.bench_with_input(BenchmarkId::new("regcache", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    // Untimed: (re)cache the N entries, then queue one event for each.
-                    bench.prepare();
-                    let t0 = Instant::now();
-                    bench.drain_once();
-                    total += t0.elapsed();
-                    debug_assert_eq!(bench.cache.cached_entries(), 1);
-                }
-                total
-            })
+            b.iter_custom(|iters| bench.timed(iters))
         });
         // (Nothing ran when a filter excluded this benchmark.)
         drain_check(&bench.cache, n);
@@ -171,16 +161,7 @@ fn drain(c: &mut Criterion) {
             // events is not counted).
             let theirs = ucx::DrainBench::new(n);
             g.bench_with_input(BenchmarkId::new("ucx", n), &n, |b, _| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        theirs.prepare();
-                        let t0 = Instant::now();
-                        theirs.invalidate_all();
-                        total += t0.elapsed();
-                    }
-                    total
-                })
+                b.iter_custom(|iters| theirs.timed(iters))
             });
         }
     }

@@ -334,6 +334,19 @@ impl DrainBench {
             .expect("noop registration");
         std::hint::black_box(h.lkey());
     }
+
+    /// `drains` rounds of `prepare` (untimed) and `drain_once` (timed): the time of the drains.
+    pub fn timed(&self, drains: u64) -> std::time::Duration {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..drains {
+            self.prepare();
+            let t0 = std::time::Instant::now();
+            self.drain_once();
+            total += t0.elapsed();
+            debug_assert_eq!(self.cache.cached_entries(), 1);
+        }
+        total
+    }
 }
 
 /// Runs `body(thread, iters)` on `threads` threads started together; returns the slowest
@@ -686,6 +699,18 @@ pub mod ucx {
                 .get(self.sentinel, super::REQ_LEN)
                 .expect("no-op registration");
             std::hint::black_box(r.key());
+        }
+
+        /// `drains` rounds of `prepare` (untimed) and `invalidate_all` (timed).
+        pub fn timed(&self, drains: u64) -> std::time::Duration {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..drains {
+                self.prepare();
+                let t0 = std::time::Instant::now();
+                self.invalidate_all();
+                total += t0.elapsed();
+            }
+            total
         }
     }
 

@@ -99,25 +99,25 @@ fn threads_row(rounds: usize, n: usize) {
     let (own, _own_mon) = filled_cache(n);
     // Each round continues where the last stopped (as the criterion groups do).
     let pos = std::cell::Cell::new(0usize);
-    // The slowest thread's CPU time per op of each run, in run order (3 per round).
-    let cpu = std::cell::RefCell::new(vec![Vec::new(); 3]);
-    let run = |which: usize, threads: usize, private: bool| {
+    // The slowest thread's CPU time per op of the 1- and 2-thread runs on the shared cache.
+    let cpu = std::cell::RefCell::new([Vec::new(), Vec::new()]);
+    let run = |threads: usize, private: bool| {
         let base = pos.get();
         pos.set(base.wrapping_add(HIT_ITERS as usize));
         let (d, c) = timed_threads_cpu(threads, HIT_ITERS, |t, iters| {
             let c = if private && t == 1 { &own } else { &cache };
             regcache_hit_loop(c, &w, base + t * (w.len() / 2) + t * 7919, iters)
         });
-        cpu.borrow_mut()[which].push(c as f64 / HIT_ITERS as f64);
+        if !private {
+            cpu.borrow_mut()[threads - 1].push(c as f64 / HIT_ITERS as f64);
+        }
         per_op(d, HIT_ITERS)
     };
     let t = rounds_of(
         rounds,
-        &mut [
-            &mut || run(0, 1, false),
-            &mut || run(1, 2, false),
-            &mut || run(2, 2, true),
-        ],
+        &mut [&mut || run(1, false), &mut || run(2, false), &mut || {
+            run(2, true)
+        }],
     );
     // 1t / 2t time per op per thread: the fraction of the 1-thread rate each thread keeps.
     let (shared, control) = (ratio(&t[0], &t[1]), ratio(&t[0], &t[2]));
@@ -216,24 +216,15 @@ fn miss_row(rounds: usize) {
 fn drain_row(rounds: usize, n: usize) {
     let drains = (10_000 / n).max(1);
     let (ours, theirs) = (DrainBench::new(n), ucx::DrainBench::new(n));
-    let time = |prepare: &dyn Fn(), timed: &dyn Fn()| {
-        let mut total = Duration::ZERO;
-        for _ in 0..drains {
-            prepare();
-            let t0 = Instant::now();
-            timed();
-            total += t0.elapsed();
-        }
-        per_op(total, (drains * n) as u64)
-    };
+    let per_event = |d: Duration| per_op(d, (drains * n) as u64);
     let p = paired(
         rounds,
         || {
-            let t = time(&|| ours.prepare(), &|| ours.drain_once());
+            let t = per_event(ours.timed(drains as u64));
             assert_eq!(ours.cache.cached_entries(), 1, "every fired entry drained");
             t
         },
-        || time(&|| theirs.prepare(), &|| theirs.invalidate_all()),
+        || per_event(theirs.timed(drains as u64)),
     );
     println!(
         "| drain per event, {n} events (UCX beside it) | ≤ 100 ns | **{:.1} ns** (UCX {:.1} ns) | {:.2} | {} |",
