@@ -7,7 +7,8 @@
 //! reference can be taken. Who sets the bit, and who deregisters the entry once it is retired
 //! and unreferenced, is decided in life.rs:
 //! - the retirer (invalidation, merge, flush), by `fetch_or(RETIRED)` (`mark_retired`), after
-//!   the entry left the index under the write lock;
+//!   the entry left the index under the write lock (a plain store when it reads no count:
+//!   none can appear any more);
 //! - the evictor, by `compare_exchange(0, RETIRED)` (`claim_unused`) under the index write lock
 //!   after finding no cell holding it;
 //! - a one-use registration is born `RETIRED | 1`;
@@ -122,6 +123,18 @@ impl Entry {
     /// Marks an entry removed from the index retired; true when it had no counted references
     /// (the caller must still check the hold cells).
     pub fn mark_retired(&self) -> bool {
+        // Out of the index, the count can only fall: one read at 0 stays 0, and no releaser
+        // will ever look for the mark, so a plain store sets it. Most retired entries are
+        // unreferenced, and the locked read-modify-write this skips waits for every earlier
+        // store of the drain to leave the store buffer (issue 13). Acquire: pairs with the
+        // last releaser's decrement (its use happens-before our deregistration); every
+        // increment happened before the entry left the index (module comment), so before
+        // this load.
+        if self.state.load(Ordering::Acquire) == 0 {
+            // Relaxed: for the record only (see above).
+            self.state.store(RETIRED, Ordering::Relaxed);
+            return true;
+        }
         // AcqRel: Acquire pairs with the releases of past users; Release publishes the mark to
         // the last releaser.
         self.state.fetch_or(RETIRED, Ordering::AcqRel) == 0
