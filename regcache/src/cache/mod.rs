@@ -172,6 +172,33 @@ struct MissState {
     parked: park::Parked,
 }
 
+/// A drain removes and retires entries this many events at a time (`Cache::drain_events`): the
+/// records, entries and list items of a chunk (~140 bytes an entry) stay in the CPU's L1/L2.
+const DRAIN_CHUNK: usize = 256;
+
+/// Takes the `victims` (starts) out of the index, into `parkable` (not hit since cached, when
+/// `parks`) or `removed`. An entry named by two events is removed once (the second finds
+/// nothing).
+#[inline]
+fn unindex(
+    idx: &mut Index,
+    victims: &mut Vec<usize>,
+    removed: &mut Vec<Unindexed>,
+    parkable: &mut Vec<Unindexed>,
+    parks: bool,
+) {
+    for &s in victims.iter() {
+        if let Some((u, used)) = idx.remove_noting_use(s) {
+            if parks && !used {
+                parkable.push(u);
+            } else {
+                removed.push(u);
+            }
+        }
+    }
+    victims.clear();
+}
+
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
 struct MissPlan {
     /// The range to register (the request's pages, merged with overlapping entries if allowed).
@@ -935,55 +962,84 @@ impl Cache {
         let pending_id = pending.map(|(id, _)| id);
         // Reported entries whose pages did not change: kept, not forwarded.
         let mut kept = Cookies::default();
+        // Entries removed (and parked) in all: `removed` and `parkable` are retired and emptied
+        // every `DRAIN_CHUNK` entries.
+        let mut gone = 0usize;
+        // One not hit since it was cached (a one-use life: churn) may leave its watch parked
+        // (park.rs); the used bit is a hint (the eviction walk clears it too), which only
+        // decides where a watch goes, never whether an entry is trusted.
+        let parks = self.parks_watches();
         {
             let mut idx = self.index.write();
-            for inv in events.iter() {
-                match *inv {
-                    Invalidation::Cookie { cookie, .. }
-                        if revalidating && reval::same(pending_id, cookie) =>
-                    {
-                        to_check.push((cookie, None));
-                    }
-                    Invalidation::Cookie { cookie, hint } => {
-                        pending_hit |=
-                            pending.is_some_and(|(id, _)| entry::cookie_of(id) == cookie);
-                        let checkable = |e: &Entry| revalidating && reval::same(Some(e.id), cookie);
-                        // Usually one probe finds the entry (index.rs, `with_cookie`); else
-                        // every entry the hint overlaps that carries the cookie.
-                        if let Some((s, e)) = idx.with_cookie(hint.start, cookie) {
-                            if checkable(e) {
-                                to_check.push((cookie, Some(s)));
-                            } else {
-                                victims.push(s);
-                            }
-                            continue;
+            let mut rest = &events[..];
+            while !rest.is_empty() {
+                let (chunk, after) = rest.split_at(rest.len().min(DRAIN_CHUNK));
+                rest = after;
+                for inv in chunk {
+                    match *inv {
+                        Invalidation::Cookie { cookie, .. }
+                            if revalidating && reval::same(pending_id, cookie) =>
+                        {
+                            to_check.push((cookie, None));
                         }
-                        let from = victims.len();
-                        idx.overlapping_into(hint, victims);
-                        let mut keep = from;
-                        for j in from..victims.len() {
-                            let s = victims[j];
-                            match idx.get(s) {
-                                Some(e) if e.cookie() == cookie && checkable(e) => {
+                        Invalidation::Cookie { cookie, hint } => {
+                            pending_hit |=
+                                pending.is_some_and(|(id, _)| entry::cookie_of(id) == cookie);
+                            let checkable =
+                                |e: &Entry| revalidating && reval::same(Some(e.id), cookie);
+                            // Usually one probe finds the entry (index.rs, `with_cookie`); else
+                            // every entry the hint overlaps that carries the cookie.
+                            if let Some((s, e)) = idx.with_cookie(hint.start, cookie) {
+                                if checkable(e) {
                                     to_check.push((cookie, Some(s)));
+                                } else {
+                                    victims.push(s);
                                 }
-                                Some(e) if e.cookie() == cookie => {
-                                    victims[keep] = s;
-                                    keep += 1;
-                                }
-                                _ => {}
+                                continue;
                             }
+                            let from = victims.len();
+                            idx.overlapping_into(hint, victims);
+                            let mut keep = from;
+                            for j in from..victims.len() {
+                                let s = victims[j];
+                                match idx.get(s) {
+                                    Some(e) if e.cookie() == cookie && checkable(e) => {
+                                        to_check.push((cookie, Some(s)));
+                                    }
+                                    Some(e) if e.cookie() == cookie => {
+                                        victims[keep] = s;
+                                        keep += 1;
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            victims.truncate(keep);
                         }
-                        victims.truncate(keep);
+                        Invalidation::Range(r) => {
+                            pending_hit |= pending.is_some_and(|(_, p)| p.overlaps(&r));
+                            idx.overlapping_into(r, victims);
+                        }
+                        Invalidation::All => {
+                            pending_hit = pending.is_some();
+                            victims.extend(idx.starts());
+                        }
                     }
-                    Invalidation::Range(r) => {
-                        pending_hit |= pending.is_some_and(|(_, p)| p.overlaps(&r));
-                        idx.overlapping_into(r, victims);
-                    }
-                    Invalidation::All => {
-                        pending_hit = pending.is_some();
-                        victims.extend(idx.starts());
-                    }
+                }
+                // Removed, and retired, a chunk of events at a time: its records and entries
+                // are still in the CPU's cache when they are removed and retired (a drain of
+                // 10,000 events no longer walks 1 MB of them three times, issue 13). Not while
+                // a CHECK is pending: its entries stay watched until it is done.
+                unindex(&mut idx, victims, removed, parkable, parks);
+                if !rest.is_empty() && to_check.is_empty() {
+                    // Readers meanwhile: the counter moved and `drained` is stored only at
+                    // the end, so a hit waits for this drain on the miss lock; one that
+                    // passed `fresh` before the counter moved may see some of the removals,
+                    // as it might have seen all of them.
+                    drop(idx);
+                    gone += removed.len() + parkable.len();
+                    refilled |= self
+                        .retire_drained(locked, pool, recent, parked, removed, parkable, request);
+                    idx = self.index.write();
                 }
             }
             if !to_check.is_empty() {
@@ -1001,25 +1057,16 @@ impl Cache {
                     }
                 }
                 idx = self.index.write();
-            }
-            // An entry named by two events is removed once (the second finds nothing). One
-            // not hit since it was cached (a one-use life: churn) may leave its watch parked
-            // (park.rs); the used bit is a hint (the eviction walk clears it too), which only
-            // decides where a watch goes, never whether an entry is trusted.
-            let parks = self.parks_watches();
-            for s in victims.drain(..) {
-                if let Some((u, used)) = idx.remove_noting_use(s) {
-                    if parks && !used {
-                        parkable.push(u);
-                    } else {
-                        removed.push(u);
-                    }
-                }
+                unindex(&mut idx, victims, removed, parkable, parks);
             }
         }
+        gone += removed.len() + parkable.len();
+        // Retired before the hook runs: a hook that unwinds must find no entry owned by a
+        // local (see `Config::on_invalidate`).
+        refilled |= self.retire_drained(locked, pool, recent, parked, removed, parkable, request);
         // One per kept entry, or one for a drain that found nothing it had to act on.
         let false_positives = match kept.len() {
-            0 if removed.is_empty() && parkable.is_empty() && !pending_hit => 1,
+            0 if gone == 0 && !pending_hit => 1,
             n => n as u64,
         };
         self.stats
@@ -1027,18 +1074,7 @@ impl Cache {
             .fetch_add(false_positives, Ordering::Relaxed);
         self.stats
             .invalidated
-            .fetch_add((removed.len() + parkable.len()) as u64, Ordering::Relaxed);
-        for u in removed.iter().chain(parkable.iter()) {
-            if request == Some(u.reg.range) {
-                refilled = true;
-            } else {
-                recent.insert(u.reg.range);
-            }
-        }
-        // Retired before the hook runs: a hook that unwinds must find no entry owned by a
-        // local (see `Config::on_invalidate`); `retire` leaves both lists empty.
-        self.retire(locked, pool, removed, None);
-        self.retire(locked, pool, parkable, Some(parked));
+            .fetch_add(gone as u64, Ordering::Relaxed);
         if let Some(hook) = &self.cfg.on_invalidate {
             for inv in events.iter() {
                 (hook.0)(match *inv {
@@ -1061,6 +1097,32 @@ impl Cache {
             self.stats.record_drain(self.clock.elapsed_ns(t0));
         }
         pending_hit || refilled
+    }
+
+    /// Retires what a drain removed (leaving both lists empty), remembering the ranges for
+    /// `count_reregistration`; true if one of them was exactly `request` (`DrainFor`).
+    #[allow(clippy::too_many_arguments)]
+    fn retire_drained(
+        &self,
+        locked: &MissLocked,
+        pool: &mut pool::Pool,
+        recent: &mut recent::Recent,
+        parked: &mut park::Parked,
+        removed: &mut Vec<Unindexed>,
+        parkable: &mut Vec<Unindexed>,
+        request: Option<Range>,
+    ) -> bool {
+        let mut refilled = false;
+        for u in removed.iter().chain(parkable.iter()) {
+            if request == Some(u.reg.range) {
+                refilled = true;
+            } else {
+                recent.insert(u.reg.range);
+            }
+        }
+        self.retire(locked, pool, removed, None);
+        self.retire(locked, pool, parkable, Some(parked));
+        refilled
     }
 
     /// Counts a miss of `r` that re-registers a recently invalidated range. `refilled`: the
