@@ -112,9 +112,11 @@ impl Held {
 
     /// Tags every cell still holding `e`; true if any does (its holder will ask to reap). The
     /// caller took `e` out of the index under the write lock, so no new hold can appear.
-    #[cfg(any(test, loom))]
     pub fn tag(&self, e: &Entry) -> bool {
-        self.tag_among(&self.busy(), e)
+        let addr = e as *const Entry as usize;
+        let mut held = false;
+        self.each_cell(|c| held |= Self::tag_cell(c, addr));
+        held
     }
 
     /// The cells holding an entry now: one read of every cell for a batch of entries that all

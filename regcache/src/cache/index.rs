@@ -530,6 +530,7 @@ impl Index {
 
     /// `remove`, also telling whether the entry was hit since the eviction walk last cleared
     /// its used bit (`Indexed::take_used`, without a second probe).
+    #[inline]
     pub fn remove_noting_use(&mut self, start: usize) -> Option<(Unindexed, bool)> {
         let rec = self.by_start.remove(&start)?;
         // Relaxed: see `Indexed::take_used` (a hint; the record is ours now).

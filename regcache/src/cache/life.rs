@@ -165,15 +165,19 @@ impl Cache {
             // Nothing here calls out of the cache.
             let mut retired = self.retired.lock();
             recheck_from = retired.recheck.len();
-            // Every entry of the batch is out of the index: one read of the cells serves all.
-            let busy = self.held.busy();
+            // Every entry of the batch is out of the index: one read of the cells serves all
+            // (a batch of one, a churned drain's, scans them as directly).
+            let busy = (batch.len() > 1).then(|| self.held.busy());
             let mut i = 0;
             while i < batch.len() {
                 // Out of the index, so out of the LRU list too (index.rs).
                 let e = &batch[i].entry;
                 // Both, always: the mark and the tags are what a holder's release looks for.
                 let uncounted = e.mark_retired();
-                let held = self.held.tag_among(&busy, e);
+                let held = match &busy {
+                    Some(b) => self.held.tag_among(b, e),
+                    None => self.held.tag(e),
+                };
                 if uncounted && !held {
                     i += 1;
                     continue;
