@@ -201,6 +201,18 @@ fn unindex(
     victims.clear();
 }
 
+/// Sets the flag when dropped (`Cache::broken`); forgotten on the path that completes.
+struct BreakOnUnwind<'a>(&'a AtomicBool);
+
+impl Drop for BreakOnUnwind<'_> {
+    fn drop(&mut self) {
+        eprintln!("regcache: a callout unwound in the middle of a drain; caching disabled");
+        // Relaxed: as the monitor's failure (`drain_events`); `drained` is not stored, so no
+        // hit trusts the index again whatever this store's visibility.
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What a miss registers, from one search of the entries overlapping the request (`merge_hull`).
 struct MissPlan {
     /// The range to register (the request's pages, merged with overlapping entries if allowed).
@@ -989,9 +1001,14 @@ impl Cache {
                         // removals, as it might have seen all of them.
                         drop(idx);
                         gone += removed.len() + parkable.len();
+                        // Should a callout unwind in this retire, the entries the events after
+                        // this chunk name would stay in the index with their events consumed:
+                        // caching stops for good then, as when the monitor fails.
+                        let guard = BreakOnUnwind(&self.broken);
                         refilled |= self.retire_drained(
                             locked, pool, recent, parked, removed, parkable, request,
                         );
+                        std::mem::forget(guard);
                         idx = self.index.write();
                     }
                 }

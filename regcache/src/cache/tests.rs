@@ -1263,3 +1263,38 @@ fn a_drain_longer_than_a_chunk_applies_every_event() {
         "no stale entry hit"
     );
 }
+
+/// A callout unwinding in the retire of a drain's first chunk leaves the entries of the later
+/// chunks' events in the index, those events consumed: no hit may return one of them.
+#[test]
+fn panicking_unwatch_in_a_chunk_leaves_no_stale_entry() {
+    let (c, m, r) = strict_setup(Config::default());
+    let n = DRAIN_CHUNK + 10;
+    let addr = |i: usize| 0x4000_0000 + i * 2 * P;
+    let tokens: Vec<u64> = (0..n)
+        .map(|i| c.get(addr(i), P, RW).unwrap().registration().token)
+        .collect();
+    for i in 0..n {
+        m.fire(Invalidation::Range(Range {
+            start: addr(i),
+            end: addr(i) + P,
+        }));
+    }
+    m.panic_unwatch.store(true, Ordering::Relaxed);
+    expect_panic(|| drop(c.get(addr(n), P, RW)));
+    for (i, &old) in tokens.iter().enumerate() {
+        let h = c.get(addr(i), P, RW).unwrap();
+        assert_ne!(
+            h.registration().token,
+            old,
+            "event {i}'s entry was returned"
+        );
+    }
+    assert!(
+        !c.is_caching(),
+        "caching stops: the index cannot be trusted"
+    );
+    c.flush();
+    assert!(r.live.lock().is_empty(), "a registration leaked");
+    assert_eq!(r.double_deregistrations.load(Ordering::Relaxed), 0);
+}
