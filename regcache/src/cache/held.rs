@@ -121,8 +121,8 @@ impl Held {
 
     /// The cells holding an entry now: one read of every cell for a batch of entries that all
     /// left the index before this call (`tag_among`), instead of one per entry (16 cells per
-    /// thread that ever hit: 43 of a drained event's 542 instructions with one thread, 16 per
-    /// cell with more; issue 13). A cell read empty or holding another entry can never hold
+    /// thread that ever hit, ~3 instructions each: 43 of a drained event's 542 instructions
+    /// with one such thread; issue 13). A cell read empty or holding another entry can never hold
     /// one of the batch again (out of the index: no new hold), so it needs no second look.
     ///
     /// Acquire: as `tag`'s load (a cell the releaser already cleared, or that its owner refilled
