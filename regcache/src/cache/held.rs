@@ -134,23 +134,18 @@ impl Held {
             n: 0,
             all: false,
         };
-        let mut touched = self.touched.load(Ordering::Relaxed); // as in each_cell
-        while touched != 0 && !b.all {
-            let i = touched.trailing_zeros() as usize;
-            touched &= touched - 1;
-            for (k, c) in self.cells[i].iter().enumerate() {
-                if c.load(Ordering::Acquire) & !TAG == 0 {
-                    continue;
-                }
-                if b.n == BUSY_MAX {
-                    // More holds than the list keeps: every tag scans every cell, as before.
-                    b.all = true;
-                    break;
-                }
-                b.cells[b.n] = (i * CELLS + k) as u16;
-                b.n += 1;
+        self.each_cell_at(|i, c| {
+            if b.all || c.load(Ordering::Acquire) & !TAG == 0 {
+                return;
             }
-        }
+            if b.n == BUSY_MAX {
+                // More holds than the list keeps: every tag scans every cell, as before.
+                b.all = true;
+                return;
+            }
+            b.cells[b.n] = i as u16;
+            b.n += 1;
+        });
         b
     }
 
@@ -205,6 +200,11 @@ impl Held {
     }
 
     fn each_cell(&self, mut f: impl FnMut(&AtomicUsize)) {
+        self.each_cell_at(|_, c| f(c));
+    }
+
+    /// `each_cell`, with each cell's index (`slot * CELLS + cell`, as `Busy` lists them).
+    fn each_cell_at(&self, mut f: impl FnMut(usize, &AtomicUsize)) {
         // Relaxed: a bit is set before the first cell it covers is filled, by the slot's owner
         // inside the read lock. Scanners that decide whether an entry is unused hold the index
         // write lock (holds in claim_unused) or run after the entry left the index under it
@@ -216,7 +216,9 @@ impl Held {
         while touched != 0 {
             let i = touched.trailing_zeros() as usize;
             touched &= touched - 1;
-            self.cells[i].iter().for_each(&mut f);
+            for (k, c) in self.cells[i].iter().enumerate() {
+                f(i * CELLS + k, c);
+            }
         }
     }
 }
