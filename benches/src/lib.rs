@@ -337,16 +337,29 @@ impl DrainBench {
 
     /// `drains` rounds of `prepare` (untimed) and `drain_once` (timed): the time of the drains.
     pub fn timed(&self, drains: u64) -> std::time::Duration {
-        let mut total = std::time::Duration::ZERO;
-        for _ in 0..drains {
-            self.prepare();
-            let t0 = std::time::Instant::now();
-            self.drain_once();
-            total += t0.elapsed();
-            debug_assert_eq!(self.cache.cached_entries(), 1);
-        }
-        total
+        timed_rounds(
+            drains,
+            || self.prepare(),
+            || {
+                self.drain_once();
+                // Inside the timed part, but only in debug builds (benchmarks run in release).
+                debug_assert_eq!(self.cache.cached_entries(), 1);
+            },
+        )
     }
+}
+
+/// `rounds` rounds of `prepare` (untimed) then `measured` (timed): the time of the `measured`
+/// parts (the drain benchmarks of both caches).
+pub fn timed_rounds(rounds: u64, prepare: impl Fn(), measured: impl Fn()) -> std::time::Duration {
+    let mut total = std::time::Duration::ZERO;
+    for _ in 0..rounds {
+        prepare();
+        let t0 = std::time::Instant::now();
+        measured();
+        total += t0.elapsed();
+    }
+    total
 }
 
 /// Runs `body(thread, iters)` on `threads` threads started together; returns the slowest
@@ -703,14 +716,7 @@ pub mod ucx {
 
         /// `drains` rounds of `prepare` (untimed) and `invalidate_all` (timed).
         pub fn timed(&self, drains: u64) -> std::time::Duration {
-            let mut total = std::time::Duration::ZERO;
-            for _ in 0..drains {
-                self.prepare();
-                let t0 = std::time::Instant::now();
-                self.invalidate_all();
-                total += t0.elapsed();
-            }
-            total
+            super::timed_rounds(drains, || self.prepare(), || self.invalidate_all())
         }
     }
 
