@@ -8,6 +8,12 @@
 # is moved after those rules.
 set -e
 modprobe rdma_rxe
+# Lossless, like the PFC fabric RoCE is deployed on: a veth hands every packet to the other
+# end through the receiving CPU's backlog, whose default 1,000 packets a large RDMA READ's
+# responses overflow; the go-back-N retransmission that follows can stall 6.1's rxe for good
+# (docs/bench-rdma.md). 16,384 holds four of the largest (4 MiB) transfers. RXE_BACKLOG=1000
+# brings the loss back.
+sysctl -qw net.core.netdev_max_backlog="${RXE_BACKLOG:-16384}"
 ip link set lo up
 ip link add veth0 type veth peer name veth1
 ip addr add 10.9.0.1/24 dev veth0

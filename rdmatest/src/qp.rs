@@ -183,7 +183,10 @@ impl Qp {
         // SAFETY: plain old data.
         let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
         a.qp_state = ibv_qp_state::IBV_QPS_RTS;
-        a.timeout = 14;
+        // Local ACK timeout 4.096 us * 2^18 = 1.07 s (UCX's RC default is 1 s). At 2^14 (67 ms)
+        // the emulated guest's slowness alone expired it: tens of spurious retransmissions a
+        // run, and the 6.1 kernel's rxe could stall for good in one of them (docs/bench-rdma.md).
+        a.timeout = 18;
         a.retry_cnt = 7;
         a.rnr_retry = 7;
         a.sq_psn = local.psn;
