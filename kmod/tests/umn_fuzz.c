@@ -348,8 +348,10 @@ TEST_TIMEOUT(random_operations_do_not_upset_the_kernel, 600)
 				_exit(0);
 			}
 			if (pid < 0) {
+				int e = errno;
+
 				kill_all(pids, jobs);
-				FAIL("fork: %s", strerror(errno));
+				FAIL("fork: %s", strerror(e));
 			}
 			for (j = 0; pids[j]; j++)
 				;
@@ -362,9 +364,11 @@ TEST_TIMEOUT(random_operations_do_not_upset_the_kernel, 600)
 		pid = waitpid(-1, &st, 0);
 		for (j = 0; j < jobs && pids[j] != pid; j++)
 			;
-		if (pid < 0 || j == jobs) {
+		if (j == jobs) {	/* -1, or not one of ours */
+			int e = errno;
+
 			kill_all(pids, jobs);
-			FAIL("waitpid: %d (%s)", pid, strerror(errno));
+			FAIL("waitpid: %d (%s)", pid, strerror(e));
 		}
 		pids[j] = 0;
 		live--;
