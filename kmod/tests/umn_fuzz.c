@@ -17,6 +17,7 @@
 #define NFD	4
 #define POOL_PAGES 64
 #define GUARD_PAGES 4
+#define MAX_JOBS 8	/* sequences running at once, at most */
 
 static uint64_t rs;
 
@@ -323,13 +324,13 @@ TEST_TIMEOUT(random_operations_do_not_upset_the_kernel, 600)
 	 * sequence left idle was half this test's wall time in the 2-CPU guest.
 	 */
 	long jobs = env_u64("UMN_FUZZ_JOBS", sysconf(_SC_NPROCESSORS_ONLN));
-	pid_t pids[8] = { 0 };
-	uint64_t seeds[8] = { 0 };
+	pid_t pids[MAX_JOBS] = { 0 };
+	uint64_t seeds[MAX_JOBS] = { 0 };
 
 	if (jobs < 1)
 		jobs = 1;
-	if (jobs > 8)
-		jobs = 8;
+	if (jobs > MAX_JOBS)
+		jobs = MAX_JOBS;
 	if (!seed)
 		seed = (uint64_t)time(NULL);
 	for (r = 0; r < runs || live; ) {
