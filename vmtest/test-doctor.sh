@@ -48,6 +48,7 @@ for k in $kernels; do
 	expect "$k" rxe0 '^OK +RDMA devices: rxe0: port 1 ACTIVE'
 	expect "$k" rxe1 '^OK +RDMA devices: rxe1: port 1 ACTIVE'
 	expect "$k" io_uring '^OK +io_uring: available'
+	expect "$k" numa '^OK +NUMA balancing: .*1 memory node'
 	expect "$k" monitor '^OK +monitor: auto picks ummunotify: caching ON'
 	expect "$k" verdict '^verdict: caching would be ON$'
 	if grep -q '^FAIL' "$out/output.log"; then

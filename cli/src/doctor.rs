@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 mod fork;
+mod numa;
 use fork::fork_safety_check;
+use numa::numa_check;
 
 #[derive(clap::Args)]
 pub struct Args {}
@@ -113,6 +115,7 @@ pub fn checks() -> Vec<Line> {
         uffd,
     ];
     lines.push(thp_check(reval_ok));
+    lines.push(numa_check(thp_mode(), reval_ok));
     lines.push(memlock_check());
     lines.extend(rdma);
     lines.extend(fork_safety_check());
@@ -625,14 +628,19 @@ fn bracketed(s: &str) -> Option<&str> {
     Some(&s[start..end])
 }
 
+/// The THP mode ("always", "madvise", "never"); None without THP.
+fn thp_mode() -> Option<String> {
+    let enabled = read_trim("/sys/kernel/mm/transparent_hugepage/enabled")?;
+    Some(bracketed(&enabled).unwrap_or(enabled.as_str()).to_string())
+}
+
 /// Transparent huge pages: collapses and splits (and any VMA split in a huge-page-sized block)
 /// are reported as invalidations; they cost a re-registration only without REVALIDATE.
 fn thp_check(revalidate: bool) -> Line {
     const CHECK: &str = "transparent huge pages";
-    let Some(enabled) = read_trim("/sys/kernel/mm/transparent_hugepage/enabled") else {
+    let Some(mode) = thp_mode() else {
         return line(Status::Ok, CHECK, "not built into this kernel");
     };
-    let mode = bracketed(&enabled).unwrap_or(enabled.as_str()).to_string();
     match mode.as_str() {
         "always" if !revalidate => line(
             Status::Warn,
@@ -670,6 +678,7 @@ mod reval_tests {
     fn new_checks_never_fail() {
         assert_ne!(revalidate_check().status, Status::Fail);
         assert_ne!(thp_check(false).status, Status::Fail);
+        assert_ne!(numa_check(thp_mode(), true).status, Status::Fail);
         if let Some(l) = fork_safety_check() {
             assert_ne!(l.status, Status::Fail);
         }
