@@ -10,8 +10,7 @@
 //! counter over it) answers CHANGED, and the cache registers the buffer again. A false positive,
 //! never a stale registration: WARN, with the usual HPC setting as the fix.
 
-use super::{line, Line, Status};
-use std::fs;
+use super::{line, read_trim, Line, Status};
 
 const CHECK: &str = "NUMA balancing";
 
@@ -81,10 +80,6 @@ pub(super) fn numa_line(n: &Numa) -> Line {
         ),
     )
     .fix("sysctl kernel.numa_balancing=0 (usual on HPC nodes), or give the buffers a memory policy")
-}
-
-fn read_trim(path: &str) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
 /// This host's line; `thp` is the bracketed THP mode, `revalidate` whether CHECK is in use.
