@@ -114,8 +114,9 @@ pub fn checks() -> Vec<Line> {
         ring_check(),
         uffd,
     ];
-    lines.push(thp_check(reval_ok));
-    lines.push(numa_check(thp_mode(), reval_ok));
+    let thp = thp_mode();
+    lines.push(thp_check(thp.as_deref(), reval_ok));
+    lines.push(numa_check(thp, reval_ok));
     lines.push(memlock_check());
     lines.extend(rdma);
     lines.extend(fork_safety_check());
@@ -636,12 +637,12 @@ fn thp_mode() -> Option<String> {
 
 /// Transparent huge pages: collapses and splits (and any VMA split in a huge-page-sized block)
 /// are reported as invalidations; they cost a re-registration only without REVALIDATE.
-fn thp_check(revalidate: bool) -> Line {
+fn thp_check(mode: Option<&str>, revalidate: bool) -> Line {
     const CHECK: &str = "transparent huge pages";
-    let Some(mode) = thp_mode() else {
+    let Some(mode) = mode else {
         return line(Status::Ok, CHECK, "not built into this kernel");
     };
-    match mode.as_str() {
+    match mode {
         "always" if !revalidate => line(
             Status::Warn,
             CHECK,
@@ -677,7 +678,7 @@ mod reval_tests {
     #[test]
     fn new_checks_never_fail() {
         assert_ne!(revalidate_check().status, Status::Fail);
-        assert_ne!(thp_check(false).status, Status::Fail);
+        assert_ne!(thp_check(thp_mode().as_deref(), false).status, Status::Fail);
         assert_ne!(numa_check(thp_mode(), true).status, Status::Fail);
         if let Some(l) = fork_safety_check() {
             assert_ne!(l.status, Status::Fail);
